@@ -1,0 +1,35 @@
+"""Shared fixtures: the real embedded model and a small real activation store, built once per session.
+
+Both live in the workbench cache (``WORKBENCH_HOME``), keyed by spec, so reruns reuse them.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SMALL_TOKENS = 16_384
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    from workbench.models import load_model
+
+    return load_model("gemma-3-270m", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def small_spec():
+    from workbench.corpus import CorpusSpec
+    from workbench.harvest import HarvestSpec
+
+    return HarvestSpec(model="gemma-3-270m", n_tokens=SMALL_TOKENS, corpus=CorpusSpec(source="wiki"))
+
+
+@pytest.fixture(scope="session")
+def small_store(gemma, small_spec):
+    from workbench.harvest import HarvestConfig, harvest_cached
+
+    return harvest_cached(small_spec, model=gemma, config=HarvestConfig(progress=False, shard_contexts=64))

@@ -1,0 +1,1 @@
+"""ipywidgets + plotly views of workbench analyses (feature cards, browsers, maps) live here."""

