@@ -8,6 +8,7 @@ from its last complete shard, and ``harvest_cached`` keys finished stores by the
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import queue
 import threading
@@ -157,10 +158,16 @@ def harvest(
     if (out / "manifest.json").exists():
         try:
             store = ActivationStore.open(out)
-            if store.manifest.get("extra", {}).get("harvest_spec") == spec.to_dict() and store.manifest.get("complete"):
-                return store
         except StoreError:
-            pass
+            store = None  # partial or damaged: the writer below resumes or explains
+        if store is not None:
+            if store.manifest.get("extra", {}).get("harvest_spec") == spec.to_dict():
+                return store
+            raise ValueError(
+                f"{out} already holds a finished store from a different harvest "
+                f"({store.manifest.get('extra', {}).get('harvest_spec')}). Choose another output directory, "
+                "or delete this one to harvest again."
+            )
     if model is None:
         model = load_model(spec.model, device=config.device)
     device = next(model.parameters()).device
@@ -169,6 +176,13 @@ def harvest(
     tokenizer = model.tokenizer
     d_model = {h: _hook_width(model, h) for h in hooks}
     n_contexts = -(-spec.n_tokens // spec.context_size)
+
+    contexts = packed_contexts(
+        spec.corpus, tokenizer, n_contexts * spec.context_size, spec.context_size, spec.prepend_bos,
+        batch_contexts=config.batch_contexts,
+    )
+    shards = _shards(contexts, config.shard_contexts)
+    first = next(shards)  # an empty or unreadable corpus fails here, before anything is written
 
     writer = StoreWriter(
         out,
@@ -182,31 +196,28 @@ def harvest(
         corpus_fingerprint=spec.corpus.fingerprint(),
         extra={"harvest_spec": spec.to_dict(), "prepend_bos": spec.prepend_bos},
     )
-    done = writer.n_complete_shards
-    n_shards = -(-n_contexts // config.shard_contexts)
-    contexts = packed_contexts(
-        spec.corpus, tokenizer, n_contexts * spec.context_size, spec.context_size, spec.prepend_bos,
-        batch_contexts=config.batch_contexts,
-    )
-    bar = tqdm(total=n_contexts * spec.context_size, unit="tok", desc="harvest", disable=not config.progress,
-               initial=min(done * config.shard_contexts, n_contexts) * spec.context_size, dynamic_ncols=True)
-    background = _ShardWriterThread(writer)
-    t0, fresh_tokens = time.perf_counter(), 0
     try:
-        for index, (tokens, doc_ids, positions) in enumerate(_shards(contexts, config.shard_contexts)):
-            if index >= n_shards:
-                break
-            if index < done:
-                continue
-            acts = _forward_acts(model, tokens, hooks, stop, config.batch_contexts, device)
-            background.put(index, tokens, doc_ids, positions, acts)
-            fresh_tokens += tokens.size
-            bar.update(tokens.size)
-    finally:
+        done = writer.n_complete_shards
+        bar = tqdm(total=n_contexts * spec.context_size, unit="tok", desc="harvest", disable=not config.progress,
+                   initial=min(done * config.shard_contexts, n_contexts) * spec.context_size, dynamic_ncols=True)
+        background = _ShardWriterThread(writer)
+        t0, fresh_tokens = time.perf_counter(), 0
         try:
-            background.close()
+            for index, (tokens, doc_ids, positions) in enumerate(itertools.chain([first], shards)):
+                if index < done:
+                    continue
+                acts = _forward_acts(model, tokens, hooks, stop, config.batch_contexts, device)
+                background.put(index, tokens, doc_ids, positions, acts)
+                fresh_tokens += tokens.size
+                bar.update(tokens.size)
         finally:
-            bar.close()
+            try:
+                background.close()
+            finally:
+                bar.close()
+    except BaseException:
+        writer.close()  # release the store's lock so a retry in this process can resume
+        raise
     elapsed = time.perf_counter() - t0
     extra = {
         "harvest_spec": spec.to_dict(),
@@ -222,13 +233,19 @@ def _hook_width(model, hook: str) -> int:
     seen = {}
 
     def grab(act, hook):
-        seen["d"] = act.shape[-1]
+        seen["shape"] = tuple(act.shape)
         return act
 
     toks = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device)
     with torch.inference_mode():
         model.run_with_hooks(toks, fwd_hooks=[(hook, grab)], stop_at_layer=stop_layer(model, [hook]), return_type=None)
-    return int(seen["d"])
+    if len(seen["shape"]) != 3:
+        raise ValueError(
+            f"Hook '{hook}' gives activations of shape {list(seen['shape'])}, not one vector per token "
+            "([batch, pos, d]). Harvest a per-token hook: hook_resid_pre/mid/post, hook_attn_out, hook_mlp_out, "
+            "mlp.hook_post, or attn.hook_z's per-token equivalent hook_attn_out."
+        )
+    return int(seen["shape"][-1])
 
 
 def store_dir(spec: HarvestSpec) -> Path:

@@ -220,12 +220,12 @@ def _load_converted(target: Path):
     from transformers import AutoTokenizer
     from transformer_lens import HookedTransformer
 
-    cfg = _config_from_json(json.loads((target / "tl_config.json").read_text()))
-    # TransformerLens re-reads any tokenizer that does not add BOS; loading it that way saves a reload.
-    tokenizer = AutoTokenizer.from_pretrained(target / "tokenizer", add_bos_token=True)
-    with _quiet():
-        model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     try:
+        cfg = _config_from_json(json.loads((target / "tl_config.json").read_text()))
+        # TransformerLens re-reads any tokenizer that does not add BOS; loading it that way saves a reload.
+        tokenizer = AutoTokenizer.from_pretrained(target / "tokenizer", add_bos_token=True)
+        with _quiet():
+            model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
         state = load_file(str(target / "model.safetensors"))
         model.load_state_dict(state, strict=True, assign=True)
     except Exception as err:  # truncated file, or a layout from another version
@@ -335,7 +335,7 @@ def load_tokenizer(name: str = DEFAULT_MODEL):
         if (target / "tokenizer").exists():
             from transformers import AutoTokenizer
 
-            return AutoTokenizer.from_pretrained(target / "tokenizer")
+            return AutoTokenizer.from_pretrained(target / "tokenizer", add_bos_token=True)
     return load_model(name, device="cpu").tokenizer
 
 
