@@ -99,18 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=200_000)
     p.set_defaults(func=_cmd_demo)
 
-    try:
-        from . import train_cli
-    except ImportError:
-        train_cli = None
-    if train_cli is not None and hasattr(train_cli, "register"):
-        train_cli.register(sub)
+    # `train` pulls in torch and TransformerLens: parse its options in train_cli, imported only when used.
+    sub.add_parser("train", help="train SAEs on an activation store (see: workbench train --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["train"]:  # its own parser, so `workbench train --help` lists the trainer's options
+            from . import train_cli
+
+            return train_cli.main(argv)
+        args = build_parser().parse_args(argv)
         return args.func(args) or 0
     except ValueError as err:  # our errors name the problem and the fix: show them without a traceback
         print(f"error: {err}", file=sys.stderr)
