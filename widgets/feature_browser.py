@@ -1,0 +1,194 @@
+"""Browse the features of a :class:`workbench.features.FeatureResults`: search (explanation text, or a feature
+id), sort (density, max activation, explanation score, index), page, select one to see its :class:`FeatureCard`.
+
+Every control is a method, so a notebook or a test drives it without clicks::
+
+    b = FeatureBrowser(results, explanations)
+    b.search("bridge"); b.sort_by("max_activation"); b.next_page(); card = b.select(b.visible[0])
+"""
+from __future__ import annotations
+
+import torch
+
+from workbench.search import search_explanations
+
+from . import html as H
+from .feature_card import FeatureCard
+
+__all__ = ["FeatureBrowser", "SORT_KEYS"]
+
+SORT_KEYS = ("density", "max_activation", "score", "index")
+
+
+class FeatureBrowser:
+    """State (query, sort, page, selection) plus an ipywidgets view kept in sync with it."""
+
+    def __init__(self, results, explanations=None, *, page_size: int = 20, sort: str = "density",
+                 include_dead: bool = False):
+        if page_size < 1:
+            raise ValueError(f"page_size must be a positive integer, got {page_size}")
+        self.results, self.explanations = results, explanations
+        self.page_size, self.include_dead = int(page_size), include_dead
+        self.query = ""
+        self.sort_key = "density"
+        self.page = 0
+        self.selected: int | None = None
+        self.card: FeatureCard | None = None
+        self._matches: list[int] | None = None  # None: no query, every feature
+        self._ui = None
+        self.sort_by(sort)
+
+    # ----- state -----
+
+    def _pool(self) -> list[int]:
+        if self._matches is not None:
+            return list(self._matches)
+        if self.include_dead:
+            return list(range(self.results.d_sae))
+        return self.results.alive().tolist()
+
+    def _score(self, i: int) -> float:
+        unit = self.explanations[i] if self.explanations is not None and i in self.explanations else None
+        s = getattr(unit, "score", None)
+        return float(s.f1) if s is not None else float("-inf")
+
+    @property
+    def order(self) -> list[int]:
+        """Every feature matching the query, in the current order (a search keeps its relevance order under
+        ``sort_by("relevance")``)."""
+        pool = self._pool()
+        key = self.sort_key
+        if key == "relevance":
+            return pool
+        if key == "index":
+            return sorted(pool)
+        if key == "score":
+            return sorted(pool, key=lambda i: (-self._score(i), i))
+        values = (self.results.density if key == "density" else self.results.max_activation).to(torch.float64)
+        return sorted(pool, key=lambda i: (-float(values[i]), i))
+
+    @property
+    def n_pages(self) -> int:
+        return max(1, -(-len(self._pool()) // self.page_size))
+
+    @property
+    def visible(self) -> list[int]:
+        """The features on the current page."""
+        s = self.page * self.page_size
+        return self.order[s:s + self.page_size]
+
+    def search(self, query: str) -> list[int]:
+        """Filter by ``query``: a feature id ("123" or "F123") selects that feature; other text matches the
+        explanations (``search_explanations``) and orders by relevance; "" clears the filter. Returns the matches."""
+        q = (query or "").strip()
+        self.query, self.page = q, 0
+        if not q:
+            self._matches = None
+            if self.sort_key == "relevance":
+                self.sort_key = "density"
+        elif q.lstrip("Ff#").isdigit():
+            i = self.results.check_index(int(q.lstrip("Ff#")))
+            self._matches = [i]
+            self.select(i)
+        else:
+            if self.explanations is None:
+                raise ValueError("text search needs explanations: pass FeatureBrowser(results, explanations) "
+                                 "(from workbench.explain.explain_features), or search a feature id")
+            hits = search_explanations(self.explanations, q, top_n=self.results.d_sae)
+            self._matches = [h.feature for h in hits]
+            self.sort_key = "relevance"
+        self._refresh()
+        return list(self._matches) if self._matches is not None else self.order
+
+    def sort_by(self, key: str) -> list[int]:
+        """Order by "density", "max_activation", "score" (held-out F1 of the explanation), "index" or, after a
+        text search, "relevance" (all descending except index). Returns the visible page."""
+        allowed = SORT_KEYS + (("relevance",) if self._matches is not None else ())
+        if key not in allowed:
+            raise ValueError(f"unknown sort key {key!r}: choose one of {', '.join(allowed)}")
+        self.sort_key, self.page = key, 0
+        self._refresh()
+        return self.visible
+
+    def go_to_page(self, page: int) -> list[int]:
+        self.page = min(max(int(page), 0), self.n_pages - 1)
+        self._refresh()
+        return self.visible
+
+    def next_page(self) -> list[int]:
+        return self.go_to_page(self.page + 1)
+
+    def prev_page(self) -> list[int]:
+        return self.go_to_page(self.page - 1)
+
+    def select(self, index: int) -> FeatureCard:
+        """Show feature ``index``'s card (it need not be on the current page)."""
+        i = self.results.check_index(index)
+        self.selected = i
+        self.card = FeatureCard.from_results(self.results, i, self.explanations)
+        self._refresh_card()
+        return self.card
+
+    # ----- rendering -----
+
+    def _label(self, i: int) -> str:
+        d, m = float(self.results.density[i]), float(self.results.max_activation[i])
+        text = ""
+        if self.explanations is not None and i in self.explanations:
+            text = getattr(self.explanations[i], "explanation", self.explanations[i])
+            text = getattr(text, "text", text)
+        return f"F{i}  d={d:.2g}  max={m:.3g}  {str(text)[:60]}"
+
+    def listing_html(self) -> str:
+        rows = [[i, f"{float(self.results.density[i]):.3g}", float(self.results.max_activation[i]),
+                 self._label(i).split("  ", 3)[-1] if self.explanations is not None else ""] for i in self.visible]
+        return (f'<div class="wb-muted">query {self.query!r}, sorted by {self.sort_key}, page {self.page + 1} of '
+                f"{self.n_pages}</div>" + H.table(["feature", "density", "max", "explanation"], rows))
+
+    def to_html(self, include_plotlyjs: bool | str = "cdn") -> str:
+        """The current page as a table, then the selected feature's card."""
+        card = self.card.to_html(include_plotlyjs) if self.card is not None else ""
+        return f'<div class="wb-browser">{self.listing_html()}{card}</div>'
+
+    @property
+    def widget(self):
+        """The ipywidgets view (built on first use): search box, sort menu, page buttons, feature list, card."""
+        if self._ui is None:
+            import ipywidgets as W
+
+            ui = {"search": W.Text(placeholder="explanation text or feature id", continuous_update=False),
+                  "sort": W.Dropdown(options=list(SORT_KEYS), value=self.sort_key if self.sort_key in SORT_KEYS
+                                     else "density", description="sort"),
+                  "prev": W.Button(description="◀", layout=W.Layout(width="40px")),
+                  "next": W.Button(description="▶", layout=W.Layout(width="40px")),
+                  "page": W.Label(), "list": W.Select(rows=12, layout=W.Layout(width="100%")),
+                  "card": W.Box()}
+            ui["search"].observe(lambda ch: self.search(ch["new"]), names="value")
+            ui["sort"].observe(lambda ch: self.sort_by(ch["new"]), names="value")
+            ui["prev"].on_click(lambda _: self.prev_page())
+            ui["next"].on_click(lambda _: self.next_page())
+            ui["list"].observe(lambda ch: ch["new"] is not None and self.select(ch["new"]), names="value")
+            self._ui = ui
+            self._ui_box = W.VBox([W.HBox([ui["search"], ui["sort"], ui["prev"], ui["page"], ui["next"]]),
+                                   ui["list"], ui["card"]])
+            self._refresh()
+            self._refresh_card()
+        return self._ui_box
+
+    def _refresh(self) -> None:
+        if self._ui is None:
+            return
+        ui = self._ui
+        ui["page"].value = f"{self.page + 1}/{self.n_pages}"
+        ui["list"].options = [(self._label(i), i) for i in self.visible]
+        if ui["search"].value != self.query:
+            ui["search"].value = self.query
+        if self.sort_key in SORT_KEYS and ui["sort"].value != self.sort_key:
+            ui["sort"].value = self.sort_key
+
+    def _refresh_card(self) -> None:
+        if self._ui is not None and self.card is not None:
+            self._ui["card"].children = [self.card.widget]
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
