@@ -163,6 +163,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", help="activation store of Gemma-3-270M (training stream)")
     p.add_argument("--heldout-store", help="separate store for evaluation (default: hold out from --store)")
+    p.add_argument("--allow-incomplete", action="store_true", help="read a store whose harvest is unfinished")
     p.add_argument("--harvest", action="store_true", help="harvest the stores with workbench.harvest first")
     p.add_argument("--synthetic", action="store_true", help="synthetic activations of the real shape")
     p.add_argument("--archs", nargs="+", default=["relu", "topk"])
@@ -200,10 +201,11 @@ def main(argv=None) -> None:
         if not store:
             raise SystemExit("give --store PATH, --harvest or --synthetic")
         if held:
-            train_src = StoreSource(store, seed=0)
+            train_src = StoreSource(store, seed=0, allow_incomplete=args.allow_incomplete)
             heldout = load(StoreSource(held, seed=0), args.heldout_tokens - args.heldout_tokens % bs, bs)
         else:
-            train_src = StoreSource(store, seed=0, holdout_tokens=args.heldout_tokens)
+            train_src = StoreSource(store, seed=0, holdout_tokens=args.heldout_tokens,
+                                    allow_incomplete=args.allow_incomplete)
             heldout = [b.to(torch.bfloat16) for b in train_src.heldout_batches(bs)]
         train_batches = load(train_src, args.tokens, bs)
         meta, desc = train_src.metadata, train_src.describe()

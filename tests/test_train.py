@@ -165,7 +165,7 @@ _KILL_SCRIPT = textwrap.dedent("""
             self.src, self.d_model, self.metadata = src, src.d_model, src.metadata
         def batches(self, batch_size, *, start_tokens=0):
             for b in self.src.batches(batch_size, start_tokens=start_tokens):
-                time.sleep(0.02)
+                time.sleep(0.05)
                 yield b
         def describe(self):
             return self.src.describe()

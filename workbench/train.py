@@ -58,11 +58,15 @@ class CheckpointError(ValueError):
 
 
 def default_lr(architecture: str, d_sae: int) -> float:
-    """The recipes' learning rates: TopK family 2e-4 / sqrt(d_sae / 2^14) (Gao et al.); relu and jumprelu fixed."""
+    """Default learning rates: TopK family 2e-4 / sqrt(d_sae / 2^14) (Gao et al.); relu 1e-3 and jumprelu 7e-4.
+
+    Anthropic's 5e-5 (relu) and DeepMind's 7e-5 (jumprelu) are for runs of 10^5+ steps; for runs of a few
+    thousand steps (2M tokens at batch 4096 is 488) they barely move the weights, so the defaults here are
+    higher (tuned on Gemma-3-270M). Set ``RunSpec.lr`` for long runs."""
     if architecture in TOPK_FAMILY:
         return 2e-4 / math.sqrt(d_sae / 2 ** 14)
     if architecture == "relu":
-        return 4e-4
+        return 1e-3
     return 7e-4
 
 
@@ -313,11 +317,11 @@ class StoreSource:
     """
 
     def __init__(self, path: str | Path, *, hook: str | None = None, seed: int = 0, exclude_bos: bool = True,
-                 holdout_tokens: int = 0):
+                 holdout_tokens: int = 0, allow_incomplete: bool = False):
         from .store import ActivationStore  # the store module is optional for everything else
 
         self.path = Path(path)
-        self.store = ActivationStore.open(self.path)
+        self.store = ActivationStore.open(self.path, allow_incomplete=allow_incomplete)
         if hook is None and len(self.store.hooks) != 1:
             raise ValueError(f"the store at {self.path} holds several hooks {list(self.store.hooks)}: pick one with "
                              f"--hook")
@@ -414,7 +418,7 @@ class RunState:
         return self.since_fired >= window
 
     def step(self, x: Tensor, step: int, autocast) -> Tensor:
-        """One optimisation step on the scaled batch ``x``; returns the (undetached) loss for the finite check."""
+        """One optimisation step on the scaled batch ``x``; returns the detached loss (for the finite check)."""
         cfg = self.config
         sae = self.sae
         lr = self.base_lr * lr_multiplier(step, cfg.total_steps, cfg.lr_warmup_steps, cfg.lr_decay_fraction)
