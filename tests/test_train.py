@@ -330,3 +330,20 @@ def test_cli_trains_from_flags(tmp_path, monkeypatch, capsys):
     args = parser.parse_args(["train", "--store", "fake", "--arch", "topk", "--tokens", "2560"])
     assert args.func(args) == 1
     assert "--d-sae" in capsys.readouterr().err
+
+
+def test_training_dir_changes_with_any_setting_that_defines_the_run(tmp_path):
+    from workbench.train import training_dir
+
+    src = SyntheticSource(32, 64, active=3, seed=0)
+    cfg = TrainConfig(total_tokens=4096, batch_size=512)
+    base = training_dir(tmp_path, [RunSpec("relu", 128)], cfg, src)
+    assert base == training_dir(tmp_path, [RunSpec("relu", 128)], TrainConfig(total_tokens=4096, batch_size=512), src)
+    assert base.parent == tmp_path and base.name.startswith("sae-")
+    others = {
+        training_dir(tmp_path, [RunSpec("relu", 128, l1_coefficient=2.0)], cfg, src),
+        training_dir(tmp_path, [RunSpec("relu", 256)], cfg, src),
+        training_dir(tmp_path, [RunSpec("relu", 128)], TrainConfig(total_tokens=8192, batch_size=512), src),
+        training_dir(tmp_path, [RunSpec("relu", 128)], cfg, SyntheticSource(32, 64, active=3, seed=1)),
+    }
+    assert base not in others and len(others) == 4

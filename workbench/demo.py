@@ -49,13 +49,14 @@ def _train_step(cfg: DemoConfig, store, model) -> dict:
 
     from .evaluate import downstream_metrics, evaluate_activations
     from .sae_io import load_sae
-    from .train import RunSpec, StoreSource, TrainConfig, train
+    from .train import RunSpec, StoreSource, TrainConfig, train, training_dir
 
     out = Path(cfg.out) / "sae"
     holdout = 32_768
     source = StoreSource(store.path, holdout_tokens=holdout)
     spec = RunSpec("topk", cfg.d_sae, k=cfg.k)
-    result = train([spec], TrainConfig(total_tokens=cfg.n_tokens - holdout - 8192), source, out)
+    train_cfg = TrainConfig(total_tokens=cfg.n_tokens - holdout - 8192)
+    result = train([spec], train_cfg, source, training_dir(out, [spec], train_cfg, source))
     run = next(iter(result.runs.values()))
     sae = load_sae(run.path)
     metrics = evaluate_activations(sae, source.heldout_batches(4096)).to_dict()

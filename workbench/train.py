@@ -24,6 +24,7 @@ What happens:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -639,6 +640,15 @@ def _fingerprint(config: TrainConfig, specs: Sequence[RunSpec], d_in: int, sourc
     train_part = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
     runs = [{"name": s.resolved_name, "lr": s.resolved_lr, "sae": s.sae_config(d_in).to_dict()} for s in specs]
     return {"train": train_part, "runs": runs, "source": source}
+
+
+def training_dir(base: str | Path, specs: Sequence[RunSpec], config: TrainConfig, source: BatchSource) -> Path:
+    """``base/sae-<hash>``, the hash taken over everything that defines the run (configs, resolved SAE settings,
+    data source), so that a changed setting, or a changed default after an upgrade, trains afresh next to the old
+    run instead of failing to resume from its checkpoints."""
+    fp = _fingerprint(config, specs, int(source.d_model), source.describe())
+    key = hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(base) / f"sae-{key}"
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
