@@ -13,6 +13,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SMALL_TOKENS = 16_384
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of many small tensor ops: one torch thread (OpenMP barriers make them up to 10x slower with two
+    threads on a loaded 2-core machine, measured). Restores the setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def gemma():
     from workbench.models import load_model

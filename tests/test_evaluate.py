@@ -8,12 +8,7 @@ from workbench.evaluate import density_histogram, downstream_metrics, evaluate_a
 from workbench.sae import SAE, SAEConfig, SAEMetadata
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def identity_sae(d: int, hook: str | None = None) -> SAE:

@@ -35,14 +35,7 @@ from workbench.store import StoreWriter
 PLANT_HOOK = "blocks.0.hook_resid_post"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tests run many small tensor ops; on a shared, oversubscribed 2-core machine OpenMP barriers make them
-    10x slower with 2 threads than with 1 (measured), so the module runs single-threaded and restores the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -11,13 +11,7 @@ from workbench.sae import (ARCHITECTURES, SAE, JumpReLUFunction, SAEConfig, SAEM
                            geometric_median, select_batch_topk, select_topk)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems run faster on one thread (and OpenMP spinning hurts on a shared 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sae(arch: str, d: int = 16, n: int = 64, seed: int = 1, **kw) -> SAE:

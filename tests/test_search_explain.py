@@ -36,14 +36,7 @@ from workbench.search import contrast_features, features_for_text, hook_activati
 T_UNI, T_A, T_B = 7, 3, 9  # feature 0 fires on token 7; feature 1 on token 9 right after token 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tests run many small tensor ops; on a shared, oversubscribed 2-core machine OpenMP barriers make them
-    10x slower with 2 threads than with 1 (measured), so the module runs single-threaded and restores the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------------------------------------------

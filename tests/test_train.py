@@ -22,12 +22,7 @@ from workbench.train import (CheckpointError, RunSpec, SyntheticSource, TensorSo
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _toy_source(seed: int = 0) -> SyntheticSource:
