@@ -81,11 +81,13 @@ def gemm_gflops(dtype: torch.dtype, b: int, d: int, n: int, repeats: int = 5) ->
     return 2 * b * d * n / best / 1e9
 
 
-def encoder_gemm_rate(spec: RunSpec, config: TrainConfig, batches: list[torch.Tensor], scale: float) -> dict:
-    """Profile a few of our steps: GFLOP/s of the selection GEMM and its share of the step."""
+def encoder_gemm_rate(spec: RunSpec, config: TrainConfig, batches: list[torch.Tensor], scale: float,
+                      trained: SAE) -> dict:
+    """Profile a few steps of the trained SAE (so its codes have their end-of-training sparsity): GFLOP/s of the
+    dense encoder GEMM and its share of the step."""
     from torch.profiler import ProfilerActivity, profile
 
-    sae = SAE(spec.sae_config(batches[0].shape[1]), seed=0)
+    sae = trained.folded(1.0 / scale)  # back to the training scale
     state = RunState(spec, sae, config)
     xs = [b.float() * scale for b in batches[:4]]
     state.step(xs[0], 0, contextlib.nullcontext())
@@ -94,11 +96,13 @@ def encoder_gemm_rate(spec: RunSpec, config: TrainConfig, batches: list[torch.Te
             state.step(x, i + 1, contextlib.nullcontext())
     b, d, n = xs[0].shape[0], xs[0].shape[1], spec.d_sae
     gemm_us = sum(e.cpu_time_total for e in prof.events()
-                  if e.name in ("aten::mm", "aten::addmm") and e.input_shapes and len(e.input_shapes) >= 2
-                  and list(e.input_shapes[0]) == [b, d] and list(e.input_shapes[1]) == [d, n])
+                  if e.name in ("aten::mm", "aten::addmm") and e.input_shapes and
+                  [b, d] in [list(s) for s in e.input_shapes] and [d, n] in [list(s) for s in e.input_shapes])
     total_us = sum(e.self_cpu_time_total for e in prof.events())
     steps = len(xs) - 1
-    return {"encoder_gemm_ms_per_step": gemm_us / 1000 / steps,
+    return {"profiled_steps": steps, "sparse_path": bool(state.interval[7].item() == state.interval_steps),
+            "l0": state.interval[4].item() / state.interval_steps, "step_ms": total_us / 1000 / steps,
+            "encoder_gemm_ms_per_step": gemm_us / 1000 / steps,
             "encoder_gemm_gflops": 2 * b * d * n * steps / (gemm_us / 1e6) / 1e9 if gemm_us else None,
             "encoder_gemm_share_of_step": gemm_us / total_us if total_us else None}
 
@@ -237,7 +241,7 @@ def main(argv=None) -> None:
         entry["ours"] = {"tokens_per_s": ours["tokens_per_s"], "wall_s": ours["wall_s"],
                          "selection_dtype": str(config.resolved_selection_dtype or "float32"),
                          "heldout": evaluate(ours["sae"], heldout), "train_last_interval": ours["train_metrics"]}
-        entry["ours"]["dense_part"] = encoder_gemm_rate(spec, config, train_batches, scale)
+        entry["ours"]["dense_part"] = encoder_gemm_rate(spec, config, train_batches[-5:], scale, ours["sae"])
         if not args.skip_saelens:
             theirs, settings = run_saelens(arch, spec, config, source, scale, b_dec, sparse_activations=False)
             entry["saelens"] = {"tokens_per_s": theirs["tokens_per_s"], "wall_s": theirs["wall_s"],

@@ -34,15 +34,15 @@ def _perturb(sae: SAE, x: torch.Tensor) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_sparse_path_gradients_equal_dense_path(arch):
+@pytest.mark.parametrize("arch,centred", [(a, True) for a in ARCHITECTURES] + [("relu", False)])
+def test_sparse_path_gradients_equal_dense_path(arch, centred):
     gen = torch.Generator().manual_seed(0)
     x = 2 * torch.randn(96, 16, generator=gen) + 1
     dead = torch.zeros(64, dtype=torch.bool)
     dead[::3] = True
     results = {}
     for sparse in (True, False):
-        sae = _sae(arch, jumprelu_bandwidth=0.5)
+        sae = _sae(arch, jumprelu_bandwidth=0.5, apply_b_dec_to_input=centred)
         _perturb(sae, x)
         out = sae.training_loss(x, dead_mask=dead, sparsity_scale=0.7, sparse=sparse)
         out.loss.backward()
@@ -148,7 +148,6 @@ def test_relu_recipe_init_and_no_unit_norm():
     sae = _sae("relu")
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.full((64,), 0.1), atol=1e-6)
     assert torch.equal(sae.W_enc, sae.W_dec.t())
-    assert not sae.cfg.apply_b_dec_to_input
     with torch.no_grad():
         sae.W_dec.mul_(3)
     sae.apply_constraints()

@@ -2,10 +2,12 @@
 
 One :class:`SAE` module serves five architectures (``SAEConfig.architecture``):
 
-- ``relu``: Scaling Monosemanticity / Anthropic's April-2024 recipe. ``f = ReLU(W_enc^T x + b_enc)``, loss
-  ``||x - x_hat||^2 + lambda * sum_i f_i ||W_dec[i]||``; no unit-norm constraint, decoder rows initialised
-  at norm 0.1 with ``W_enc = W_dec^T``. The encoder does not subtract ``b_dec`` (``apply_b_dec_to_input`` is
-  False), as in the paper's formula.
+- ``relu``: Scaling Monosemanticity / Anthropic's April-2024 recipe. ``f = ReLU(W_enc^T (x - b_dec) + b_enc)``,
+  loss ``||x - x_hat||^2 + lambda * sum_i f_i ||W_dec[i]||``; no unit-norm constraint, decoder rows initialised
+  at norm 0.1 with ``W_enc = W_dec^T``. The paper writes ``ReLU(W_enc x + b_enc)``: the same functions (b_enc
+  absorbs ``W_enc^T b_dec``), but subtracting b_dec keeps the large mean that every token of a residual stream
+  shares out of the encoder's gradient. Without it the L1 gradient pushes every latent down along that mean and
+  a quarter of the latents died on Gemma-3-270M; ``apply_b_dec_to_input=False`` gives the literal form.
 - ``topk`` (Gao et al. 2024): keep the k largest pre-activations; unit-norm decoder rows, with the gradient
   component parallel to each row removed; AuxK loss over dead latents.
 - ``batchtopk``: the top ``k * batch`` pre-activations of the whole batch; at inference a global threshold,
@@ -99,7 +101,7 @@ class SAEConfig:
         if self.decoder_init_norm is None:
             self.decoder_init_norm = 0.1 if self.architecture == "relu" else 1.0
         if self.apply_b_dec_to_input is None:
-            self.apply_b_dec_to_input = self.architecture != "relu"
+            self.apply_b_dec_to_input = True
         if self.architecture == "matryoshka":
             widths = self.matryoshka_widths or tuple(
                 sorted({max(1, self.d_sae // 8), max(1, self.d_sae // 4), max(1, self.d_sae // 2), self.d_sae}))

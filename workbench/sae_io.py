@@ -5,9 +5,9 @@ reads our folders and SAELens ones (standard, topk, jumprelu, and BatchTopK / Ma
 checkpoints); ``load_pretrained`` goes through SAELens's release registry and fails with a clear ValueError when
 the Hugging Face hub cannot be reached and the files are not cached.
 
-Architecture names in cfg.json are SAELens's: our ``relu`` is ``standard`` (with ``apply_b_dec_to_input``
-False), ``topk`` is ``topk``, and ``jumprelu``, ``batchtopk`` and ``matryoshka`` are all ``jumprelu`` (the
-latter two with their global threshold in every entry of ``threshold``, as SAELens saves BatchTopK). Our own
+Architecture names in cfg.json are SAELens's: our ``relu`` is ``standard``, ``topk`` is ``topk``, and
+``jumprelu``, ``batchtopk`` and ``matryoshka`` are all ``jumprelu`` (the latter two with their global threshold
+in every entry of ``threshold``, as SAELens saves BatchTopK). Our own
 architecture and its training config sit under ``metadata["workbench"]``, so a round-trip restores them.
 Weights are read with safetensors only; nothing is unpickled.
 """
