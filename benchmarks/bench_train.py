@@ -176,7 +176,7 @@ def main(argv=None) -> None:
     p.add_argument("--l1", type=float, default=None, help="relu lambda (default: SAEConfig's)")
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--tokens", type=parse_count, default=2_000_000, help="training tokens, both trainers")
-    p.add_argument("--heldout-tokens", type=parse_count, default=131_072)
+    p.add_argument("--heldout-tokens", type=parse_count, default=122_880)
     p.add_argument("--skip-saelens", action="store_true")
     p.add_argument("--selection", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="precision of our selection GEMM")
