@@ -274,6 +274,10 @@ def test_metrics_log_and_outputs(tmp_path):
 def test_bf16_requires_cuda():
     with pytest.raises(ValueError, match="CUDA"):
         TrainConfig(bf16=True, device="cpu")
+    with pytest.raises(ValueError, match="not a torch device"):
+        TrainConfig(device="gpu0")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert TrainConfig().resolved_device.type == expected
 
 
 # ---------------------------------------------------------------------------------------------------------------

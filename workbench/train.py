@@ -124,7 +124,7 @@ class TrainConfig:
     total_tokens: int = 2_000_000
     batch_size: int = 4096
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # auto: cuda when available, else cpu
     bf16: bool = False  # bf16 autocast of the dense matmuls (CUDA only)
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
@@ -151,10 +151,21 @@ class TrainConfig:
             raise ValueError(f"b_dec_init={self.b_dec_init!r}: use geometric_median, mean or zeros")
         if not 0 <= self.lr_decay_fraction <= 1 or not 0 <= self.sparsity_warmup_fraction <= 1:
             raise ValueError("lr_decay_fraction and sparsity_warmup_fraction must lie in [0, 1]")
-        if self.bf16 and not str(self.device).startswith("cuda"):
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as err:
+                raise ValueError(f"device={self.device!r} is not a torch device: use auto, cpu, cuda or cuda:N") from err
+        if self.bf16 and self.resolved_device.type != "cuda":
             raise ValueError("bf16 autocast is only supported on CUDA: drop bf16 or train with device='cuda'")
         if self.selection_dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"selection_dtype={self.selection_dtype!r}: use auto, float32 or bfloat16")
+
+    @property
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
 
     @property
     def total_steps(self) -> int:
@@ -167,7 +178,7 @@ class TrainConfig:
             return torch.bfloat16
         if self.selection_dtype == "float32":
             return None
-        if torch.device(self.device).type == "cpu" and cpu_has_fast_bf16():
+        if self.resolved_device.type == "cpu" and cpu_has_fast_bf16():
             return torch.bfloat16
         return None
 
@@ -678,7 +689,7 @@ class Trainer:
         self.specs, self.config = list(specs), config
         self.out_dir = Path(out_dir)
         self.checkpointer = Checkpointer(self.out_dir / "checkpoints", keep=config.keep_checkpoints)
-        self.device = torch.device(config.device)
+        self.device = config.resolved_device
         self.runs: list[RunState] = []
         self.input_scale = 1.0
         self.step = 0

@@ -174,10 +174,6 @@ def build_config(args: argparse.Namespace, overrides: dict[str, Any]) -> TrainCo
              "dead_window_tokens": args.dead_window, "checkpoint_every": args.checkpoint_every,
              "log_every": args.log_every, "wandb_project": args.wandb_project, "device": args.device}
     values.update({k: v for k, v in flags.items() if v is not None})
-    if "device" not in values:
-        import torch
-
-        values["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     return TrainConfig.from_dict(values)
 
 
