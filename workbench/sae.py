@@ -30,13 +30,15 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookedRootModule, HookPoint
+
+from .config import known_fields_only
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]
 ARCHITECTURES: tuple[str, ...] = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
@@ -140,11 +142,7 @@ class SAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SAEConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SAEConfig field(s) {unknown}: known fields are {sorted(known)}")
-        data = dict(data)
+        data = known_fields_only(cls, data, "SAEConfig field(s)")
         if data.get("matryoshka_widths") is not None:
             data["matryoshka_widths"] = tuple(data["matryoshka_widths"])
         return cls(**data)

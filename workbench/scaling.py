@@ -49,11 +49,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .config import known_fields_only
 
 __all__ = [
     "ComputeOptimum",
@@ -133,11 +135,7 @@ class ScalingConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ScalingConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown scaling setting(s) {unknown}: known settings are {sorted(known)}")
-        return cls(**data)
+        return cls(**known_fields_only(cls, data, "scaling setting(s)"))
 
 
 # Grids per run profile (workbench.profile).

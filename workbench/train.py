@@ -30,7 +30,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
@@ -39,6 +39,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .config import known_fields_only
 from .sae import ARCHITECTURES, SAE, TOPK_FAMILY, SAEConfig, SAEMetadata
 from .sae_io import read_safetensors, save_sae
 
@@ -195,11 +196,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}: known settings are {sorted(known)}")
-        return cls(**data)
+        return cls(**known_fields_only(cls, data, "training setting(s)"))
 
 
 def cpu_has_fast_bf16() -> bool:
