@@ -15,6 +15,7 @@ from dataclasses import replace
 import torch
 
 from workbench.generation import Generation, GenerationConfig
+from workbench.hooks import sae_hook
 from workbench.search import features_for_text, search_explanations
 from workbench.steering import steered_generate, steering_methods
 
@@ -40,9 +41,7 @@ class SteeringPlayground:
         if self.max_activations.shape != (int(sae.cfg.d_sae),):
             raise ValueError(f"max_activations has shape {tuple(self.max_activations.shape)}, the SAE has "
                              f"d_sae={sae.cfg.d_sae}: pass one max per feature")
-        self.hook = hook or getattr(getattr(sae, "metadata", None), "hook_name", None)
-        if not self.hook:
-            raise ValueError("the SAE's metadata names no hook: pass hook='blocks.<layer>.hook_resid_post'")
+        self.hook = sae_hook(sae, hook)
         self.config = config or GenerationConfig(max_new_tokens=24, n_samples=2)
         has_template = bool(getattr(model.tokenizer, "chat_template", None))
         self.chat = has_template if chat is None else bool(chat)

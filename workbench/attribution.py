@@ -27,7 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .features import torch_threads
-from .hooks import hook_layer
+from .hooks import hook_layer, sae_hook
 
 __all__ = [
     "AblationOutcome",
@@ -119,13 +119,6 @@ def _metric(logits: Tensor, ids: tuple[int, int | None]) -> Tensor:
 
 def _metric_ids(ids: tuple[int, int | None]) -> list[int]:
     return [ids[0]] if ids[1] is None else [ids[0], ids[1]]
-
-
-def _hook_name(sae, hook: str | None) -> str:
-    hook = hook or getattr(getattr(sae, "metadata", None), "hook_name", None)
-    if not hook:
-        raise ValueError("the SAE's metadata names no hook: pass hook='blocks.<layer>.hook_resid_post'")
-    return hook
 
 
 def _top_predictions(tokenizer, logits: Tensor, n: int) -> list[tuple[str, float]]:
@@ -239,7 +232,7 @@ def _attribute(model, sae, prompt: str, metric: LogitDiff, hook: str | None, pre
                n_predictions: int) -> Attribution:
     if not isinstance(metric, LogitDiff):
         raise ValueError(f"metric must be a LogitDiff, got {type(metric).__name__}")
-    hook = _hook_name(sae, hook)
+    hook = sae_hook(sae, hook)
     start = _resume_layer(model, hook)
     d_model = int(model.cfg.d_model)
     if int(sae.cfg.d_in) != d_model:

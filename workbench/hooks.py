@@ -60,3 +60,11 @@ def stop_layer(model, hooks: list[str]) -> int | None:
             return None
         deepest = max(deepest, layer)
     return deepest + 1 if deepest + 1 < model.cfg.n_layers else None
+
+
+def sae_hook(sae, hook: str | None = None) -> str:
+    """``hook`` if given, else the hook named in the SAE's metadata; a ValueError says how to pass one."""
+    hook = hook or getattr(getattr(sae, "metadata", None), "hook_name", None)
+    if not hook:
+        raise ValueError("the SAE's metadata names no hook: pass hook='blocks.<layer>.hook_resid_post'")
+    return hook

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .hooks import stop_layer
+from .hooks import sae_hook, stop_layer
 
 __all__ = [
     "ContrastHit",
@@ -33,13 +33,6 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------------
 # Running the model to the hook
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _hook_name(sae, hook: str | None) -> str:
-    hook = hook or getattr(getattr(sae, "metadata", None), "hook_name", None)
-    if not hook:
-        raise ValueError("the SAE's metadata names no hook: pass hook='blocks.<layer>.hook_resid_post'")
-    return hook
 
 
 def hook_activations(model, tokens: Tensor, hook: str) -> Tensor:
@@ -148,7 +141,7 @@ def features_for_text(model, sae, text: str, *, span: str | tuple[int, int] | No
         raise ValueError("relative=True needs results= (a FeatureResults with each feature's max activation)")
     if results is not None and results.d_sae != sae.cfg.d_sae:
         raise ValueError(f"results have d_sae={results.d_sae} but the SAE has d_sae={sae.cfg.d_sae}")
-    hook = _hook_name(sae, hook)
+    hook = sae_hook(sae, hook)
     ids, offs, f = _encode_text(model, sae, text, hook, prepend_bos)
     lo, hi = _span_positions(span, text, offs, prepend_bos)
     part = f[lo:hi]
@@ -218,7 +211,7 @@ def contrast_features(model, sae, texts_a: Sequence[str], texts_b: Sequence[str]
         raise ValueError(f"unit must be 'token' or 'text', got {unit!r}")
     if not texts_a or not texts_b:
         raise ValueError("contrast_features needs at least one text in each set")
-    hook = _hook_name(sae, hook)
+    hook = sae_hook(sae, hook)
     moments = []
     for texts in (texts_a, texts_b):
         m = _Moments(int(sae.cfg.d_sae))

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from .features import torch_threads
 from .generation import Generation, GenerationConfig, cache_offset, generate, prompt_tokens
+from .hooks import sae_hook
 
 __all__ = [
     "AddVector",
@@ -288,9 +289,7 @@ def completion_features(model, sae, examples: Sequence[SteeringExample], hook: s
     """SAE feature activations [n_tokens, d_sae] on the completion tokens of ``examples`` (all examples stacked)."""
     from .search import hook_activations
 
-    hook = hook or getattr(getattr(sae, "metadata", None), "hook_name", None)
-    if not hook:
-        raise ValueError("the SAE's metadata names no hook: pass hook='blocks.<layer>.hook_resid_post'")
+    hook = sae_hook(sae, hook)
     if not examples:
         raise ValueError("no examples: give at least one SteeringExample")
     out = []
@@ -352,9 +351,7 @@ def steering_methods(sae, feature: int, max_activation: float, hook: str | None 
     ``c x max``), ``"add feature"`` (``c x max x W_dec[i]``) and one per named vector (its unit direction scaled to
     the same norm ``c x max x ||W_dec[i]||``)."""
     i = _check_feature(sae, feature)
-    hook = hook or getattr(getattr(sae, "metadata", None), "hook_name", None)
-    if not hook:
-        raise ValueError("the SAE's metadata names no hook: pass hook='blocks.<layer>.hook_resid_post'")
+    hook = sae_hook(sae, hook)
     mx = float(max_activation)
     if not math.isfinite(mx) or mx <= 0:
         raise ValueError(f"feature {i} has max activation {max_activation}: it never fires, so c x max is 0; "
