@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import plotly.graph_objects as go
 
+from workbench.explain import explanation_text
 from workbench.neighborhoods import FeatureLayout, Neighbor, member_terms
 from workbench.search import search_explanations
 
@@ -61,10 +62,8 @@ class NeighborhoodMap:
 
     def explanation(self, sae: str, feature: int) -> str:
         """The feature's explanation text, else its top tokens, else ""."""
-        expl = self.explanations.get(sae)
-        if expl is not None and feature in expl:
-            unit = expl[feature]
-            return str(getattr(getattr(unit, "explanation", unit), "text", unit))
+        if feature in (self.explanations.get(sae) or {}):
+            return explanation_text(self.explanations, sae, feature)
         terms = member_terms(sae, feature, results=self.results)
         return ("top tokens: " + ", ".join(repr(t) for t in terms)) if terms else ""
 

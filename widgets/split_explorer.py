@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import plotly.graph_objects as go
 import torch
 
+from workbench.explain import explanation_text
 from workbench.splitting import FamilyMember, SplitAnalysis, SplitFamily
 
 from . import html as H
@@ -100,11 +101,7 @@ class SplitExplorer:
     # ----- pieces -----
 
     def _explanation(self, sae: str, feature: int) -> str:
-        expl = self.explanations.get(sae)
-        if expl is None or feature not in expl:
-            return ""
-        unit = expl[feature]
-        return str(getattr(getattr(unit, "explanation", unit), "text", unit))
+        return explanation_text(self.explanations, sae, feature)
 
     def _examples_html(self, sae: str, feature: int) -> str:
         res = self.results.get(sae)

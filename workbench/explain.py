@@ -648,3 +648,13 @@ def _score_batch(explanations: ExplanationSet, feats: list[int], accs: list[Scor
         valid[:, 0] = False
     for j, f in enumerate(feats):
         accs[j].update(explanations.items[f].explanation.predict(ids), acts[..., j], valid)
+
+
+def explanation_text(explanations: Mapping[str, Any] | None, name: str, feature: int) -> str:
+    """The explanation text of ``feature`` of the SAE ``name`` in ``{sae name: {feature: explanation}}`` (an
+    :class:`Explanation`, a scored unit holding one, or plain text); "" when there is none."""
+    expl = (explanations or {}).get(name)
+    if expl is None or feature not in expl:
+        return ""
+    unit = expl[feature]
+    return str(getattr(getattr(unit, "explanation", unit), "text", unit))

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .explain import explanation_text
 from .neighborhoods import cosine_matrix
 
 __all__ = [
@@ -489,16 +490,9 @@ class SplitFamily:
                             "correlation": round(m.correlation, 3), "coverage": round(m.coverage, 3),
                             "inside": round(m.inside, 3), "n_firing": m.n_firing,
                             "merge_with": [p for p in m.parents if p != self.parent],
-                            "explanation": _explanation_text(explanations, name, m.feature)})
+                            "explanation": explanation_text(explanations, name, m.feature)})
         return out
 
-
-def _explanation_text(explanations: Mapping[str, Any] | None, name: str, feature: int) -> str:
-    expl = (explanations or {}).get(name)
-    if expl is None or feature not in expl:
-        return ""
-    unit = expl[feature]
-    return str(getattr(getattr(unit, "explanation", unit), "text", unit))
 
 
 @dataclass
@@ -649,4 +643,3 @@ def analyze_splitting(saes: Mapping[str, Any], heldout: Iterable[Tensor] | Tenso
     for a, b in tqdm(pairs, desc="match sizes", disable=not cfg.progress, leave=False):
         matches[(a, b)] = match_sizes(a, saes[a], codes[a], b, saes[b], codes[b], cfg)
     return SplitAnalysis(names, sizes, matches, codes, cfg)
-
