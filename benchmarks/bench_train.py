@@ -84,13 +84,17 @@ def gemm_gflops(dtype: torch.dtype, b: int, d: int, n: int, repeats: int = 10) -
     return 2 * b * d * n / best / 1e9
 
 
-def encoder_gemm_rate(spec: RunSpec, config: TrainConfig, batches: list[torch.Tensor], scale: float,
-                      trained: SAE) -> dict:
-    """Profile a few steps of the trained SAE (so its codes have their end-of-training sparsity): GFLOP/s of the
-    dense encoder GEMM and its share of the step."""
+def gemm_rate(spec: RunSpec, config: TrainConfig, batches: list[torch.Tensor], scale: float, trained: SAE,
+              *, dense: bool = False) -> dict:
+    """Profile a few steps of the trained SAE (so its codes have their end-of-training sparsity), on the trainer's
+    own path choice or forced onto the dense path: GFLOP/s of its full-size GEMMs ([batch, d_in] x [d_in, d_sae]
+    and the transposed products of the same size; the sparse path has one, the dense relu path four) and their
+    share of the step."""
     from torch.profiler import ProfilerActivity, profile
 
     sae = trained.folded(1.0 / scale)  # back to the training scale
+    if dense:
+        config = TrainConfig(**{**config.to_dict(), "sparse_max_density": 0.0})
     state = RunState(spec, sae, config)
     xs = [b.float() * scale for b in batches[:4]]
     state.step(xs[0], 0, contextlib.nullcontext())
@@ -98,16 +102,22 @@ def encoder_gemm_rate(spec: RunSpec, config: TrainConfig, batches: list[torch.Te
         for i, x in enumerate(xs[1:]):
             state.step(x, i + 1, contextlib.nullcontext())
     b, d, n = xs[0].shape[0], xs[0].shape[1], spec.d_sae
-    gemm_us = sum(e.cpu_time_total for e in prof.events()
-                  if e.name in ("aten::mm", "aten::addmm") and e.input_shapes and
-                  [b, d] in [list(s) for s in e.input_shapes] and [d, n] in [list(s) for s in e.input_shapes])
+    full = 2 * b * d * n
+    gemm_us, n_gemms = 0.0, 0
+    for e in prof.events():
+        mats = [list(sh) for sh in (e.input_shapes or []) if len(sh) == 2]
+        pairs = zip(mats, mats[1:])  # (m1, m2) of mm / addmm, whatever bias or out tensor surrounds them
+        if e.name in ("aten::mm", "aten::addmm") and any(p[1] == q[0] and 2 * p[0] * p[1] * q[1] == full
+                                                         for p, q in pairs):
+            gemm_us += e.cpu_time_total
+            n_gemms += 1
     total_us = sum(e.self_cpu_time_total for e in prof.events())
     steps = len(xs) - 1
     return {"profiled_steps": steps, "sparse_path": bool(state.interval[7].item() == state.interval_steps),
             "l0": state.interval[4].item() / state.interval_steps, "step_ms": total_us / 1000 / steps,
-            "encoder_gemm_ms_per_step": gemm_us / 1000 / steps,
-            "encoder_gemm_gflops": 2 * b * d * n * steps / (gemm_us / 1e6) / 1e9 if gemm_us else None,
-            "encoder_gemm_share_of_step": gemm_us / total_us if total_us else None}
+            "full_size_gemms_per_step": n_gemms / steps, "gemm_ms_per_step": gemm_us / 1000 / steps,
+            "gemm_gflops": full * n_gemms / (gemm_us / 1e6) / 1e9 if gemm_us else None,
+            "gemm_share_of_step": gemm_us / total_us if total_us else None}
 
 
 def run_ours(spec: RunSpec, config: TrainConfig, source: ListSource, out: Path) -> dict:
@@ -115,8 +125,14 @@ def run_ours(spec: RunSpec, config: TrainConfig, source: ListSource, out: Path) 
     result = train([spec], config, source, out, resume=False, progress=False)
     wall = time.perf_counter() - t
     run = next(iter(result.runs.values()))
+    log = [json.loads(line) for line in (out / spec.resolved_name / "metrics.jsonl").read_text().splitlines()]
+    intervals = [e for e in log if "sparse_step_fraction" in e]
+    steps = [e["step"] - p["step"] for p, e in zip([{"step": 0}] + intervals, intervals)]
+    sparse_steps = sum(n * e["sparse_step_fraction"] for n, e in zip(steps, intervals))
     return {"sae": run.sae, "tokens_per_s": result.tokens_per_s, "wall_s": wall, "scale": result.input_scale,
-            "train_metrics": {k: run.metrics.get(k) for k in ("fvu", "l0", "dead_fraction")}}
+            "train_metrics": {k: run.metrics.get(k) for k in ("fvu", "l0", "dead_fraction")},
+            "sparse_step_fraction": sparse_steps / max(1, sum(steps)),
+            "l0_by_interval": [round(e["l0"], 1) for e in intervals]}
 
 
 def run_saelens(arch: str, spec: RunSpec, config: TrainConfig, source: ListSource, scale: float,
@@ -243,8 +259,13 @@ def main(argv=None) -> None:
             ours = run_ours(spec, config, source, Path(tmp))
         entry["ours"] = {"tokens_per_s": ours["tokens_per_s"], "wall_s": ours["wall_s"],
                          "selection_dtype": str(config.resolved_selection_dtype or "float32"),
+                         "sparse_max_density": config.sparse_max_density,
+                         "sparse_step_fraction": ours["sparse_step_fraction"], "l0_by_interval": ours["l0_by_interval"],
                          "heldout": evaluate(ours["sae"], heldout), "train_last_interval": ours["train_metrics"]}
-        entry["ours"]["dense_part"] = encoder_gemm_rate(spec, config, train_batches[-5:], scale, ours["sae"])
+        entry["ours"]["gemms_end_of_training"] = gemm_rate(spec, config, train_batches[-5:], scale, ours["sae"])
+        if arch == "relu":  # the early, dense phase of a relu run
+            entry["ours"]["gemms_dense_path"] = gemm_rate(spec, config, train_batches[-5:], scale, ours["sae"],
+                                                          dense=True)
         if not args.skip_saelens:
             theirs, settings = run_saelens(arch, spec, config, source, scale, b_dec, sparse_activations=False)
             entry["saelens"] = {"tokens_per_s": theirs["tokens_per_s"], "wall_s": theirs["wall_s"],
@@ -255,10 +276,11 @@ def main(argv=None) -> None:
               file=sys.stderr, flush=True)
     peak = report["gemm_peak_gflops"]
     for entry in report["results"].values():
-        dense = entry["ours"]["dense_part"]
-        ref = peak["bfloat16"] if entry["ours"]["selection_dtype"] != "float32" else peak["float32"]
-        if dense.get("encoder_gemm_gflops"):
-            dense["fraction_of_gemm_peak"] = dense["encoder_gemm_gflops"] / ref
+        for key in ("gemms_end_of_training", "gemms_dense_path"):
+            part = entry["ours"].get(key)
+            if part and part.get("gemm_gflops"):  # the sparse path selects in bf16; the dense path is float32
+                low = part["sparse_path"] and entry["ours"]["selection_dtype"] != "float32"
+                part["fraction_of_gemm_peak"] = part["gemm_gflops"] / peak["bfloat16" if low else "float32"]
     report["machine"]["load_average_at_end"] = os.getloadavg()
     text = json.dumps(report, indent=2, default=str)
     print(text)

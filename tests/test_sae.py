@@ -8,7 +8,8 @@ import torch
 
 from workbench import sae_io
 from workbench.sae import (ARCHITECTURES, SAE, JumpReLUFunction, SAEConfig, SAEMetadata, StepFunction,
-                           geometric_median, select_batch_topk, select_topk)
+                           geometric_median)
+from workbench.sae_kernels import select_batch_topk, select_topk
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -60,6 +61,61 @@ def test_sparse_path_gradients_equal_dense_path(arch, centred):
         scale = g_d[name].abs().max()
         assert scale > 0, name
         assert (g_s[name] - g_d[name]).abs().max() <= 1e-5 * scale + 1e-7, name
+
+
+@pytest.mark.parametrize("centred", [True, False])
+def test_dense_relu_step_matches_autograd_on_the_plain_formula(centred):
+    """The fused dense ReLU node gives the loss and every gradient of the written-out objective."""
+    gen = torch.Generator().manual_seed(7)
+    x = 2 * torch.randn(80, 16, generator=gen) + 1
+    sae = _sae("relu", l1_coefficient=0.8, apply_b_dec_to_input=centred)
+    _perturb(sae, x)
+    out = sae.training_loss(x, sparsity_scale=0.6, sparse=False)
+    assert out.sparse is False
+    out.loss.backward()
+    fused = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    sae.zero_grad()
+
+    x_in = x - sae.b_dec if centred else x
+    f = torch.relu(x_in @ sae.W_enc + sae.b_enc)
+    x_hat = f @ sae.W_dec + sae.b_dec
+    mse = (x - x_hat).pow(2).sum(-1).mean()
+    l1 = 0.8 * 0.6 * (f * sae.W_dec.norm(dim=1)).sum(-1).mean()
+    (mse + l1).backward()
+    assert torch.allclose(out.loss, (mse + l1).detach(), rtol=1e-5)
+    assert torch.allclose(out.sparsity_loss, l1.detach(), rtol=1e-5)
+    assert float(out.l0) == pytest.approx(float((f > 0).sum(-1).float().mean()))
+    assert torch.equal(out.fired, (f > 0).any(0))
+    for name, p in sae.named_parameters():
+        scale = p.grad.abs().max()
+        assert scale > 0, name
+        assert (fused[name] - p.grad).abs().max() <= 1e-5 * scale, name
+
+
+def test_density_hint_picks_the_relu_path_before_any_selection(monkeypatch):
+    x = torch.randn(64, 16)
+    sae = _sae("relu")
+    _perturb(sae, x)
+
+    def no_selection(*args, **kwargs):
+        raise AssertionError("a dense step computed a selection")
+
+    with monkeypatch.context() as m:
+        m.setattr(sae, "_selections", no_selection)
+        assert sae.training_loss(x, sparse_max_density=0.1, density_hint=0.3).sparse is False
+    assert sae.training_loss(x, sparse_max_density=0.1, density_hint=0.05).sparse is True
+    # no hint: the selection's own density decides (half the latents fire at this init)
+    assert sae.training_loss(x, sparse_max_density=0.1).sparse is False
+
+
+def test_reused_buffers_never_feed_a_stale_graph():
+    """Step buffers are reused: backward through a graph whose buffers a later step overwrote must fail loudly."""
+    x = torch.randn(64, 16)
+    sae = _sae("relu")
+    first = sae.training_loss(x, sparse=False)
+    sae.training_loss(x + 1, sparse=False)  # overwrites the codes buffer the first graph saved
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        first.loss.backward()
 
 
 @pytest.mark.parametrize("arch", ["topk", "relu", "batchtopk"])

@@ -147,6 +147,25 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     assert [e["event"] for e in log if "event" in e] == ["start", "resume", "end"]
 
 
+def test_resume_keeps_the_path_choice_of_a_relu_run(tmp_path):
+    """A relu run switches between the dense and the sparse path by the previous step's density; the density is
+    checkpointed, so a resumed run takes the same path at every step and ends bit-identical."""
+    src = _toy_source()
+    specs = [RunSpec("relu", 64, l1_coefficient=1.0, lr=2e-3)]
+    config = _small_config(dead_window_tokens=256, sparse_max_density=0.33, log_every=1, checkpoint_every=5)
+    reference = _final_state(train(specs, config, src, tmp_path / "ref", progress=False))
+    log = [json.loads(line) for line in (tmp_path / "ref" / "relu-64-l1_1" / "metrics.jsonl").read_text().splitlines()]
+    paths = [e["sparse_step_fraction"] for e in log if "sparse_step_fraction" in e]
+    # paths[i] is step i (0-based). The crash leaves the checkpoint after step 34; step 35 goes dense on the
+    # density of step 34, where its own selection alone would have gone sparse: the resumed run must know it
+    assert paths[34:36] == [1.0, 0.0] and 0.0 in paths[:34]
+    with pytest.raises(Interrupted):
+        train(specs, config, StopAfter(src, 38), tmp_path / "run", progress=False)
+    assert sorted((tmp_path / "run" / "checkpoints").glob("step_*"))[-1].name == "step_00000035"
+    resumed = train(specs, config, src, tmp_path / "run", progress=False)
+    _assert_same(reference, _final_state(resumed))
+
+
 _KILL_SCRIPT = textwrap.dedent("""
     import sys, time, torch
     torch.set_num_threads(1)

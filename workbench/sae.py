@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -39,6 +38,8 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookedRootModule, HookPoint
 
 from .config import known_fields_only
+from .sae_kernels import (DenseReLU, SelectedPreActivations, Selection, SparseDecode, Workspace, no_autocast,
+                          select_above, select_aux, select_batch_topk, select_topk)
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]
 ARCHITECTURES: tuple[str, ...] = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
@@ -219,192 +220,6 @@ class StepFunction(torch.autograd.Function):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Sparse selections and the sparse kernels
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
-
-
-class Selection:
-    """Entries (rows[e], idx[e]) of a [n_rows, n_latents] code matrix, rows ascending (CSR order).
-
-    ``pre`` holds the pre-activations at those entries (no autograd). The transposed plan (entries sorted by
-    latent) is built once and shared by every sparse backward of the step.
-    """
-
-    def __init__(self, rows: Tensor, idx: Tensor, pre: Tensor, n_rows: int, n_latents: int):
-        self.rows, self.idx, self.pre = rows, idx, pre
-        self.n_rows, self.n_latents = n_rows, n_latents
-        self._offsets: Tensor | None = None
-        self._plan: tuple[Tensor, Tensor, Tensor] | None = None
-
-    @property
-    def nnz(self) -> int:
-        return self.idx.numel()
-
-    def offsets(self) -> Tensor:
-        """CSR row pointer [n_rows + 1]."""
-        if self._offsets is None:
-            counts = torch.bincount(self.rows, minlength=self.n_rows) if self.nnz else \
-                torch.zeros(self.n_rows, dtype=torch.long, device=self.rows.device)
-            self._offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        return self._offsets
-
-    def _transpose_plan(self) -> tuple[Tensor, Tensor, Tensor]:
-        if self._plan is None:
-            order = torch.argsort(self.idx, stable=True)
-            counts = torch.bincount(self.idx, minlength=self.n_latents)
-            crow_t = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-            self._plan = (order, crow_t, self.rows[order])
-        return self._plan
-
-    def transpose_matmul(self, values: Tensor, dense: Tensor) -> Tensor:
-        """S^T @ dense, where S[rows[e], idx[e]] = values[e]: [n_latents, dense.shape[1]].
-
-        An embedding-bag over the entries sorted by latent: each latent's row is the weighted sum of the dense
-        rows of its entries (faster than a CSR product on CPU, and supported on CUDA)."""
-        if self.nnz == 0:
-            return dense.new_zeros(self.n_latents, dense.shape[1])
-        order, crow_t, col_t = self._transpose_plan()
-        return F.embedding_bag(col_t, dense, crow_t[:-1], per_sample_weights=values[order].to(dense.dtype),
-                               mode="sum")
-
-    def matmul(self, values: Tensor, weight: Tensor) -> Tensor:
-        """S @ weight: [n_rows, weight.shape[1]] (an embedding-bag sum of weight rows)."""
-        if self.nnz == 0:
-            return weight.new_zeros(self.n_rows, weight.shape[1])
-        return F.embedding_bag(self.idx, weight, self.offsets()[:-1], per_sample_weights=values.to(weight.dtype),
-                               mode="sum")
-
-    def sampled_dot(self, left: Tensor, weight: Tensor) -> Tensor:
-        """left[rows[e]] . weight[idx[e]] for every entry (sampled dense-dense matmul)."""
-        if self.nnz == 0:
-            return left.new_zeros(0)
-        pattern = _csr(self.offsets(), self.idx, left.new_zeros(self.nnz), (self.n_rows, self.n_latents))
-        return torch.sparse.sampled_addmm(pattern, left, weight.t(), beta=0.0).values()
-
-    def exact_pre(self, x_in: Tensor, W_enc: Tensor, b_enc: Tensor) -> None:
-        """Replace ``pre`` by full-precision x_in[rows] . W_enc[:, idx] + b_enc[idx] (after a low-precision
-        selection GEMM)."""
-        self.pre = self.sampled_dot(x_in.to(W_enc.dtype), W_enc.t()) + b_enc[self.idx]
-
-    def subset(self, keep: Tensor) -> "Selection":
-        return Selection(self.rows[keep], self.idx[keep], self.pre[keep], self.n_rows, self.n_latents)
-
-    def dense_mask(self) -> Tensor:
-        mask = torch.zeros(self.n_rows, self.n_latents, dtype=torch.bool, device=self.idx.device)
-        mask[self.rows, self.idx] = True
-        return mask
-
-
-def select_topk(pre: Tensor, k: int) -> Selection:
-    """The k largest entries of every row."""
-    n_rows, n = pre.shape
-    vals, idx = pre.topk(int(k), dim=-1, sorted=False)
-    rows = torch.arange(n_rows, device=pre.device).repeat_interleave(int(k))
-    return Selection(rows, idx.reshape(-1), vals.reshape(-1), n_rows, n)
-
-
-def select_batch_topk(pre: Tensor, k: float) -> Selection:
-    """The ``round(k * n_rows)`` largest entries of the whole matrix (BatchTopK), in row order.
-
-    On CPU the exact answer comes from per-row candidates (each row's top 4k): only if some row had all of its
-    candidates kept could it hold more, and then the full flat top-k runs instead.
-    """
-    n_rows, n = pre.shape
-    m = max(1, min(int(round(k * n_rows)), n_rows * n))
-    cand = min(n, max(4 * int(math.ceil(k)), 8))
-    flat_idx = None
-    if pre.device.type == "cpu" and cand < n:
-        cv, ci = pre.topk(cand, dim=-1, sorted=False)
-        top_v, top_pos = cv.reshape(-1).topk(m, sorted=False)
-        rows = torch.div(top_pos, cand, rounding_mode="floor")
-        if int(torch.bincount(rows, minlength=n_rows).max()) < cand:
-            flat_idx = rows * n + ci.reshape(-1)[top_pos]
-            values = top_v
-    if flat_idx is None:
-        values, flat_idx = pre.reshape(-1).topk(m, sorted=False)
-    flat_idx, order = flat_idx.sort()
-    rows = torch.div(flat_idx, n, rounding_mode="floor")
-    return Selection(rows, flat_idx - rows * n, values[order], n_rows, n)
-
-
-def select_above(pre: Tensor, threshold: Tensor | float) -> Selection:
-    """Every entry with pre > threshold (a scalar or one value per latent)."""
-    n_rows, n = pre.shape
-    nz = (pre > threshold).nonzero()
-    rows, idx = nz[:, 0].contiguous(), nz[:, 1].contiguous()
-    return Selection(rows, idx, pre[rows, idx], n_rows, n)
-
-
-def select_aux(pre: Tensor, dead_idx: Tensor, k_aux: int) -> Selection:
-    """AuxK: for every row, the k_aux largest pre-activations among the dead latents ``dead_idx``."""
-    n_rows, n = pre.shape
-    k_aux = min(int(k_aux), dead_idx.numel())
-    cand = pre.index_select(1, dead_idx)
-    vals, local = cand.topk(k_aux, dim=-1, sorted=False)
-    rows = torch.arange(n_rows, device=pre.device).repeat_interleave(k_aux)
-    return Selection(rows, dead_idx[local.reshape(-1)], vals.reshape(-1), n_rows, n)
-
-
-def _no_autocast(device: torch.device):
-    return torch.autocast(device_type=device.type, enabled=False)
-
-
-class SelectedPreActivations(torch.autograd.Function):
-    """Pre-activations at a selection's entries, with a sparse backward.
-
-    Forward returns ``sel.pre`` (already computed). Backward, for an entry gradient g:
-    dW_enc[:, j] = sum_e g_e x_c[rows_e] over entries of latent j; db_enc = scatter-sum of g;
-    db_dec = -W_enc @ db_enc when the encoder subtracts b_dec. The input x gets no gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, pre: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | None, x_in: Tensor,
-                sel: Selection) -> Tensor:
-        ctx.save_for_backward(W_enc, x_in)
-        ctx.sel = sel
-        ctx.has_b_dec = b_dec is not None
-        return pre.to(W_enc.dtype).clone()
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        W_enc, x_in = ctx.saved_tensors
-        sel: Selection = ctx.sel
-        with _no_autocast(grad.device):
-            grad = grad.to(W_enc.dtype)
-            grad_w = sel.transpose_matmul(grad, x_in.to(W_enc.dtype)).t() if ctx.needs_input_grad[1] else None
-            grad_b_enc = torch.zeros(sel.n_latents, dtype=grad.dtype, device=grad.device).index_add_(0, sel.idx, grad)
-            grad_b_dec = -(W_enc @ grad_b_enc) if ctx.has_b_dec and ctx.needs_input_grad[3] else None
-        return None, grad_w, grad_b_enc, grad_b_dec, None, None
-
-
-class SparseDecode(torch.autograd.Function):
-    """sum_e values_e W_dec[idx_e] into row rows_e (no bias); backward touches only the selected rows."""
-
-    @staticmethod
-    def forward(ctx, values: Tensor, W_dec: Tensor, sel: Selection) -> Tensor:
-        ctx.save_for_backward(values, W_dec)
-        ctx.sel = sel
-        with _no_autocast(W_dec.device):
-            return sel.matmul(values, W_dec)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        values, W_dec = ctx.saved_tensors
-        sel: Selection = ctx.sel
-        with _no_autocast(grad.device):
-            grad = grad.to(W_dec.dtype).contiguous()
-            grad_values = sel.sampled_dot(grad, W_dec) if ctx.needs_input_grad[0] else None
-            grad_w = sel.transpose_matmul(values.detach(), grad) if ctx.needs_input_grad[1] else None
-        return grad_values, grad_w, None
-
-
-# --------------------------------------------------------------------------------------------------------------
 # The two views of a step's codes: selected entries (sparse) or the full matrix (dense)
 # --------------------------------------------------------------------------------------------------------------
 
@@ -416,7 +231,7 @@ class _SparseCodes:
         self.pre = SelectedPreActivations.apply(sel.pre, sae.W_enc, sae.b_enc, b_dec, x_in, sel)
 
     def per_latent(self, t: Tensor) -> Tensor:
-        return t[self.sel.idx]
+        return t.index_select(0, self.sel.idx)  # backward: index_add_, not index_put_ with accumulate
 
     def gate(self, f: Tensor) -> Tensor:
         return f
@@ -428,9 +243,10 @@ class _SparseCodes:
             sel, f = sel.subset(keep), f[keep]
         return SparseDecode.apply(f, self.sae.W_dec, sel)
 
-    def fired_counts(self, f: Tensor) -> Tensor:
+    def active_stats(self, f: Tensor) -> tuple[Tensor, Tensor]:
+        positive = (f.detach() > 0).to(torch.float32)
         counts = torch.zeros(self.sel.n_latents, dtype=torch.float32, device=f.device)
-        return counts.index_add_(0, self.sel.idx, (f.detach() > 0).to(torch.float32))
+        return counts.index_add_(0, self.sel.idx, positive) > 0, positive.sum()
 
 
 class _DenseCodes:
@@ -447,8 +263,9 @@ class _DenseCodes:
         hi = f.shape[1] if hi is None else hi
         return f[:, lo:hi] @ self.W_dec[lo:hi]
 
-    def fired_counts(self, f: Tensor) -> Tensor:
-        return (f.detach() > 0).sum(0).to(torch.float32)
+    def active_stats(self, f: Tensor) -> tuple[Tensor, Tensor]:
+        fd = f.detach()  # every architecture's codes are >= 0
+        return fd.sum(0) > 0, torch.count_nonzero(fd)
 
 
 @dataclass
@@ -462,8 +279,8 @@ class TrainingOutput:
     l0: Tensor  # mean number of active latents per token
     fvu_num: Tensor  # sum ||x - x_hat||^2 over the batch
     fvu_den: Tensor  # sum ||x - mean(x)||^2 over the batch
-    fired: Tensor  # [d_sae] activations per latent in this batch
-    min_active: Tensor  # smallest positive activation (the BatchTopK threshold statistic)
+    fired: Tensor  # [d_sae] bool: the latent fired at least once in this batch
+    min_active: Tensor  # smallest positive activation (BatchTopK's threshold statistic; inf for the others)
     sparse: bool  # which path ran
 
 
@@ -506,7 +323,7 @@ class SAE(HookedRootModule):
         self.hook_sae_recons = HookPoint()
         self.hook_sae_output = HookPoint()
         self.setup()
-        self._pre_buffer: Tensor | None = None
+        self._workspace = Workspace()  # training buffers reused between steps (never saved or copied)
         self.to(device)
 
     # ----- properties -----------------------------------------------------------------------------------------
@@ -583,7 +400,6 @@ class SAE(HookedRootModule):
     def folded(self, input_scale: float) -> "SAE":
         """A copy that takes raw activations, for an SAE trained on ``input_scale * x``."""
         out = copy.deepcopy(self)
-        out._pre_buffer = None
         s = float(input_scale)
         out.W_enc.mul_(s)
         out.W_dec.div_(s)
@@ -596,19 +412,12 @@ class SAE(HookedRootModule):
     def _selection_pre(self, x_in: Tensor, dtype: torch.dtype) -> Tensor:
         """x_in @ W_enc + b_enc without autograd, in ``dtype``, only to choose the active entries.
 
-        On CPU the product goes into a reused buffer: a fresh [batch, d_sae] allocation page-faults each step.
+        The product goes into a reused buffer (see :class:`Workspace`).
         """
-        if x_in.device.type != "cpu" or torch.is_autocast_enabled(x_in.device.type):
-            if dtype == self.dtype:
-                return torch.addmm(self.b_enc, x_in, self.W_enc)
-            return torch.addmm(self.b_enc.to(dtype), x_in.to(dtype), self.W_enc.to(dtype))
-        shape = (x_in.shape[0], self.cfg.d_sae)
-        buf = self._pre_buffer
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            self._pre_buffer = None
-            buf = self._pre_buffer = torch.empty(shape, dtype=dtype)
-        torch.mm(x_in.to(dtype), self.W_enc.to(dtype), out=buf)
-        return buf.add_(self.b_enc.to(dtype))
+        if torch.is_autocast_enabled(x_in.device.type):
+            return torch.addmm(self.b_enc, x_in, self.W_enc)
+        buf = self._workspace.get("selection_pre", (x_in.shape[0], self.cfg.d_sae), dtype, x_in.device)
+        return torch.addmm(self.b_enc.to(dtype), x_in.to(dtype), self.W_enc.to(dtype), out=buf)
 
     def _select(self, pre: Tensor) -> Selection:
         arch, cfg = self.cfg.architecture, self.cfg
@@ -627,16 +436,22 @@ class SAE(HookedRootModule):
         return codes.gate(F.relu(codes.pre))
 
     def training_loss(self, x: Tensor, *, dead_mask: Tensor | None = None, sparsity_scale: float = 1.0,
-                      sparse: bool | None = None, sparse_max_density: float = 0.1,
+                      sparse: bool | None = None, sparse_max_density: float = 0.125, density_hint: float | None = None,
                       selection_dtype: torch.dtype | None = None) -> TrainingOutput:
         """The architecture's loss on a batch ``x`` [batch, d_in] of *scaled* activations.
 
         ``dead_mask`` [d_sae] marks latents dead over the tracking window (AuxK uses them); ``sparsity_scale``
-        multiplies lambda (the warm-up); ``sparse`` forces a path, ``None`` takes the sparse one when the
-        selection's density is at most ``sparse_max_density``. ``selection_dtype`` (e.g. bfloat16, several
-        times faster on CPUs with AVX512-BF16) is the precision of the pre-activation matrix used only to *choose*
-        the active entries; their values, the loss and every gradient stay in the SAE's dtype. Near-ties at the
-        selection boundary may then resolve differently; ``None`` selects in full precision (exact).
+        multiplies lambda (the warm-up).
+
+        Path: ``sparse`` forces one. ``None`` takes the sparse path when the density of the codes (active entries
+        / (batch * d_sae)) is at most ``sparse_max_density``. For relu and jumprelu, ``density_hint`` (the previous
+        step's density) decides before any selection, so a dense step never pays for one; without it the
+        selection's own density decides.
+
+        ``selection_dtype`` (e.g. bfloat16, several times faster on CPUs with AVX512-BF16) is the precision of the
+        pre-activation matrix used only to *choose* the active entries; their values, the loss and every gradient
+        stay in the SAE's dtype. Near-ties at the selection boundary may then resolve differently; ``None``
+        selects in full precision (exact).
         """
         cfg = self.cfg
         if x.dim() != 2:
@@ -645,26 +460,20 @@ class SAE(HookedRootModule):
         n_rows, n = x.shape[0], cfg.d_sae
         x = x.to(self.dtype)
         x_in = x - self.b_dec if cfg.apply_b_dec_to_input else x
-        with torch.no_grad():
-            x_in_ng = x_in.detach()
-            pre_ng = self._selection_pre(x_in_ng, selection_dtype or self.dtype)
-            low_precision = pre_ng.dtype != self.dtype  # asked for, or bf16 autocast on CUDA
-            sel = self._select(pre_ng)
-            aux_sel = None
-            if cfg.architecture in TOPK_FAMILY and dead_mask is not None and cfg.aux_coefficient > 0:
-                dead_idx = dead_mask.nonzero().squeeze(1)
-                if dead_idx.numel() > 0:
-                    aux_sel = select_aux(pre_ng, dead_idx, int(cfg.aux_k))
-            del pre_ng
-            if low_precision:
-                with _no_autocast(x.device):
-                    for s in (sel, aux_sel):
-                        if s is not None:
-                            s.exact_pre(x_in_ng, self.W_enc.detach(), self.b_enc.detach())
+        threshold_free = cfg.architecture in ("relu", "jumprelu")  # the dense path needs no selection
+        if sparse is None and threshold_free and density_hint is not None:
+            sparse = density_hint <= sparse_max_density
+        sel = aux_sel = None
+        if sparse is not False or not threshold_free:
+            sel, aux_sel = self._selections(x_in.detach(), dead_mask, selection_dtype)
         use_sparse = sparse if sparse is not None else sel.nnz <= sparse_max_density * n_rows * n
+        autocast = torch.is_autocast_enabled(x.device.type)
+
         if use_sparse:
             codes = _SparseCodes(self, sel, x_in.detach())
             aux_codes = _SparseCodes(self, aux_sel, x_in.detach()) if aux_sel is not None else None
+        elif cfg.architecture == "relu" and not autocast:
+            return self._dense_relu_loss(x, x_in, sparsity_scale)
         else:
             pre = torch.addmm(self.b_enc, x_in, self.W_enc)
             mask = sel.dense_mask() if cfg.architecture in TOPK_FAMILY else None
@@ -709,16 +518,62 @@ class SAE(HookedRootModule):
             loss = loss + aux_loss
 
         with torch.no_grad():
-            fired = codes.fired_counts(f)
-            fd = f.detach()
-            min_active = torch.where(fd > 0, fd, torch.full_like(fd, float("inf"))).min() if fd.numel() else \
-                x.new_full((), float("inf"))
+            fired, n_active = codes.active_stats(f)
+            min_active = x.new_full((), math.inf)
+            if cfg.architecture in ("batchtopk", "matryoshka"):
+                fd = f.detach()
+                min_active = torch.where(fd > 0, fd, torch.full_like(fd, math.inf)).min() if fd.numel() else \
+                    min_active
+        return self._output(x, loss, mse, sparsity_loss, aux_loss, per_token, fired, n_active, min_active,
+                            bool(use_sparse))
+
+    @torch.no_grad()
+    def _selections(self, x_in: Tensor, dead_mask: Tensor | None,
+                    selection_dtype: torch.dtype | None) -> tuple[Selection, Selection | None]:
+        """The active entries of the step and, for the TopK family with dead latents, AuxK's entries."""
+        cfg = self.cfg
+        pre = self._selection_pre(x_in, selection_dtype or self.dtype)
+        low_precision = pre.dtype != self.dtype  # asked for, or bf16 autocast on CUDA
+        sel = self._select(pre)
+        aux_sel = None
+        if cfg.architecture in TOPK_FAMILY and dead_mask is not None and cfg.aux_coefficient > 0:
+            dead_idx = dead_mask.nonzero().squeeze(1)
+            if dead_idx.numel() > 0:
+                aux_sel = select_aux(pre, dead_idx, int(cfg.aux_k))
+        del pre
+        if low_precision:
+            with no_autocast(x_in.device):
+                for s in (sel, aux_sel):
+                    if s is not None:
+                        s.exact_pre(x_in, self.W_enc.detach(), self.b_enc.detach())
+        return sel, aux_sel
+
+    def _dense_relu_loss(self, x: Tensor, x_in: Tensor, sparsity_scale: float) -> TrainingOutput:
+        """The relu objective on dense codes through :class:`DenseReLU` (same value and gradients as the generic
+        dense path, tested; fewer GEMMs and passes over the [batch, d_sae] matrix)."""
+        cfg = self.cfg
+        n_rows = x.shape[0]
+        b_dec = self.b_dec if cfg.apply_b_dec_to_input else None
+        decoded, col_sum, n_active = DenseReLU.apply(x_in.detach(), self.W_enc, self.b_enc, self.W_dec, b_dec,
+                                                     self._workspace)
+        err = decoded + self.b_dec - x
+        per_token = err.pow(2).sum(-1)
+        mse = per_token.mean()
+        norms = self.W_dec.norm(dim=1)
+        sparsity_loss = cfg.l1_coefficient * sparsity_scale * (col_sum * norms).sum() / n_rows
+        return self._output(x, mse + sparsity_loss, mse, sparsity_loss, x.new_zeros(()), per_token,
+                            col_sum.detach() > 0, n_active, x.new_full((), math.inf), False)
+
+    @staticmethod
+    def _output(x: Tensor, loss: Tensor, mse: Tensor, sparsity_loss: Tensor, aux_loss: Tensor, per_token: Tensor,
+                fired: Tensor, n_active: Tensor, min_active: Tensor, sparse: bool) -> TrainingOutput:
+        with torch.no_grad():
             xf = x.detach().to(torch.float32)
             fvu_den = (xf - xf.mean(0)).pow(2).sum()
         return TrainingOutput(loss=loss, mse=mse.detach(), sparsity_loss=sparsity_loss.detach(),
-                              aux_loss=aux_loss.detach(), l0=fired.sum() / n_rows,
+                              aux_loss=aux_loss.detach(), l0=n_active.to(torch.float32) / x.shape[0],
                               fvu_num=per_token.detach().sum().to(torch.float32), fvu_den=fvu_den, fired=fired,
-                              min_active=min_active.to(torch.float32), sparse=bool(use_sparse))
+                              min_active=min_active.to(torch.float32), sparse=sparse)
 
     @torch.no_grad()
     def remove_parallel_decoder_grad(self) -> None:

@@ -140,7 +140,7 @@ class TrainConfig:
     log_every: int = 10  # steps
     checkpoint_every: int = 100  # steps; 0 writes only the final checkpoint
     keep_checkpoints: int = 2
-    sparse_max_density: float = 0.1  # sparse path while (selected entries) / (batch * d_sae) is at most this
+    sparse_max_density: float = 0.125  # sparse path while (active entries) / (batch * d_sae) is at most this
     selection_dtype: str = "auto"  # precision of the GEMM that only picks active latents: auto, float32, bfloat16
     wandb_project: str | None = None
 
@@ -418,6 +418,7 @@ class RunState:
         self.selection_dtype = config.resolved_selection_dtype
         self._reset_interval()
         self.last: dict[str, float] = {}
+        self.density: float | None = None  # the last step's code density: picks the next step's path
 
     def _reset_interval(self) -> None:
         self.interval = torch.zeros(len(_METRICS), dtype=torch.float64, device=self.sae.device)
@@ -434,7 +435,8 @@ class RunState:
         warm = warmup_multiplier(step, cfg.total_steps, cfg.sparsity_warmup_fraction)
         with autocast:
             out = sae.training_loss(x, dead_mask=self.dead_mask(cfg.resolved_dead_window), sparsity_scale=warm,
-                                    sparse_max_density=cfg.sparse_max_density, selection_dtype=self.selection_dtype)
+                                    sparse_max_density=cfg.sparse_max_density, density_hint=self.density,
+                                    selection_dtype=self.selection_dtype)
         out.loss.backward()
         sae.remove_parallel_decoder_grad()
         if cfg.grad_clip and cfg.grad_clip > 0:
@@ -444,7 +446,7 @@ class RunState:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         sae.apply_constraints(out)
-        self.since_fired = torch.where(out.fired > 0, torch.zeros_like(self.since_fired),
+        self.since_fired = torch.where(out.fired, torch.zeros_like(self.since_fired),
                                        self.since_fired + x.shape[0])
         stats = torch.stack([out.loss.detach().to(torch.float64), out.mse.to(torch.float64),
                              out.sparsity_loss.to(torch.float64), out.aux_loss.to(torch.float64),
@@ -452,6 +454,7 @@ class RunState:
                              torch.tensor(float(out.sparse), dtype=torch.float64, device=x.device)])
         self.interval += stats
         self.interval_steps += 1
+        self.density = float(out.l0) / sae.cfg.d_sae
         self.last_lr, self.last_warm = lr, warm
         return out.loss.detach()
 
@@ -485,8 +488,11 @@ class RunState:
             target.copy_(tensors[name])
 
     def tracker_tensors(self) -> dict[str, Tensor]:
-        return {"since_fired": self.since_fired.cpu(), "interval": self.interval.cpu(),
-                "interval_steps": torch.tensor(self.interval_steps)}
+        out = {"since_fired": self.since_fired.cpu(), "interval": self.interval.cpu(),
+               "interval_steps": torch.tensor(self.interval_steps)}
+        if self.density is not None:
+            out["density"] = torch.tensor(self.density, dtype=torch.float64)
+        return out
 
     def load_tracker_tensors(self, tensors: dict[str, Tensor], source: str) -> None:
         ok = ("since_fired" in tensors and tuple(tensors["since_fired"].shape) == tuple(self.since_fired.shape)
@@ -496,6 +502,7 @@ class RunState:
         self.since_fired = tensors["since_fired"].to(self.since_fired.device)
         self.interval = tensors["interval"].to(self.interval.device)
         self.interval_steps = int(tensors["interval_steps"])
+        self.density = float(tensors["density"]) if "density" in tensors else None
 
     def optimizer_tensors(self) -> dict[str, Tensor]:
         out = {}
