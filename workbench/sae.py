@@ -23,7 +23,8 @@ Training (:meth:`SAE.training_loss`) works on *selected entries*: the pre-activa
 without autograd, the architecture picks the entries that can be non-zero or carry a gradient, and only those
 enter autograd. The decoder, and the gradients with respect to the encoder, then cost O(nnz * d_in) instead of
 O(batch * d_sae * d_in). The same objective also runs densely (``sparse=False``); both paths give the same
-gradients (tested), and ``sparse=None`` picks the dense one while codes are still dense (early ReLU training).
+gradients (tested), and ``sparse=None`` picks the dense one while codes are still dense (early ReLU training,
+where relu runs one fused node). The kernels live in :mod:`workbench.sae_kernels`.
 """
 from __future__ import annotations
 
