@@ -576,6 +576,10 @@ class SAE(HookedRootModule):
                               fvu_num=per_token.detach().sum().to(torch.float32), fvu_den=fvu_den, fired=fired,
                               min_active=min_active.to(torch.float32), sparse=sparse)
 
+    def release_training_buffers(self) -> None:
+        """Free the [batch, d_sae] buffers that training steps reuse (they come back on the next step)."""
+        self._workspace.clear()
+
     @torch.no_grad()
     def remove_parallel_decoder_grad(self) -> None:
         """Unit-norm architectures: drop the component of each decoder row's gradient along the row."""

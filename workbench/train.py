@@ -883,6 +883,7 @@ class Trainer:
     def _finish(self, rate: float) -> TrainResult:
         results = {}
         for run in self.runs:
+            run.sae.release_training_buffers()
             folded = run.sae.folded(self.input_scale)
             folded.metadata.extra = {**folded.metadata.extra, "training": {
                 "tokens": self.step * self.config.batch_size, "lr": run.base_lr,
