@@ -192,6 +192,9 @@ def test_dedicated_feature_criterion_on_the_planted_store(planted_store, tmp_pat
     assert [r["present"] for r in loose.table("identity")] == [True, True, True, False]
     again = CompletenessResult.load(tmp_path / "c.json")
     assert again.table("identity") == res.table("identity") and again.summary() == res.summary()
+    (tmp_path / "c.json").write_text((tmp_path / "c.json").read_text()[:-20])  # a truncated result file
+    with pytest.raises(ValueError, match=r"c\.json is corrupt or unreadable.*run workbench\.completeness"):
+        CompletenessResult.load(tmp_path / "c.json")
     from widgets.scaling_view import completeness_figure
 
     fig = completeness_figure(res)

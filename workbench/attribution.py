@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .features import torch_threads
 from .hooks import hook_layer, sae_hook
+from .threads import torch_threads
 
 __all__ = [
     "AblationOutcome",

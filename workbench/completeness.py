@@ -58,6 +58,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .jsonfile import read_tagged_json
+
 __all__ = [
     "AMBIGUOUS_FORMS",
     "CATEGORY_NAMES",
@@ -970,12 +972,8 @@ class CompletenessResult:
 
     @classmethod
     def load(cls, path: str | Path) -> "CompletenessResult":
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"{path} does not exist: run workbench.completeness.completeness(..., out_path=...)")
-        data = json.loads(path.read_text())
-        if data.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a completeness result (format {data.get('format')!r})")
+        data = read_tagged_json(path, format=FORMAT, what="a completeness result",
+                                fix="run workbench.completeness.completeness(..., out_path=...) to write it")
         return cls(concepts=data["concepts"], n_tokens=int(data["n_tokens"]), saes=data["saes"],
                    fits={k: SigmoidFit.from_dict(v) for k, v in data["fits"].items()},
                    rescaled_fits={k: SigmoidFit.from_dict(v) for k, v in data["rescaled_fits"].items()},

@@ -44,7 +44,6 @@ import json
 import os
 import shutil
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -53,6 +52,9 @@ import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from .jsonfile import read_tagged_json
+from .threads import torch_threads
 
 __all__ = [
     "FORMAT",
@@ -593,20 +595,6 @@ def _shard_layout(store, n_contexts: int) -> list[tuple[int, int, int]]:
     return out
 
 
-@contextmanager
-def torch_threads(n: int | None):
-    """Run the block with ``n`` torch CPU threads (None: unchanged)."""
-    old = torch.get_num_threads()
-    if n is not None:
-        if n < 1:
-            raise ValueError(f"threads must be >= 1, got {n}")
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _use_fast(config: FeatureConfig, sae, device: torch.device) -> bool:
     if getattr(sae.cfg, "architecture", None) != "topk":
         return False
@@ -917,15 +905,8 @@ class FeatureResults:
         mpath = d / RESULTS_JSON
         if not mpath.is_file():
             raise ValueError(f"{mpath} is missing: {d} holds no feature results ({fix})")
-        try:
-            meta = json.loads(mpath.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{mpath} is corrupt ({err}): {fix}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"{mpath} is not a feature-results file (format != {FORMAT!r}): {fix}")
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"{mpath} has format version {meta.get('format_version')}, newer than this workbench "
-                             f"reads ({FORMAT_VERSION}): upgrade workbench")
+        meta = read_tagged_json(mpath, format=FORMAT, what="a feature-results file", max_version=FORMAT_VERSION,
+                                fix=fix)
         arrays, _ = load_tensors(d / RESULTS_TENSORS, fix)
         for name, shape in meta.get("arrays", {}).items():
             if name not in arrays or list(arrays[name].shape) != list(shape):

@@ -36,8 +36,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .features import torch_threads
 from .hooks import hook_layer, stop_layer
+from .threads import torch_threads
 
 __all__ = [
     "CONCEPT_SENTENCES",

@@ -50,9 +50,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .features import torch_threads
 from .generation import Generation, GenerationConfig, cache_offset, generate, prompt_tokens
 from .hooks import sae_hook
+from .threads import torch_threads
 
 __all__ = [
     "AddVector",

@@ -44,6 +44,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from .jsonfile import read_tagged_json
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
@@ -417,16 +419,9 @@ class StoreWriter:
     def _open(self, config: dict, extra: dict) -> None:
         manifest_path = self.path / MANIFEST
         if manifest_path.exists():
-            try:
-                old = json.loads(manifest_path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise StoreError(
-                    f"{manifest_path}: unreadable manifest ({e}). Delete {self.path} or pick another --out."
-                ) from None
-            if old.get("format") != FORMAT:
-                raise StoreError(
-                    f"{manifest_path} is not an activation-store manifest. Pick another --out or delete {self.path}."
-                )
+            old = read_tagged_json(manifest_path, format=FORMAT, what="an activation-store manifest",
+                                   max_version=FORMAT_VERSION, error=StoreError,
+                                   fix=f"pick another --out or delete {self.path}")
             diffs = []
             for key, want in config.items():
                 have = old.get(key)
@@ -733,17 +728,9 @@ class ActivationStore:
                 f"{root} is not an activation store: it has no {MANIFEST}. Point at the directory a harvest wrote "
                 "(its --out), or harvest into this one first."
             )
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise StoreError(f"{mpath}: unreadable manifest ({e}); the store is corrupt. Harvest again.") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise StoreError(f"{mpath} is not an activation-store manifest (format != {FORMAT!r}).")
-        if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-            raise StoreError(
-                f"{mpath}: store format version {manifest.get('format_version')} is newer than this workbench "
-                f"supports ({FORMAT_VERSION}); upgrade workbench."
-            )
+        manifest = read_tagged_json(mpath, format=FORMAT, what="an activation-store manifest",
+                                    max_version=FORMAT_VERSION, error=StoreError,
+                                    fix="the store is corrupt or was not written by workbench; harvest again")
         required = ["model_name", "hooks", "d_model", "dtype", "context_size", "shard_contexts"]
         if missing := [k for k in required if k not in manifest]:
             raise StoreError(f"{mpath} lacks keys {missing}; the store is corrupt. Harvest again.")
