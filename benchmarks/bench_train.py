@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO))
 
 from workbench.evaluate import evaluate_activations  # noqa: E402
 from workbench.sae import SAE, geometric_median  # noqa: E402
-from workbench.train import (RunSpec, RunState, StoreSource, SyntheticSource, TrainConfig, cpu_has_fast_bf16,  # noqa
+from workbench.hardware import fast_bf16_matmul  # noqa: E402
+from workbench.train import (RunSpec, RunState, StoreSource, SyntheticSource, TrainConfig,  # noqa: E402
                              estimate_input_scale, train)
 from workbench.train_cli import parse_count  # noqa: E402
 
@@ -239,7 +240,7 @@ def main(argv=None) -> None:
 
     report: dict = {"machine": {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                                 "load_average_at_start": os.getloadavg(), "torch": torch.__version__,
-                                "cpu_fast_bf16": cpu_has_fast_bf16()},
+                                "cpu_fast_bf16": fast_bf16_matmul("cpu")},
                     "data": {"source": desc, "train_tokens": len(train_batches) * bs,
                              "heldout_tokens": sum(b.shape[0] for b in heldout), "input_scale": scale},
                     "gemm_peak_gflops": {"float32": gemm_gflops(torch.float32, bs, source.d_model, args.d_sae),

@@ -27,7 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .hooks import hook_layer, sae_hook
-from .threads import torch_threads
+from .hardware import torch_threads
 
 __all__ = [
     "AblationOutcome",

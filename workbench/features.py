@@ -54,7 +54,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .jsonfile import read_tagged_json
-from .threads import torch_threads
+from .hardware import fast_bf16_matmul, torch_threads
 
 __all__ = [
     "FORMAT",
@@ -77,7 +77,6 @@ __all__ = [
     "resolve_hook",
     "sae_fingerprint",
     "SparseEncoder",
-    "fast_encode_available",
     "sparse_encode",
 ]
 
@@ -178,23 +177,6 @@ def _semantic(config: dict) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # Pure functions on tensors
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def fast_encode_available(device: torch.device | str) -> bool:
-    """Whether bf16 matmuls are fast here: CUDA, or a CPU with AVX512-BF16 / AMX."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        fn = getattr(torch.cpu, probe, None)
-        try:
-            if fn is not None and fn():
-                return True
-        except Exception:  # private probes may change
-            pass
-    return False
 
 
 class SparseEncoder:
@@ -598,7 +580,7 @@ def _shard_layout(store, n_contexts: int) -> list[tuple[int, int, int]]:
 def _use_fast(config: FeatureConfig, sae, device: torch.device) -> bool:
     if getattr(sae.cfg, "architecture", None) != "topk":
         return False
-    return config.encode_dtype == "bfloat16" or (config.encode_dtype == "auto" and fast_encode_available(device))
+    return config.encode_dtype == "bfloat16" or (config.encode_dtype == "auto" and fast_bf16_matmul(device))
 
 
 def encode_sparse_codes(store, sae, codes: SparseCodes, layout: Sequence[tuple[int, int, int]], hook: str,

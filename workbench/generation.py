@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .threads import torch_threads
+from .hardware import torch_threads
 
 __all__ = ["GenerationConfig", "Generation", "cache_offset", "generate", "prepare_for_decoding", "prompt_tokens"]
 

@@ -37,7 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .hooks import hook_layer, stop_layer
-from .threads import torch_threads
+from .hardware import torch_threads
 
 __all__ = [
     "CONCEPT_SENTENCES",

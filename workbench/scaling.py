@@ -694,7 +694,7 @@ def run_sweep(source, config: ScalingConfig | None = None, out_dir: str | Path =
     OpenMP barriers make small ops several times slower with 2 threads."""
     from tqdm.auto import tqdm
 
-    from .threads import torch_threads
+    from .hardware import torch_threads
 
     config = config or ScalingConfig()
     out_dir = Path(out_dir)

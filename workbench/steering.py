@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from .generation import Generation, GenerationConfig, cache_offset, generate, prompt_tokens
 from .hooks import sae_hook
-from .threads import torch_threads
+from .hardware import torch_threads
 
 __all__ = [
     "AddVector",

@@ -40,6 +40,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .config import known_fields_only
+from .hardware import fast_bf16_matmul
 from .sae import ARCHITECTURES, SAE, TOPK_FAMILY, SAEConfig, SAEMetadata
 from .sae_io import read_safetensors, save_sae
 
@@ -179,7 +180,7 @@ class TrainConfig:
             return torch.bfloat16
         if self.selection_dtype == "float32":
             return None
-        if self.resolved_device.type == "cpu" and cpu_has_fast_bf16():
+        if self.resolved_device.type == "cpu" and fast_bf16_matmul("cpu"):
             return torch.bfloat16
         return None
 
@@ -197,14 +198,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         return cls(**known_fields_only(cls, data, "training setting(s)"))
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (oneDNN with AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 # Fields that do not change the trajectory, so a resume may change them.

@@ -1,0 +1,45 @@
+"""What this machine offers torch: fast bf16 matmuls, and the CPU thread count for a block of work.
+
+- :func:`fast_bf16_matmul` says whether bf16 matrix products run natively (CUDA, or a CPU with AVX512-BF16 or
+  AMX). The trainer's selection GEMM and the feature pass's TopK candidates use bf16 only then: on a CPU that
+  merely *supports* bf16 (plain AVX512, emulated in software) it is slower than float32.
+- :func:`torch_threads`: generation, attribution, steering and the feature pass run many small ops, where one
+  thread is often as fast as several and far faster when the machine is oversubscribed; each takes a ``threads``
+  setting and runs its work inside this context, which restores the previous count afterwards.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+
+def fast_bf16_matmul(device: torch.device | str = "cpu") -> bool:
+    """Whether bf16 matmuls are fast on ``device``: CUDA, or a CPU with AVX512-BF16 / AMX."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(torch.cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # private probes may change between torch versions
+            pass
+    return False
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` torch CPU threads (None: unchanged), restoring the previous count after it."""
+    old = torch.get_num_threads()
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"threads must be >= 1, got {n}")
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
