@@ -16,19 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.features import (
-    BucketReservoir,
-    FeatureConfig,
-    FeatureResults,
-    SparseEncoder,
-    bucket_index,
-    compute_features,
-    encode_contexts,
-    hash_keys,
-    merge_topk,
-    shard_topk,
-    sparse_encode,
-)
+from workbench.feature_kernels import (BucketReservoir, SparseEncoder, bucket_index, hash_keys, merge_topk, shard_topk,
+                                       sparse_encode)
+from workbench.features import FeatureConfig, FeatureResults, compute_features, encode_contexts
 from workbench.sae import SAE, SAEConfig, SAEMetadata
 from workbench.store import StoreWriter
 

@@ -728,7 +728,8 @@ def concept_feature_counts(store, sae, occurrences: ConceptOccurrences, config: 
     :class:`FeatureCounts`). ``occurrences`` must come from the same contexts' token ids."""
     from tqdm.auto import tqdm
 
-    from .features import SparseEncoder, resolve_hook
+    from .feature_kernels import SparseEncoder
+    from .features import resolve_hook
 
     cfg = config or CompletenessConfig()
     hook = resolve_hook(store, sae, hook)

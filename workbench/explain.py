@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .features import ActivationExample, FeatureResults, encode_contexts, hash_keys
+from .feature_kernels import hash_keys
+from .features import ActivationExample, FeatureResults, encode_contexts
 
 __all__ = [
     "Explanation",

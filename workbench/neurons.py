@@ -28,7 +28,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .explain import ScoreAccumulator, TokenExplainer, examples_from_activations
-from .features import save_tensors_atomic, load_tensors, sparse_encode
+from .feature_kernels import sparse_encode
+from .features import load_tensors, save_tensors_atomic
 from .hooks import hook_layer
 
 __all__ = [

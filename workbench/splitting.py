@@ -257,7 +257,7 @@ class TokenCodes:
 def heldout_codes(saes: Mapping[str, Any], batches: Iterable[Tensor] | Tensor, *, max_tokens: int | None = None,
                   progress: bool = False) -> dict[str, TokenCodes]:
     """Encode the same activation batches (or one [n, d_model] tensor) with every SAE, sparsely."""
-    from .features import sparse_encode
+    from .feature_kernels import sparse_encode
 
     if isinstance(batches, Tensor):
         if batches.dim() != 2:
