@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .feature_kernels import hash_keys
 from .features import ActivationExample, FeatureResults, encode_contexts
+from .jsonfile import read_tagged_json
 
 __all__ = [
     "Explanation",
@@ -575,15 +576,14 @@ class ExplanationSet:
             path = path / "explanations.json"
         if not path.is_file():
             raise ValueError(f"{path} is missing: run explain_features(...).save() first")
+        fix = "delete it and explain again"
+        data = read_tagged_json(path, format=EXPLANATIONS_FORMAT, what="an explanations file", fix=fix)
         try:
-            data = json.loads(path.read_text())
-            if data.get("format") != EXPLANATIONS_FORMAT:
-                raise ValueError(f"format is {data.get('format')!r}, not {EXPLANATIONS_FORMAT!r}")
             items = {int(i): ExplainedUnit(Explanation.from_dict(d["explanation"]),
                                            ExplanationScore.from_dict(d["score"]) if d.get("score") else None)
                      for i, d in data["features"].items()}
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path} is corrupt ({type(err).__name__}: {err}): delete it and explain again") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"{path} is corrupt ({type(err).__name__}: {err}): {fix}") from None
         return cls(items, data.get("meta", {}))
 
 

@@ -37,6 +37,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .jsonfile import read_tagged_json
+
 __all__ = [
     "FeatureLayout",
     "LayoutConfig",
@@ -304,13 +306,11 @@ class FeatureLayout:
         path = Path(path)
         npz, meta_path = path.with_suffix(".npz"), path.with_suffix(".json")
         fix = f"delete {npz} and {meta_path} and lay out again"
+        meta = read_tagged_json(meta_path, format=LAYOUT_FORMAT, what="a saved feature layout", fix=fix)
         try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("format") != LAYOUT_FORMAT:
-                raise ValueError(f"format is {meta.get('format')!r}, not {LAYOUT_FORMAT!r}")
             with np.load(npz, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in ("sae", "feature", "xy", "embedding", "cluster", "knn", "knn_cosine")}
-        except (OSError, KeyError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        except (OSError, KeyError, ValueError) as err:
             raise ValueError(f"saved layout {npz} is missing or corrupt ({type(err).__name__}: {err}): {fix}") from None
         n = arrays["feature"].shape[0]
         if any(a.shape[0] != n for a in arrays.values()):
