@@ -89,7 +89,7 @@ def gemm_rate(spec: RunSpec, config: TrainConfig, batches: list[torch.Tensor], s
               *, dense: bool = False) -> dict:
     """Profile a few steps of the trained SAE (so its codes have their end-of-training sparsity), on the trainer's
     own path choice or forced onto the dense path: GFLOP/s of its full-size GEMMs ([batch, d_in] x [d_in, d_sae]
-    and the transposed products of the same size; the sparse path has one, the dense relu path four) and their
+    and the transposed products of the same size; the sparse path has one, the dense relu path five) and their
     share of the step."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -273,7 +273,7 @@ def main(argv=None) -> None:
                                 "heldout": evaluate(theirs["sae"], heldout), "settings": settings}
             entry["speedup"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
         report["results"][arch] = entry
-        print(json.dumps({arch: {k: v for k, v in entry.items() if k != "saelens" or True}}, default=str),
+        print(json.dumps({arch: entry}, default=str),
               file=sys.stderr, flush=True)
     peak = report["gemm_peak_gflops"]
     for entry in report["results"].values():

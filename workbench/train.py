@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from .config import known_fields_only
 from .hardware import fast_bf16_matmul
-from .sae import ARCHITECTURES, SAE, TOPK_FAMILY, SAEConfig, SAEMetadata
+from .sae import ARCHITECTURES, SAE, SPARSE_MAX_DENSITY, TOPK_FAMILY, SAEConfig, SAEMetadata
 from .sae_io import read_safetensors, save_sae
 
 CHECKPOINT_FORMAT = 1
@@ -141,7 +141,7 @@ class TrainConfig:
     log_every: int = 10  # steps
     checkpoint_every: int = 100  # steps; 0 writes only the final checkpoint
     keep_checkpoints: int = 2
-    sparse_max_density: float = 0.125  # sparse path while (active entries) / (batch * d_sae) is at most this
+    sparse_max_density: float = SPARSE_MAX_DENSITY  # sparse path while (active entries) / (batch * d_sae) <= this
     selection_dtype: str = "auto"  # precision of the GEMM that only picks active latents: auto, float32, bfloat16
     wandb_project: str | None = None
 
