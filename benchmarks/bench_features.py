@@ -1,4 +1,4 @@
-"""The feature-analysis pass (workbench.features.compute_features) against a naive dense baseline.
+"""The feature-analysis pass (workbench.analysis.features.compute_features) against a naive dense baseline.
 
 Prints one JSON object:
 
@@ -39,8 +39,8 @@ import torch
 
 def synthetic_store(n_tokens: int, d_model: int = 640, context_size: int = 128, seed: int = 0):
     """A cached store of random activations (a low-rank signal plus noise) and random token ids."""
-    from workbench.home import cache_dir
-    from workbench.store import ActivationStore, StoreError, StoreWriter
+    from workbench.core.home import cache_dir
+    from workbench.data.store import ActivationStore, StoreError, StoreWriter
 
     n_ctx = -(-n_tokens // context_size)
     path = cache_dir("bench") / f"synthetic-{n_ctx * context_size}-d{d_model}-s{seed}"
@@ -68,8 +68,8 @@ def synthetic_store(n_tokens: int, d_model: int = 640, context_size: int = 128, 
 
 
 def largest_cached_store():
-    from workbench.home import cache_dir
-    from workbench.store import ActivationStore, StoreError
+    from workbench.core.home import cache_dir
+    from workbench.data.store import ActivationStore, StoreError
 
     best = None
     for p in cache_dir("stores").iterdir():
@@ -85,7 +85,7 @@ def largest_cached_store():
 
 
 def make_sae(d_in: int, d_sae: int, k: int, hook: str):
-    from workbench.sae import SAE, SAEConfig, SAEMetadata
+    from workbench.sae.model import SAE, SAEConfig, SAEMetadata
 
     sae = SAE(SAEConfig("topk", d_in, d_sae, k=k), SAEMetadata(hook_name=hook), seed=0)
     with torch.no_grad():
@@ -107,8 +107,8 @@ def cpu_seconds() -> float:
 
 
 def child_ours(store_path: str, d_sae: int, k: int, tokens: int, chunk: int, threads: int | None) -> dict:
-    from workbench.features import FeatureConfig, compute_features
-    from workbench.store import ActivationStore
+    from workbench.analysis.features import FeatureConfig, compute_features
+    from workbench.data.store import ActivationStore
 
     store = ActivationStore.open(store_path)
     sae = make_sae(store.d_model, d_sae, k, store.hooks[0])
@@ -118,7 +118,7 @@ def child_ours(store_path: str, d_sae: int, k: int, tokens: int, chunk: int, thr
         cfg = FeatureConfig(max_tokens=tokens, chunk_tokens=chunk, threads=threads, progress=False)
         t0, c0 = time.perf_counter(), cpu_seconds()
         timings = {}
-        import workbench.features as F
+        import workbench.analysis.features as F
 
         # time the phases by wrapping the module's stage functions
         def timed(name, fn):
@@ -151,7 +151,7 @@ def child_ours(store_path: str, d_sae: int, k: int, tokens: int, chunk: int, thr
 
 def child_naive(store_path: str, d_sae: int, k: int, tokens: int, chunk: int, threads: int | None,
                 top_k: int = 20) -> dict:
-    from workbench.store import ActivationStore
+    from workbench.data.store import ActivationStore
 
     if threads:
         torch.set_num_threads(threads)
@@ -212,7 +212,7 @@ def main() -> None:
         if store is None:
             raise SystemExit("no store: pass --store PATH or --synthetic-tokens N")
         args.store = str(store.path)
-    from workbench.store import ActivationStore
+    from workbench.data.store import ActivationStore
 
     store = ActivationStore.open(args.store)
     tokens = args.tokens or store.n_tokens

@@ -22,10 +22,10 @@ import numpy as np
 import psutil
 import torch
 
-from workbench.corpus import CorpusSpec, packed_contexts
-from workbench.harvest import HarvestConfig, HarvestSpec, harvest
-from workbench.hooks import stop_layer, validate_hooks
-from workbench.models import load_model
+from workbench.data.corpus import CorpusSpec, packed_contexts
+from workbench.data.harvest import HarvestConfig, HarvestSpec, harvest
+from workbench.data.hooks import stop_layer, validate_hooks
+from workbench.data.models import load_model
 
 
 def bare_forward_tps(model, tokens: np.ndarray, batch: int, stop: int | None) -> float:

@@ -34,12 +34,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from workbench.evaluate import evaluate_activations  # noqa: E402
-from workbench.sae import SAE, geometric_median  # noqa: E402
-from workbench.hardware import fast_bf16_matmul  # noqa: E402
-from workbench.train import (RunSpec, RunState, StoreSource, SyntheticSource, TrainConfig,  # noqa: E402
+from workbench.sae.evaluate import evaluate_activations  # noqa: E402
+from workbench.sae.model import SAE, geometric_median  # noqa: E402
+from workbench.core.hardware import fast_bf16_matmul  # noqa: E402
+from workbench.sae.train import (RunSpec, RunState, StoreSource, SyntheticSource, TrainConfig,  # noqa: E402
                              estimate_input_scale, train)
-from workbench.train_cli import parse_count  # noqa: E402
+from workbench.sae.cli import parse_count  # noqa: E402
 
 
 class ListSource:
@@ -143,7 +143,7 @@ def run_saelens(arch: str, spec: RunSpec, config: TrainConfig, source: ListSourc
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
-    from workbench.sae_io import from_sae_lens
+    from workbench.sae.io import from_sae_lens
 
     d_in, steps = source.d_model, config.total_steps
     if arch == "topk":
@@ -188,7 +188,7 @@ def main(argv=None) -> None:
     p.add_argument("--store", help="activation store of Gemma-3-270M (training stream)")
     p.add_argument("--heldout-store", help="separate store for evaluation (default: hold out from --store)")
     p.add_argument("--allow-incomplete", action="store_true", help="read a store whose harvest is unfinished")
-    p.add_argument("--harvest", action="store_true", help="harvest the stores with workbench.harvest first")
+    p.add_argument("--harvest", action="store_true", help="harvest the stores with workbench.data.harvest first")
     p.add_argument("--synthetic", action="store_true", help="synthetic activations of the real shape")
     p.add_argument("--archs", nargs="+", default=["relu", "topk"])
     p.add_argument("--d-sae", type=int, default=8192)
@@ -216,8 +216,8 @@ def main(argv=None) -> None:
     else:
         store, held = args.store, args.heldout_store
         if args.harvest:
-            from workbench.corpus import CorpusSpec
-            from workbench.harvest import HarvestSpec, harvest_cached
+            from workbench.data.corpus import CorpusSpec
+            from workbench.data.harvest import HarvestSpec, harvest_cached
 
             store = str(harvest_cached(HarvestSpec(n_tokens=int(args.tokens * 1.02) + 65536)).path)
             held = str(harvest_cached(HarvestSpec(n_tokens=args.heldout_tokens + 4096,

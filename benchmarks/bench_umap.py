@@ -2,7 +2,7 @@
 
 Prints one JSON object:
 
-* ``workbench``: :func:`workbench.neighborhoods.joint_layout` end to end on ``--n`` vectors (d=``--d``), split
+* ``workbench``: :func:`workbench.analysis.neighborhoods.joint_layout` end to end on ``--n`` vectors (d=``--d``), split
   into three "SAEs" of 1/14, 4/14 and 9/14 of the points: one exact cosine kNN graph (torch, chunked matrix
   products) shared by the 2-d map and the 10-d UMAP, then HDBSCAN. Stage times from ``layout.config["timings"]``.
 * ``baseline``: the same two UMAPs written the plain way, ``umap.UMAP(metric="cosine", ...)``, each fit running
@@ -46,7 +46,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from workbench.neighborhoods import LayoutConfig, joint_layout, knn_graph, unit_directions
+    from workbench.analysis.neighborhoods import LayoutConfig, joint_layout, knn_graph, unit_directions
 
     torch.set_num_threads(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))

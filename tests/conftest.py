@@ -27,21 +27,21 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def gemma():
-    from workbench.models import load_model
+    from workbench.data.models import load_model
 
     return load_model("gemma-3-270m", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def small_spec():
-    from workbench.corpus import CorpusSpec
-    from workbench.harvest import HarvestSpec
+    from workbench.data.corpus import CorpusSpec
+    from workbench.data.harvest import HarvestSpec
 
     return HarvestSpec(model="gemma-3-270m", n_tokens=SMALL_TOKENS, corpus=CorpusSpec(source="wiki"))
 
 
 @pytest.fixture(scope="session")
 def small_store(gemma, small_spec):
-    from workbench.harvest import HarvestConfig, harvest_cached
+    from workbench.data.harvest import HarvestConfig, harvest_cached
 
     return harvest_cached(small_spec, model=gemma, config=HarvestConfig(progress=False, shard_contexts=64))

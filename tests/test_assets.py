@@ -1,4 +1,4 @@
-"""Tests for workbench.assets: the real installed payloads, and hash checks on temporary files.
+"""Tests for workbench.data.assets: the real installed payloads, and hash checks on temporary files.
 
 Nothing is uninstalled or damaged for real: broken cases use a temporary WORKBENCH_HOME, temporary files,
 or an asset entry swapped (monkeypatch) for one whose package module does not exist.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench import assets
-from workbench.assets import ASSETS, INSTALL_HINT, AssetError, asset_path, cached_path, status, verify_file
+from workbench.data import assets
+from workbench.data.assets import ASSETS, INSTALL_HINT, AssetError, asset_path, cached_path, status, verify_file
 
 NAMES = ["gemma-3-270m", "smollm2-135m-instruct", "wiki-en", "wiki-es", "wiki-fr"]
 

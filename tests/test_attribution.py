@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from workbench.attribution import (
+from workbench.intervene.attribution import (
     AblationResult,
     LogitDiff,
     ablate_one,
@@ -27,7 +27,7 @@ HOOK = "blocks.6.hook_resid_post"
 
 @pytest.fixture(scope="module")
 def sae(gemma):
-    from workbench.sae import SAE, SAEConfig, SAEMetadata
+    from workbench.sae.model import SAE, SAEConfig, SAEMetadata
 
     # random unit-norm decoder, folded so that activations and decoder contributions have residual-stream scale
     return SAE(SAEConfig("topk", gemma.cfg.d_model, 64, k=8), SAEMetadata(hook_name=HOOK), seed=2).folded(1 / 200)

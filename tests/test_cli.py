@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench import assets, cli
-from workbench import harvest as harvest_mod
-from workbench.store import ActivationStore
+from workbench.data import assets
+from workbench import cli
+from workbench.data import harvest as harvest_mod
+from workbench.data.store import ActivationStore
 
 REPO = Path(__file__).resolve().parents[1]
 HOOK = "blocks.9.hook_resid_post"

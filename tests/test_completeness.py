@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from test_features import identity_sae, write_store
-from workbench.completeness import (AMBIGUOUS_FORMS, Category, CompletenessConfig, CompletenessResult, Concept,
+from workbench.analysis.completeness import (AMBIGUOUS_FORMS, Category, CompletenessConfig, CompletenessResult, Concept,
                                     builtin_categories, check_against_corpus, completeness,
                                     concept_feature_counts, dedicated_features, find_occurrences, fit_sigmoid)
-from workbench.store import ActivationStore
+from workbench.data.store import ActivationStore
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -103,7 +103,7 @@ def test_find_occurrences_whole_words_longest_match_and_bos():
 
 
 def test_find_occurrences_with_the_real_tokenizer():
-    from workbench.models import load_tokenizer
+    from workbench.data.models import load_tokenizer
 
     tok = load_tokenizer("gemma-3-270m")
     concepts = [c for cat in builtin_categories(["countries", "capitals", "elements"]) for c in cat.concepts]

@@ -1,9 +1,9 @@
 """Configs read back from dicts refuse unknown keys and name the known ones."""
 import pytest
 
-from workbench.sae import SAEConfig
-from workbench.scaling import ScalingConfig
-from workbench.train import TrainConfig
+from workbench.sae.model import SAEConfig
+from workbench.analysis.scaling import ScalingConfig
+from workbench.sae.train import TrainConfig
 
 
 @pytest.mark.parametrize("cls, what", [(SAEConfig, "SAEConfig field"), (TrainConfig, "training setting"),

@@ -1,4 +1,4 @@
-"""Tests for workbench.corpus on the real embedded corpus and the real Gemma tokenizer."""
+"""Tests for workbench.data.corpus on the real embedded corpus and the real Gemma tokenizer."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.assets import ASSETS, asset_path
-from workbench.corpus import (
+from workbench.data.assets import ASSETS, asset_path
+from workbench.data.corpus import (
     WIKI_ID_STRIDE,
     CorpusSpec,
     Document,
@@ -92,7 +92,7 @@ def test_spec_roundtrip_and_fingerprint():
     }
     assert len(others) == 5
     # deterministic across processes
-    code = "from workbench.corpus import CorpusSpec; print(CorpusSpec(languages=('es','fr'), split='heldout', seed=3).fingerprint())"
+    code = "from workbench.data.corpus import CorpusSpec; print(CorpusSpec(languages=('es','fr'), split='heldout', seed=3).fingerprint())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.stdout.strip() == fp, out.stderr
 
@@ -372,7 +372,7 @@ def test_hf_hub_unreachable():
     Run in a subprocess: huggingface_hub reads HF_HUB_OFFLINE once, at import time."""
     code = textwrap.dedent(
         """
-        from workbench.corpus import CorpusSpec, iter_documents
+        from workbench.data.corpus import CorpusSpec, iter_documents
         try:
             iter_documents(CorpusSpec(source="hf:no-such-user/no-such-dataset"))
         except ValueError as err:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.evaluate import density_histogram, downstream_metrics, evaluate_activations
-from workbench.sae import SAE, SAEConfig, SAEMetadata
+from workbench.sae.evaluate import density_histogram, downstream_metrics, evaluate_activations
+from workbench.sae.model import SAE, SAEConfig, SAEMetadata
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

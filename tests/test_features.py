@@ -1,4 +1,4 @@
-"""Tests for workbench.features (the streaming analysis pass) and workbench.logits.
+"""Tests for workbench.analysis.features (the streaming analysis pass) and workbench.analysis.logits.
 
 Synthetic where the truth must be known: a planted store read by an identity ReLU SAE (feature j = relu(x_j), exact
 in bf16), so density, maxima, top-K contexts, histograms and bucket samples are checked against brute force on the
@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.feature_kernels import (BucketReservoir, SparseEncoder, bucket_index, hash_keys, merge_topk, shard_topk,
+from workbench.analysis.feature_kernels import (BucketReservoir, SparseEncoder, bucket_index, hash_keys, merge_topk, shard_topk,
                                        sparse_encode)
-from workbench.features import FeatureConfig, FeatureResults, compute_features, encode_contexts
-from workbench.sae import SAE, SAEConfig, SAEMetadata
-from workbench.store import StoreWriter
+from workbench.analysis.features import FeatureConfig, FeatureResults, compute_features, encode_contexts
+from workbench.sae.model import SAE, SAEConfig, SAEMetadata
+from workbench.data.store import StoreWriter
 
 PLANT_HOOK = "blocks.0.hook_resid_post"
 
@@ -78,7 +78,7 @@ def planted_data(n_ctx: int = 24, ctx: int = 16, d: int = 6, seed: int = 0):
 def _real_test_sae(store_path: str, d_sae: int = 256, k: int = 16) -> SAE:
     """A small TopK SAE initialised from data (decoder rows = centred, normalised activations; b_dec = mean), then
     a few Adam steps: cheap, and its features are non-trivial (they fire on tokens like their seed token)."""
-    from workbench.store import ActivationStore
+    from workbench.data.store import ActivationStore
 
     store = ActivationStore.open(store_path)
     x = torch.cat(list(store.iter_batches(4096, shuffle=False, exclude_bos=True, drop_last=False)))
@@ -448,7 +448,7 @@ def test_real_results_load_instantly(real_results, tmp_path):
 
 
 def test_final_norm_scale_matches_gemma_ln_final(gemma):
-    from workbench.logits import final_norm_scale
+    from workbench.analysis.logits import final_norm_scale
 
     norm = final_norm_scale(gemma)
     assert norm.convention == "w" and not norm.centre  # TransformerLens has folded Gemma's (1 + w) into w
@@ -459,7 +459,7 @@ def test_final_norm_scale_matches_gemma_ln_final(gemma):
 
 
 def test_logit_weights_are_the_unembedded_normalised_direction(gemma, real_sae):
-    from workbench.logits import logit_effects, logit_weights
+    from workbench.analysis.logits import logit_effects, logit_weights
 
     d = real_sae.W_dec[:3].detach()
     lw = logit_weights(gemma, d)
@@ -479,7 +479,7 @@ def test_logit_weights_are_the_unembedded_normalised_direction(gemma, real_sae):
 def test_final_norm_scale_handles_layernorm_centring():
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from workbench.logits import final_norm_scale, logit_weights
+    from workbench.analysis.logits import final_norm_scale, logit_weights
 
     cfg = HookedTransformerConfig(n_layers=1, d_model=16, d_head=4, n_heads=4, n_ctx=8, d_vocab=30, act_fn="gelu",
                                   normalization_type="LN", seed=0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.hardware import fast_bf16_matmul, torch_threads
-from workbench.train import TrainConfig
+from workbench.core.hardware import fast_bf16_matmul, torch_threads
+from workbench.sae.train import TrainConfig
 
 
 @pytest.mark.parametrize("avx512_bf16,amx,fast", [(False, False, False), (True, False, True), (False, True, True)])

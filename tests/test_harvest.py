@@ -1,4 +1,4 @@
-"""Tests for workbench.hooks and workbench.harvest on the real Gemma model and the real wiki corpus.
+"""Tests for workbench.data.hooks and workbench.data.harvest on the real Gemma model and the real wiki corpus.
 
 Heavy work is shared: the session ``small_store`` (16k tokens, cached under WORKBENCH_HOME) and one
 module-level tiny store (20 contexts of 16 tokens in 3 shards) harvested uninterrupted into tmp.
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from workbench import assets
-from workbench import harvest as harvest_mod
-from workbench.assets import AssetError
-from workbench.corpus import CorpusSpec, packed_contexts
-from workbench.harvest import HarvestConfig, HarvestSpec, harvest, harvest_cached, store_dir
-from workbench.hooks import default_hook, hook_layer, stop_layer, validate_hooks
-from workbench.store import ActivationStore, StoreError
+from workbench.data import assets
+from workbench.data import harvest as harvest_mod
+from workbench.data.assets import AssetError
+from workbench.data.corpus import CorpusSpec, packed_contexts
+from workbench.data.harvest import HarvestConfig, HarvestSpec, harvest, harvest_cached, store_dir
+from workbench.data.hooks import default_hook, hook_layer, stop_layer, validate_hooks
+from workbench.data.store import ActivationStore, StoreError
 
 HOOK = "blocks.9.hook_resid_post"  # Gemma's default SAE site (18 layers // 2)
 HOOK2 = "blocks.2.hook_resid_post"

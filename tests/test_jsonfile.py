@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from workbench.jsonfile import read_tagged_json
-from workbench.store import StoreError
+from workbench.core.persist import read_tagged_json
+from workbench.data.store import StoreError
 
 
 def _read(path, **kw):

@@ -1,4 +1,4 @@
-"""Tests for workbench.models and workbench.chat on the real embedded models.
+"""Tests for workbench.data.models and workbench.data.chat on the real embedded models.
 
 The TransformerLens models are checked against HF transformers' own implementation of the same GGUF
 (log-probs and greedy generations), so a conversion that silently drops a config field or maps a
@@ -13,9 +13,10 @@ import socket
 import pytest
 import torch
 
-from workbench import assets, models
-from workbench.chat import chat_messages, chat_prompt
-from workbench.models import EMBEDDED_MODELS, load_model, model_info, unknown_model_message
+from workbench.data import assets
+from workbench.data import models
+from workbench.data.chat import chat_messages, chat_prompt
+from workbench.data.models import EMBEDDED_MODELS, load_model, model_info, unknown_model_message
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from workbench.multilingual import (
+from workbench.analysis.multilingual import (
     CONCEPT_SENTENCES,
     WIKI_PARALLEL_TITLES,
     ProbeActivations,
@@ -57,7 +57,7 @@ def test_every_curated_title_is_in_the_corpus_and_golden_gate_is_aligned():
     assert gg.texts["en"].startswith("The Golden Gate Bridge is a suspension bridge")
     assert gg.texts["es"].startswith("El puente Golden Gate es un puente colgante")
     assert gg.texts["fr"].startswith("Le pont du Golden Gate est un pont suspendu")
-    from workbench.corpus import wiki_article
+    from workbench.data.corpus import wiki_article
 
     for g, entry in zip(groups, WIKI_PARALLEL_TITLES):  # each text opens its own article, in its own language
         for lang, text in g.texts.items():
@@ -194,7 +194,7 @@ def test_residual_similarity_sees_the_concept_only_after_centring():
 
 
 def tiny_sae(d_in: int, hook: str, d_sae: int = 48, k: int = 6):
-    from workbench.sae import SAE, SAEConfig, SAEMetadata
+    from workbench.sae.model import SAE, SAEConfig, SAEMetadata
 
     return SAE(SAEConfig("topk", d_in, d_sae, k=k), SAEMetadata(hook_name=hook), seed=1).folded(1 / 300).eval()
 
@@ -205,7 +205,7 @@ def probe_sae(gemma):
 
 
 def test_batched_probes_match_one_text_at_a_time(gemma, probe_sae, one_torch_thread):
-    from workbench.search import hook_activations
+    from workbench.analysis.search import hook_activations
 
     groups = concept_probe_groups(languages=("en", "fr"))[:3]
     batched = probe_activations(gemma, probe_sae, groups, residual_layers=[2, 6], batch_size=6)
@@ -242,7 +242,7 @@ def test_probe_errors_name_the_problem(gemma, probe_sae):
 
 def synthetic_results(d_sae: int):
     """A real FeatureResults over synthetic arrays: one example per feature."""
-    from workbench.features import FeatureResults
+    from workbench.analysis.features import FeatureResults
 
     K, W, B, m, bins = 1, 3, 2, 1, 4
     arrays = {

@@ -1,4 +1,4 @@
-"""Tests for workbench.neighborhoods and widgets.neighborhood_map on planted directions with a known answer.
+"""Tests for workbench.analysis.neighborhoods and widgets.neighborhood_map on planted directions with a known answer.
 
 Two ReLU SAEs whose decoder rows are noisy copies of 12 planted concept directions (5 copies each in "A", 10 in
 "B", plus a zero row in "A"): nearest neighbours, the exact kNN graph, the UMAP + HDBSCAN clusters (they must
@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from test_features import PLANT_HOOK, write_store
-from workbench import neighborhoods as NB
-from workbench.explain import Explanation
-from workbench.features import FeatureConfig, compute_features
-from workbench.neighborhoods import (
+from workbench.analysis import neighborhoods as NB
+from workbench.analysis.explain import Explanation
+from workbench.analysis.features import FeatureConfig, compute_features
+from workbench.analysis.neighborhoods import (
     FeatureLayout,
     LayoutConfig,
     cosine_matrix,
@@ -26,7 +26,7 @@ from workbench.neighborhoods import (
     nearest_neighbors,
     unit_directions,
 )
-from workbench.sae import SAE, SAEConfig, SAEMetadata
+from workbench.sae.model import SAE, SAEConfig, SAEMetadata
 from widgets.neighborhood_map import NeighborhoodMap
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

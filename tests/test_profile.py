@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from workbench.profile import PROFILES, Profile, current_profile, runs_base, standard_training
+from workbench.studies.profile import PROFILES, Profile, current_profile, runs_base, standard_training
 
 
 def test_profile_comes_from_the_environment(monkeypatch):

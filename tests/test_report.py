@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from test_features import real_results, real_sae  # noqa: F401 (fixtures)
-from workbench.evaluate import evaluate_activations
-from workbench.explain import explain_features, heldout_contexts, score_features
-from workbench.report import metrics_rows, pick_features, write_report
+from workbench.sae.evaluate import evaluate_activations
+from workbench.analysis.explain import explain_features, heldout_contexts, score_features
+from workbench.report.page import metrics_rows, pick_features, write_report
 
 
 class _Tags(html.parser.HTMLParser):

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from workbench import sae_io
-from workbench.sae import (ARCHITECTURES, SAE, JumpReLUFunction, SAEConfig, SAEMetadata, StepFunction,
+from workbench.sae import io as sae_io
+from workbench.sae.model import (ARCHITECTURES, SAE, JumpReLUFunction, SAEConfig, SAEMetadata, StepFunction,
                            geometric_median)
-from workbench.sae_kernels import select_batch_topk, select_topk
+from workbench.sae.kernels import select_batch_topk, select_topk
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from workbench.scaling import (ComputeOptimum, ScalingConfig, ScalingResults, fit_frontier, fit_loss_surface,
+from workbench.analysis.scaling import (ComputeOptimum, ScalingConfig, ScalingResults, fit_frontier, fit_loss_surface,
                                fit_power_law, fit_scaling, iso_compute_optima, pareto_frontier, pareto_points,
                                run_sweep, sweep_config, training_compute)
-from workbench.train import SyntheticSource
+from workbench.sae.train import SyntheticSource
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""Tests for workbench.explain, workbench.search and workbench.neurons.
+"""Tests for workbench.analysis.explain, workbench.analysis.search and workbench.analysis.neurons.
 
 Planted features with a known answer (one that fires exactly on one token id, one on a bigram) for the explainer
 and scorer; a tiny local HTTP server for the optional LLM explainer; the real model and small store for search and
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from test_features import identity_sae, real_results, real_sae, write_store  # noqa: F401 (fixtures)
-from workbench.explain import (
+from workbench.analysis.explain import (
     Explanation,
     ExplanationSet,
     OpenAIExplainer,
@@ -30,8 +30,8 @@ from workbench.explain import (
     score_explanation,
     score_features,
 )
-from workbench.features import ActivationExample, FeatureConfig, compute_features
-from workbench.search import contrast_features, features_for_text, hook_activations, search_explanations
+from workbench.analysis.features import ActivationExample, FeatureConfig, compute_features
+from workbench.analysis.search import contrast_features, features_for_text, hook_activations, search_explanations
 
 T_UNI, T_A, T_B = 7, 3, 9  # feature 0 fires on token 7; feature 1 on token 9 right after token 3
 
@@ -297,7 +297,7 @@ def test_contrast_features_finds_what_set_a_has_more_of(gemma, real_sae):
 
 
 def test_streaming_correlation_matches_corrcoef():
-    from workbench.neurons import StreamingCorrelation
+    from workbench.analysis.neurons import StreamingCorrelation
 
     gen = torch.Generator().manual_seed(0)
     n, F, N = 600, 5, 7
@@ -323,7 +323,7 @@ def test_streaming_correlation_matches_corrcoef():
 
 
 def test_neuron_correlations_on_the_real_model(gemma, real_sae, small_store, real_results, tmp_path):
-    from workbench.neurons import NeuronConfig, NeuronCorrelations, default_neuron_layers, neuron_correlations
+    from workbench.analysis.neurons import NeuronConfig, NeuronCorrelations, default_neuron_layers, neuron_correlations
 
     hook = real_sae.metadata.hook_name
     assert default_neuron_layers(hook) == list(range(10)) and default_neuron_layers("blocks.3.hook_resid_pre") == [0, 1, 2]
@@ -356,7 +356,7 @@ def test_neuron_correlations_on_the_real_model(gemma, real_sae, small_store, rea
 
 
 def test_compare_explanations_runs_features_and_neurons_side_by_side(gemma, real_sae, small_store):
-    from workbench.neurons import compare_explanations
+    from workbench.analysis.neurons import compare_explanations
 
     out = compare_explanations(gemma, real_sae, small_store, range(0, 8), range(120, 123), n_features=4,
                                n_neurons=4, batch_contexts=4)

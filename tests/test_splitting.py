@@ -1,4 +1,4 @@
-"""Tests for workbench.splitting and widgets.split_explorer on a planted family with a known answer.
+"""Tests for workbench.analysis.splitting and widgets.split_explorer on a planted family with a known answer.
 
 Three ReLU SAEs over orthonormal directions e_i (d=32): the small one has parents e0..e3; the mid and large ones
 split e0 into two children (e0 + e10/2 and e0 + e11/2, each firing on its own token type only), the large one merges
@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from test_features import PLANT_HOOK, write_store
-from workbench.explain import explain_features
-from workbench.features import FeatureConfig, compute_features
-from workbench.sae import SAE, SAEConfig, SAEMetadata
-from workbench.splitting import (
+from workbench.analysis.explain import explain_features
+from workbench.analysis.features import FeatureConfig, compute_features
+from workbench.sae.model import SAE, SAEConfig, SAEMetadata
+from workbench.analysis.splitting import (
     SplitConfig,
     TokenCodes,
     activation_correlation,
@@ -203,7 +203,7 @@ def test_families_are_ranked_and_correlation_mode_agrees_with_numpy(split):
 
 
 def test_train_nested_trains_every_size_on_one_pass_and_reuses_it(tmp_path):
-    from workbench.train import SyntheticSource, TrainConfig
+    from workbench.sae.train import SyntheticSource, TrainConfig
 
     source = SyntheticSource(16, 24, active=3, seed=0)
     config = TrainConfig(total_tokens=1024, batch_size=128, checkpoint_every=0, scale_estimate_tokens=512,

@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 
-from workbench.generation import GenerationConfig, generate, prepare_for_decoding, prompt_tokens
-from workbench.sae import SAE, SAEConfig, SAEMetadata
-from workbench.steering import (AddVector, ConceptCheck, SweepRow, best_within_cost, FeatureClamp, Steering, SteeringExample, clamp_feature,
+from workbench.intervene.generation import GenerationConfig, generate, prepare_for_decoding, prompt_tokens
+from workbench.sae.model import SAE, SAEConfig, SAEMetadata
+from workbench.intervene.steering import (AddVector, ConceptCheck, SweepRow, best_within_cost, FeatureClamp, Steering, SteeringExample, clamp_feature,
                                 concept_rate, diff_of_means, generation_nll, max_activations, mean_activation,
                                 steered_generate, steered_loss, steering_methods, sweep)
 
@@ -26,7 +26,7 @@ def tiny(one_torch_thread):
     """A 3-layer random model over SmolLM2's vocabulary (tokenizer only; no weights loaded)."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from workbench.models import load_tokenizer
+    from workbench.data.models import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
     cfg = HookedTransformerConfig(n_layers=3, d_model=D, n_ctx=128, d_head=8, n_heads=4, d_mlp=64, act_fn="gelu",
@@ -298,7 +298,7 @@ def test_steered_loss_and_sweep(tiny):
 
 
 def test_max_activations_match_per_context_encoding(small_store, tmp_path):
-    from workbench.features import encode_contexts
+    from workbench.analysis.features import encode_contexts
 
     sae = SAE(SAEConfig("relu", small_store.d_model, 16), SAEMetadata(hook_name=small_store.hooks[0]), seed=0)
     with torch.no_grad():  # scale to raw activations so that some features fire and others do not
@@ -386,7 +386,7 @@ def test_best_within_cost_compares_at_matched_perplexity():
 
 
 def test_screen_features_ranks_alive_candidates(tiny):
-    from workbench.steering import screen_features
+    from workbench.intervene.steering import screen_features
 
     sae = make_sae()
     mx = torch.full((sae.cfg.d_sae,), 1.5)
@@ -408,7 +408,7 @@ def test_screen_features_ranks_alive_candidates(tiny):
 
 
 def test_contrast_completions_finds_the_feature_that_separates_completions(tiny):
-    from workbench.steering import completion_features, contrast_completions
+    from workbench.intervene.steering import completion_features, contrast_completions
 
     sae = make_sae("relu")
     pos = [SteeringExample("The weather is", " sunny and warm"), SteeringExample("Today it is", " bright")]

@@ -1,4 +1,4 @@
-"""Tests for workbench.store: synthetic data only, no model."""
+"""Tests for workbench.data.store: synthetic data only, no model."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from workbench import store as st
-from workbench.store import ActivationStore, StoreError, StoreWriter, store_size_bytes
+from workbench.data import store as st
+from workbench.data.store import ActivationStore, StoreError, StoreWriter, store_size_bytes
 
 HOOK = "blocks.0.hook_resid_post"
 HOOK2 = "blocks.1.hook_mlp_out"
@@ -398,7 +398,7 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import torch
 from test_store import make_data, writer_kwargs, write_shards
-from workbench import store as st
+from workbench.data import store as st
 
 mode, n = sys.argv[2], int(sys.argv[3])
 if mode == "record":  # die after shard n's files are renamed into place, before its record

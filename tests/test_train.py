@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench import train_cli
-from workbench.sae_io import load_sae
-from workbench.train import (CheckpointError, RunSpec, SyntheticSource, TensorSource, TrainConfig, TrainingDiverged,
+from workbench.sae import cli as train_cli
+from workbench.sae.io import load_sae
+from workbench.sae.train import (CheckpointError, RunSpec, SyntheticSource, TensorSource, TrainConfig, TrainingDiverged,
                              estimate_input_scale, lr_multiplier, train, warmup_multiplier)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ _KILL_SCRIPT = textwrap.dedent("""
     import sys, time, torch
     torch.set_num_threads(1)
     sys.path.insert(0, {repo!r})
-    from workbench.train import RunSpec, SyntheticSource, TrainConfig, train
+    from workbench.sae.train import RunSpec, SyntheticSource, TrainConfig, train
     sys.path.insert(0, {tests!r})
     from test_train import _SPECS, _small_config, _toy_source
 
@@ -351,7 +351,7 @@ def test_cli_trains_from_flags(tmp_path, monkeypatch, capsys):
 
 
 def test_training_dir_changes_with_any_setting_that_defines_the_run(tmp_path):
-    from workbench.train import training_dir
+    from workbench.sae.train import training_dir
 
     src = SyntheticSource(32, 64, active=3, seed=0)
     cfg = TrainConfig(total_tokens=4096, batch_size=512)

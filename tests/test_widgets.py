@@ -7,12 +7,12 @@ import html.parser
 import pytest
 
 from test_features import real_results, real_sae  # noqa: F401 (fixtures)
-from workbench.explain import explain_features, heldout_contexts, score_features
-from workbench.features import ActivationBucket, ActivationExample, FeatureReport, Histogram, LogitEffect
+from workbench.analysis.explain import explain_features, heldout_contexts, score_features
+from workbench.analysis.features import ActivationBucket, ActivationExample, FeatureReport, Histogram, LogitEffect
 from widgets.feature_browser import FeatureBrowser
 from widgets.feature_card import FeatureCard, histogram_figure
 from widgets.prompt_inspector import PromptInspector, heatmap_figure
-from widgets.html import token_spans
+from workbench.report.html import token_spans
 
 
 class _Checker(html.parser.HTMLParser):

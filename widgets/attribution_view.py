@@ -1,4 +1,4 @@
-"""A token x feature view of an :class:`workbench.attribution.Attribution`: each cell is a feature's attribution to
+"""A token x feature view of an :class:`workbench.intervene.attribution.Attribution`: each cell is a feature's attribution to
 the metric at one position (red pushes the metric up, blue down). Selecting a cell (a click, or
 ``select(position, feature)``) zeroes that feature there, error term kept, and shows the new top predictions.
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from workbench.attribution import AblationOutcome, Attribution, ablate_one
+from workbench.intervene.attribution import AblationOutcome, Attribution, ablate_one
 
-from . import html as H
+from workbench.report import html as H
 from .feature_card import FeatureCard, figure_output
 
 __all__ = ["AttributionView", "attribution_figure"]

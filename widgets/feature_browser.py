@@ -1,4 +1,4 @@
-"""Browse the features of a :class:`workbench.features.FeatureResults`: search (explanation text, or a feature
+"""Browse the features of a :class:`workbench.analysis.features.FeatureResults`: search (explanation text, or a feature
 id), sort (density, max activation, explanation score, index), page, select one to see its :class:`FeatureCard`.
 
 Every control is a method, so a notebook or a test drives it without clicks::
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from workbench.search import search_explanations
+from workbench.analysis.search import search_explanations
 
-from . import html as H
+from workbench.report import html as H
 from .feature_card import FeatureCard
 
 __all__ = ["FeatureBrowser", "SORT_KEYS"]
@@ -93,7 +93,7 @@ class FeatureBrowser:
         else:
             if self.explanations is None:
                 raise ValueError("text search needs explanations: pass FeatureBrowser(results, explanations) "
-                                 "(from workbench.explain.explain_features), or search a feature id")
+                                 "(from workbench.analysis.explain.explain_features), or search a feature id")
             hits = search_explanations(self.explanations, q, top_n=self.results.d_sae)
             self._matches = [h.feature for h in hits]
             self.sort_key = "relevance"

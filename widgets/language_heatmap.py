@@ -2,7 +2,7 @@
 every translation and which on one language only. Clicking a column (or ``select(feature)``) opens its
 :class:`FeatureCard`.
 
-    from workbench.multilingual import concept_probe_groups, probe_activations
+    from workbench.analysis.multilingual import concept_probe_groups, probe_activations
     probes = probe_activations(model, sae, concept_probe_groups())
     view = LanguageHeatmap(probes, "golden_gate", results=results)
     view.select(view.features[0])   # or click a column
@@ -12,9 +12,9 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import torch
 
-from workbench.multilingual import LANGUAGE_NAMES, feature_scores, shared_top_features
+from workbench.analysis.multilingual import LANGUAGE_NAMES, feature_scores, shared_top_features
 
-from . import html as H
+from workbench.report import html as H
 from .feature_card import FeatureCard, figure_output
 
 __all__ = ["LanguageHeatmap", "language_heatmap_figure"]
@@ -38,7 +38,7 @@ class LanguageHeatmap:
 
     Columns: the features in the top ``k`` of every language first (:func:`shared_top_features`), then the others by
     their mean score over languages, ``top_n`` in all. ``how``: "mean" (raw mean activation) or "specific" (minus the
-    feature's mean over the other groups), as in :func:`workbench.multilingual.feature_scores`; the cells always
+    feature's mean over the other groups), as in :func:`workbench.analysis.multilingual.feature_scores`; the cells always
     show the mean activation (divided by each feature's corpus max when ``relative`` and ``results`` are given).
     """
 
@@ -78,7 +78,7 @@ class LanguageHeatmap:
         """Open ``feature``'s card (any feature of the SAE, not only the columns shown)."""
         if self.results is None:
             raise ValueError("opening a feature card needs results= (the FeatureResults of this SAE, from "
-                             "workbench.features.compute_features)")
+                             "workbench.analysis.features.compute_features)")
         i = self.results.check_index(feature)
         self.selected = i
         self.card = FeatureCard.from_results(self.results, i, self.explanations)

@@ -1,4 +1,4 @@
-"""The feature map: a plotly scatter of a joint UMAP of decoder directions (:mod:`workbench.neighborhoods`).
+"""The feature map: a plotly scatter of a joint UMAP of decoder directions (:mod:`workbench.analysis.neighborhoods`).
 
 Colour by SAE size, by cluster or by firing density; hover shows each feature's explanation; clicking a point
 opens its :class:`FeatureCard`; a search highlights the features whose explanation matches; ``zoom_to`` frames a
@@ -15,11 +15,11 @@ from typing import Any, Mapping
 import numpy as np
 import plotly.graph_objects as go
 
-from workbench.explain import explanation_text
-from workbench.neighborhoods import FeatureLayout, Neighbor, member_terms
-from workbench.search import search_explanations
+from workbench.analysis.explain import explanation_text
+from workbench.analysis.neighborhoods import FeatureLayout, Neighbor, member_terms
+from workbench.analysis.search import search_explanations
 
-from . import html as H
+from workbench.report import html as H
 from .feature_card import FeatureCard
 
 __all__ = ["COLOUR_KEYS", "NeighborhoodMap"]
@@ -34,8 +34,8 @@ NOISE_COLOUR = "#d0d0d0"
 class NeighborhoodMap:
     """State (colouring, search, selection, zoom) plus a plotly/ipywidgets view kept in sync with it.
 
-    ``results`` / ``explanations``: SAE name -> :class:`~workbench.features.FeatureResults` /
-    :class:`~workbench.explain.ExplanationSet` for the SAEs of the layout (either may be partial or None; the
+    ``results`` / ``explanations``: SAE name -> :class:`~workbench.analysis.features.FeatureResults` /
+    :class:`~workbench.analysis.explain.ExplanationSet` for the SAEs of the layout (either may be partial or None; the
     card needs results, density colouring needs results, search needs explanations or results)."""
 
     def __init__(self, layout: FeatureLayout, results: Mapping[str, Any] | None = None,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from workbench.search import TextSearchResult, features_for_text
+from workbench.analysis.search import TextSearchResult, features_for_text
 
-from . import html as H
+from workbench.report import html as H
 from .feature_card import figure_output
 
 __all__ = ["PromptInspector", "heatmap_figure"]

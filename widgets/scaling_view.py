@@ -1,5 +1,5 @@
-"""The scaling-law plots of a :class:`workbench.scaling.ScalingResults`, and the completeness curves of a
-:class:`workbench.completeness.CompletenessResult`.
+"""The scaling-law plots of a :class:`workbench.analysis.scaling.ScalingResults`, and the completeness curves of a
+:class:`workbench.analysis.completeness.CompletenessResult`.
 
     view = ScalingView(results)        # in a notebook: the figures and the table of fitted exponents
     view.set_loss("mse")               # refit and redraw on another metric
@@ -16,7 +16,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from . import html as H
+from workbench.report import html as H
 from .feature_card import figure_output
 
 __all__ = ["ScalingView", "completeness_figure", "dead_figure", "loss_figure", "optimum_figure"]
@@ -124,7 +124,7 @@ class ScalingView:
 
     def __init__(self, results, loss: str | None = None):
         if not results.runs:
-            raise ValueError("the scaling results hold no runs: run workbench.scaling.run_sweep first")
+            raise ValueError("the scaling results hold no runs: run workbench.analysis.scaling.run_sweep first")
         self.results = results
         self.loss = loss or results.config.loss
         results.fits(self.loss)  # validates the metric
@@ -180,7 +180,7 @@ class ScalingView:
         if self._widget is None:
             import ipywidgets as W
 
-            from workbench.scaling import LOSS_KEYS
+            from workbench.analysis.scaling import LOSS_KEYS
 
             self._table = W.HTML()
             self._plots = W.HBox(layout=W.Layout(flex_flow="row wrap"))

@@ -1,4 +1,4 @@
-"""Feature splitting, one family at a time (:mod:`workbench.splitting`).
+"""Feature splitting, one family at a time (:mod:`workbench.analysis.splitting`).
 
 Pick a feature of the smallest SAE: its family across sizes is drawn as a graph (one column per size, the edges
 carrying decoder cosine and activation correlation), and each member's top examples are shown side by side, one
@@ -14,10 +14,10 @@ from typing import Any, Mapping
 import plotly.graph_objects as go
 import torch
 
-from workbench.explain import explanation_text
-from workbench.splitting import FamilyMember, SplitAnalysis, SplitFamily
+from workbench.analysis.explain import explanation_text
+from workbench.analysis.splitting import FamilyMember, SplitAnalysis, SplitFamily
 
-from . import html as H
+from workbench.report import html as H
 
 __all__ = ["SplitExplorer", "family_figure"]
 

@@ -14,12 +14,12 @@ from dataclasses import replace
 
 import torch
 
-from workbench.generation import Generation, GenerationConfig
-from workbench.hooks import sae_hook
-from workbench.search import features_for_text, search_explanations
-from workbench.steering import steered_generate, steering_methods
+from workbench.intervene.generation import Generation, GenerationConfig
+from workbench.data.hooks import sae_hook
+from workbench.analysis.search import features_for_text, search_explanations
+from workbench.intervene.steering import steered_generate, steering_methods
 
-from . import html as H
+from workbench.report import html as H
 
 __all__ = ["SteeringPlayground"]
 
@@ -30,7 +30,7 @@ class SteeringPlayground:
     """State (prompt, feature, strength, method) plus an ipywidgets view kept in sync with it.
 
     ``max_activations`` [d_sae]: each feature's max over the training data (``FeatureResults.max_activation`` or
-    :func:`workbench.steering.max_activations`); strength ``c`` clamps the feature to ``c x`` that max, or adds
+    :func:`workbench.intervene.steering.max_activations`); strength ``c`` clamps the feature to ``c x`` that max, or adds
     ``c x max x W_dec[i]`` (method ``"add feature"``). ``chat=True`` wraps the prompt in the model's chat template.
     """
 
@@ -130,13 +130,13 @@ class SteeringPlayground:
         if not self.prompt:
             raise ValueError("no prompt yet: call set_prompt(text) first")
         if self.chat:
-            from workbench.chat import chat_prompt
+            from workbench.data.chat import chat_prompt
 
             return chat_prompt(self.model, self.prompt)
         return self.prompt
 
     def steering(self):
-        """The current intervention (a :class:`workbench.steering.Steering`)."""
+        """The current intervention (a :class:`workbench.intervene.steering.Steering`)."""
         if self.feature is None:
             raise ValueError("no feature yet: call set_feature(i) (search(query) lists candidates)")
         methods = steering_methods(self.sae, self.feature, float(self.max_activations[self.feature]), self.hook)

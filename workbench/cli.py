@@ -14,8 +14,7 @@ import sys
 
 
 def _cmd_assets(args) -> int:
-    from . import assets
-
+    from workbench.data import assets
     rows = assets.install() if args.action == "install" else assets.status()
     for row in rows:
         mark = "ok " if row["ok"] else "MISSING"
@@ -25,13 +24,13 @@ def _cmd_assets(args) -> int:
 
 
 def _corpus_spec(args):
-    from .corpus import CorpusSpec
+    from workbench.data.corpus import CorpusSpec
 
     return CorpusSpec(source=args.corpus, languages=tuple(args.languages.split(",")), split=args.split, seed=args.seed)
 
 
 def _cmd_harvest(args) -> int:
-    from .harvest import HarvestConfig, HarvestSpec, harvest, harvest_cached
+    from workbench.data.harvest import HarvestConfig, HarvestSpec, harvest, harvest_cached
 
     spec = HarvestSpec(
         model=args.model,
@@ -48,7 +47,7 @@ def _cmd_harvest(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from .store import ActivationStore
+    from workbench.data.store import ActivationStore
 
     store = ActivationStore.open(args.store, verify="full" if args.verify else "size")
     info = store.summary()
@@ -59,7 +58,7 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .demo import run_demo
+    from workbench.studies.demo import run_demo
 
     run_demo(out=args.out, n_tokens=args.tokens)
     return 0
@@ -108,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv[:1] == ["train"]:  # its own parser, so `workbench train --help` lists the trainer's options
-            from . import train_cli
-
+            from workbench.sae.model import cli as train_cli
             return train_cli.main(argv)
         args = build_parser().parse_args(argv)
         return args.func(args) or 0

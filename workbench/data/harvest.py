@@ -1,0 +1,273 @@
+"""Harvest activations: run the model over packed corpus contexts and write them to an activation store.
+
+One forward pass fills every requested hook, and ``stop_at_layer`` skips the blocks above the deepest
+hook. Shards are written by a background thread while the next shard is computed. A harvest resumes
+from its last complete shard, and ``harvest_cached`` keys finished stores by their spec under
+``WORKBENCH_HOME/stores`` so notebooks, tests and the demo share them.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from workbench.data.corpus import CorpusSpec, PackedBatch, packed_contexts
+from workbench.core.home import cache_dir
+from workbench.data.hooks import stop_layer, validate_hooks
+from workbench.data.models import DEFAULT_MODEL, load_model
+from workbench.data.store import ActivationStore, StoreError, StoreWriter
+
+HARVEST_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class HarvestSpec:
+    """Everything that determines the contents of a store; its ``key()`` names the cached store."""
+
+    model: str = DEFAULT_MODEL
+    hooks: tuple[str, ...] = ()  # empty: the model's middle-layer residual stream
+    n_tokens: int = 100_000
+    corpus: CorpusSpec = field(default_factory=CorpusSpec)
+    context_size: int = 128
+    dtype: str = "bfloat16"  # Gemma's residual stream exceeds float16's range (values near 9e4)
+    prepend_bos: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_tokens, int) or self.n_tokens <= 0:
+            raise ValueError(f"n_tokens must be a positive integer, got {self.n_tokens!r}")
+        if self.context_size < 2:
+            raise ValueError(f"context_size must be at least 2, got {self.context_size}")
+        if self.dtype not in ("float16", "bfloat16"):
+            raise ValueError(f"dtype must be 'float16' or 'bfloat16', got {self.dtype!r}")
+        if isinstance(self.hooks, str):
+            object.__setattr__(self, "hooks", (self.hooks,))
+        object.__setattr__(self, "hooks", tuple(self.hooks))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["corpus"] = self.corpus.to_dict()
+        d["hooks"] = list(self.hooks)
+        return d
+
+    def key(self) -> str:
+        """Stable hash of the spec (the corpus by its content fingerprint)."""
+        d = self.to_dict()
+        d["corpus"] = self.corpus.fingerprint()
+        d["version"] = HARVEST_FORMAT_VERSION
+        blob = json.dumps(d, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class HarvestConfig:
+    """How to run a harvest (does not change the store's contents)."""
+
+    batch_contexts: int = 32  # contexts per forward pass (32 x 128 = 4096 tokens)
+    shard_contexts: int = 512
+    device: str | None = None
+    progress: bool = True
+
+
+def _shards(batches: Iterator[PackedBatch], shard_contexts: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """Re-cut packed batches into shards of exactly ``shard_contexts`` contexts (last may be short)."""
+    buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    have = 0
+    for b in batches:
+        buf.append((b.tokens, b.doc_ids, b.positions))
+        have += len(b)
+        while have >= shard_contexts:
+            cat = [np.concatenate([x[i] for x in buf]) for i in range(3)]
+            yield tuple(a[:shard_contexts] for a in cat)
+            rest = tuple(a[shard_contexts:] for a in cat)
+            buf, have = ([rest] if len(rest[0]) else []), len(rest[0])
+    if have:
+        yield tuple(np.concatenate([x[i] for x in buf]) for i in range(3))
+
+
+def _forward_acts(model, tokens: np.ndarray, hooks: list[str], stop: int | None, batch: int, device) -> dict:
+    """Run the model over ``tokens`` [n, ctx] in minibatches; return {hook: [n, ctx, d] float tensor}."""
+    out: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
+    grabbed: dict[str, torch.Tensor] = {}
+
+    def grab(act, hook):
+        grabbed[hook.name] = act.detach()
+        return act
+
+    fwd_hooks = [(h, grab) for h in hooks]
+    with torch.inference_mode():
+        for i in range(0, len(tokens), batch):
+            toks = torch.from_numpy(tokens[i : i + batch].astype(np.int64)).to(device)
+            model.run_with_hooks(toks, fwd_hooks=fwd_hooks, stop_at_layer=stop, return_type=None)
+            for h in hooks:
+                out[h].append(grabbed[h].to("cpu"))
+    return {h: torch.cat(v) for h, v in out.items()}
+
+
+class _ShardWriterThread:
+    """Writes shards in the background so disk I/O and hashing overlap the next forward pass."""
+
+    def __init__(self, writer: StoreWriter):
+        self.writer = writer
+        self.q: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.q.get()) is not None:
+            if self.error is None:
+                try:
+                    self.writer.write_shard(*item[0], **item[1])
+                except BaseException as err:  # surfaced in put()/close()
+                    self.error = err
+
+    def put(self, *args, **kwargs) -> None:
+        if self.error:
+            raise self.error
+        self.q.put((args, kwargs))
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error:
+            raise self.error
+
+
+def harvest(
+    spec: HarvestSpec,
+    out: str | Path,
+    model=None,
+    config: HarvestConfig | None = None,
+) -> ActivationStore:
+    """Harvest ``spec`` into the directory ``out``, resuming a partial store there.
+
+    Returns the finished, opened store. ``model`` may be passed to reuse a loaded one.
+    """
+    config = config or HarvestConfig()
+    out = Path(out)
+    if (out / "manifest.json").exists():
+        try:
+            store = ActivationStore.open(out)
+        except StoreError:
+            store = None  # partial or damaged: the writer below resumes or explains
+        if store is not None:
+            if store.manifest.get("extra", {}).get("harvest_spec") == spec.to_dict():
+                return store
+            raise ValueError(
+                f"{out} already holds a finished store from a different harvest "
+                f"({store.manifest.get('extra', {}).get('harvest_spec')}). Choose another output directory, "
+                "or delete this one to harvest again."
+            )
+    if model is None:
+        model = load_model(spec.model, device=config.device)
+    device = next(model.parameters()).device
+    hooks = validate_hooks(model, list(spec.hooks))
+    stop = stop_layer(model, hooks)
+    tokenizer = model.tokenizer
+    d_model = {h: _hook_width(model, h) for h in hooks}
+    n_contexts = -(-spec.n_tokens // spec.context_size)
+
+    contexts = packed_contexts(
+        spec.corpus, tokenizer, n_contexts * spec.context_size, spec.context_size, spec.prepend_bos,
+        batch_contexts=config.batch_contexts,
+    )
+    shards = _shards(contexts, config.shard_contexts)
+    first = next(shards)  # an empty or unreadable corpus fails here, before anything is written
+
+    writer = StoreWriter(
+        out,
+        model_name=spec.model,
+        hooks=hooks,
+        d_model=d_model,
+        context_size=spec.context_size,
+        dtype=spec.dtype,
+        shard_contexts=config.shard_contexts,
+        corpus=spec.corpus.to_dict(),
+        corpus_fingerprint=spec.corpus.fingerprint(),
+        extra={"harvest_spec": spec.to_dict(), "prepend_bos": spec.prepend_bos},
+    )
+    try:
+        done = writer.n_complete_shards
+        bar = tqdm(total=n_contexts * spec.context_size, unit="tok", desc="harvest", disable=not config.progress,
+                   initial=min(done * config.shard_contexts, n_contexts) * spec.context_size, dynamic_ncols=True)
+        background = _ShardWriterThread(writer)
+        t0, fresh_tokens = time.perf_counter(), 0
+        try:
+            for index, (tokens, doc_ids, positions) in enumerate(itertools.chain([first], shards)):
+                if index < done:
+                    continue
+                acts = _forward_acts(model, tokens, hooks, stop, config.batch_contexts, device)
+                background.put(index, tokens, doc_ids, positions, acts)
+                fresh_tokens += tokens.size
+                bar.update(tokens.size)
+        finally:
+            try:
+                background.close()
+            finally:
+                bar.close()
+    except BaseException:
+        writer.close()  # release the store's lock so a retry in this process can resume
+        raise
+    elapsed = time.perf_counter() - t0
+    extra = {
+        "harvest_spec": spec.to_dict(),
+        "prepend_bos": spec.prepend_bos,
+        "tokens_per_second": fresh_tokens / elapsed if elapsed > 0 and fresh_tokens else None,
+        "device": str(device),
+    }
+    return writer.finalize(extra=extra)
+
+
+def _hook_width(model, hook: str) -> int:
+    """The last dimension of a hook's activation, found by a one-token forward."""
+    seen = {}
+
+    def grab(act, hook):
+        seen["shape"] = tuple(act.shape)
+        return act
+
+    toks = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device)
+    with torch.inference_mode():
+        model.run_with_hooks(toks, fwd_hooks=[(hook, grab)], stop_at_layer=stop_layer(model, [hook]), return_type=None)
+    if len(seen["shape"]) != 3:
+        raise ValueError(
+            f"Hook '{hook}' gives activations of shape {list(seen['shape'])}, not one vector per token "
+            "([batch, pos, d]). Harvest a per-token hook: hook_resid_pre/mid/post, hook_attn_out, hook_mlp_out, "
+            "mlp.hook_post, or attn.hook_z's per-token equivalent hook_attn_out."
+        )
+    return int(seen["shape"][-1])
+
+
+def store_dir(spec: HarvestSpec) -> Path:
+    """Where ``harvest_cached`` keeps the store for ``spec``."""
+    safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.model)[-40:]
+    return cache_dir("stores") / f"{safe_model}-{spec.key()}"
+
+
+def harvest_cached(spec: HarvestSpec, model=None, config: HarvestConfig | None = None) -> ActivationStore:
+    """The store for ``spec``, harvested once and reused afterwards.
+
+    Safe when several processes ask at once: the first harvests under a file lock, the others wait and
+    then open the finished store.
+    """
+    from filelock import FileLock
+
+    target = store_dir(spec)
+    with FileLock(str(target) + ".lock"):
+        try:
+            store = ActivationStore.open(target)
+            if store.manifest.get("complete"):
+                return store
+        except StoreError:
+            pass
+        return harvest(spec, target, model=model, config=config)
