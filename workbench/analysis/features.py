@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.core.persist import read_tagged_json
+from workbench.core.persist import atomic_write_text, load_tensors, read_tagged_json, save_tensors
 from workbench.analysis.feature_kernels import (BucketReservoir, SparseEncoder, bucket_index, hash_keys, merge_topk, shard_topk,
                               sparse_encode)
 from workbench.core.hardware import fast_bf16_matmul, torch_threads
@@ -73,8 +73,6 @@ __all__ = [
     "compute_features",
     "encode_contexts",
     "encode_sparse_codes",
-    "load_tensors",
-    "save_tensors_atomic",
     "resolve_hook",
     "sae_fingerprint",
 ]
@@ -239,36 +237,6 @@ def _resolve_device(device: str | None, sae) -> torch.device:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def save_tensors_atomic(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write a safetensors file via a temporary name and a rename, so a crash never leaves half a file."""
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def load_tensors(path: Path, what: str) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """(tensors, metadata) of a safetensors file; a missing or corrupt file raises ValueError naming it, then
-    ``what`` (the fix)."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise ValueError(f"{path} is missing: {what}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            return {k: f.get_tensor(k) for k in f.keys()}, meta
-    except Exception as err:  # SafetensorError, OSError, truncated headers
-        raise ValueError(f"{path} is corrupt or truncated ({type(err).__name__}: {err}): {what}") from None
-
-
 class SparseCodes:
     """A directory of an SAE's sparse codes over a store, one CSR file per store shard.
 
@@ -297,7 +265,7 @@ class SparseCodes:
                 shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         if not mpath.exists():
-            _atomic_write_text(mpath, json.dumps(manifest, indent=1))
+            atomic_write_text(mpath, json.dumps(manifest, indent=1))
         return cls(path, manifest)
 
     def shard_path(self, shard: int) -> Path:
@@ -320,7 +288,7 @@ class SparseCodes:
         n_tok = n_contexts * self.context_size
         counts = torch.bincount(rows.to("cpu"), minlength=n_tok) if rows.numel() else torch.zeros(n_tok, dtype=torch.long)
         rowptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)])
-        save_tensors_atomic(
+        save_tensors(
             {"rowptr": rowptr, "feat": feat.to("cpu", torch.int32), "val": val.to("cpu", torch.float32)},
             self.shard_path(shard),
             {"first_context": str(first_context), "n_contexts": str(n_contexts)},
@@ -649,12 +617,12 @@ class FeatureResults:
         """Write ``features.safetensors``, ``features.json`` and ``tokens.json`` into ``directory`` (atomically)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        save_tensors_atomic(self.arrays, d / RESULTS_TENSORS, {"format": FORMAT})
+        save_tensors(self.arrays, d / RESULTS_TENSORS, {"format": FORMAT})
         ids = sorted(self.vocab)
-        _atomic_write_text(d / TOKENS_JSON, json.dumps({"ids": ids, "strings": [self.vocab[i] for i in ids]}))
+        atomic_write_text(d / TOKENS_JSON, json.dumps({"ids": ids, "strings": [self.vocab[i] for i in ids]}))
         meta = {**self.meta, "format": FORMAT, "format_version": FORMAT_VERSION, "d_sae": self.d_sae,
                 "arrays": {k: list(v.shape) for k, v in self.arrays.items()}}
-        _atomic_write_text(d / RESULTS_JSON, json.dumps(meta, indent=1))
+        atomic_write_text(d / RESULTS_JSON, json.dumps(meta, indent=1))
         return d
 
     @classmethod

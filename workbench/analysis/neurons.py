@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from workbench.analysis.explain import ScoreAccumulator, TokenExplainer, examples_from_activations
 from workbench.analysis.feature_kernels import sparse_encode
-from workbench.analysis.features import load_tensors, save_tensors_atomic
+from workbench.core.persist import load_tensors, save_tensors
 from workbench.data.hooks import hook_layer
 
 __all__ = [
@@ -222,7 +222,7 @@ class NeuronCorrelations:
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        save_tensors_atomic({"features": self.features, "best_corr": self.best_corr,
+        save_tensors({"features": self.features, "best_corr": self.best_corr,
                                   "best_layer": self.best_layer, "best_neuron": self.best_neuron},
                                  d / "neuron_correlations.safetensors")
         tmp = d / f".neuron_correlations.json.tmp{os.getpid()}"
