@@ -9,8 +9,9 @@ PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
-# The smoke profile keeps notebooks small enough for CI; unset it for full-size runs.
-export WORKBENCH_PROFILE ?= smoke
+# The notebooks' run profile under `make test`: smoke keeps them CI-sized. `make lab` and `make demo` leave
+# $WORKBENCH_PROFILE as you set it (unset: the full profile); `make test TEST_PROFILE=full` runs them full size.
+TEST_PROFILE ?= smoke
 
 .PHONY: demo test lab install assets bench clean-venv
 
@@ -34,11 +35,11 @@ demo: assets
 	$(PY) -m workbench demo --out runs/demo
 
 test: assets
-	$(PY) -m pytest -q tests
-	$(PY) -m pytest -q --nbmake notebooks
+	WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q tests
+	WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q --nbmake notebooks
 
 lab: assets
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
 
 bench: assets
 	$(PY) benchmarks/bench_harvest.py

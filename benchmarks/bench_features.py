@@ -69,7 +69,7 @@ def synthetic_store(n_tokens: int, d_model: int = 640, context_size: int = 128, 
 
 def largest_cached_store():
     from workbench.core.home import cache_dir
-    from workbench.data.store import ActivationStore, StoreError
+    from workbench.data.store import ActivationStore, StoreError, StoreWriter
 
     best = None
     for p in cache_dir("stores").iterdir():

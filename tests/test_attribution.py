@@ -20,6 +20,8 @@ from workbench.intervene.attribution import (
     hop_chain,
 )
 
+from helpers import assert_balanced
+
 PROMPT = "Fact: Dallas is a city in the state of"
 METRIC = LogitDiff(" Texas", " California")
 HOOK = "blocks.6.hook_resid_post"
@@ -38,6 +40,7 @@ def attr(gemma, sae, one_torch_thread):
     return attribute(gemma, sae, PROMPT, METRIC)
 
 
+@pytest.mark.slow
 def test_spliced_run_keeps_the_clean_logits(gemma, attr):
     with torch.no_grad():
         clean = gemma(gemma.to_tokens(PROMPT))[0, -1].float()
@@ -50,6 +53,7 @@ def test_spliced_run_keeps_the_clean_logits(gemma, attr):
     assert torch.equal(attr.attr, attr.acts * attr.grads)
 
 
+@pytest.mark.slow
 def test_attribution_is_the_first_order_ablation_effect(gemma, sae, attr):
     hits = attr.top(6)
     pairs = [[h.position, h.feature] for h in hits]
@@ -59,6 +63,7 @@ def test_attribution_is_the_first_order_ablation_effect(gemma, sae, attr):
     assert torch.allclose(small.effect / eps, predicted, rtol=0.1, atol=0.05 * float(predicted.abs().max()))
 
 
+@pytest.mark.slow
 def test_batched_ablations_equal_single_ones(gemma, sae, attr):
     pairs = attr.active_pairs()[::7][:6]
     batched = ablation_effects(gemma, sae, attr, pairs, batch_size=4)
@@ -80,6 +85,7 @@ def test_batched_ablations_equal_single_ones(gemma, sae, attr):
     assert one.metric_after == pytest.approx(float(logits[t] - logits[c]), abs=2e-3)
 
 
+@pytest.mark.slow
 def test_errors_name_the_problem(gemma, sae, attr):
     with pytest.raises(ValueError, match="single tokens"):
         attribute(gemma, sae, PROMPT, LogitDiff(" Texas", " New Mexico"))
@@ -96,6 +102,7 @@ def test_errors_name_the_problem(gemma, sae, attr):
         attr.position_of(" Austin")
 
 
+@pytest.mark.slow
 def test_full_check_and_feature_trace(gemma, sae, attr):
     check = attribution_vs_ablation(gemma, sae, PROMPT, METRIC, threads=1)
     assert torch.equal(check.ablation.pairs, attr.active_pairs())
@@ -132,6 +139,7 @@ def test_agreement_on_a_known_answer():
                                                   activation=act[:2]))
 
 
+@pytest.mark.slow
 def test_hop_chain_reports_probability_and_rank(gemma):
     hops = hop_chain(gemma, [(PROMPT, " Texas"), (PROMPT, " California")])
     with torch.no_grad():
@@ -143,8 +151,8 @@ def test_hop_chain_reports_probability_and_rank(gemma):
     assert hops[0].top[0][1] == pytest.approx(float(probs.max()), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_attribution_view_ablates_the_selected_cell(gemma, sae, attr):
-    from test_widgets import assert_balanced
     from widgets.attribution_view import AttributionView
 
     view = AttributionView(gemma, sae, attr, top_n=6)

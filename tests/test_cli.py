@@ -78,6 +78,7 @@ def test_assets_status_reports_missing_package(tmp_path, monkeypatch, capsys):
 
 
 # ------------------------------------------------------------------------------------------- info
+@pytest.mark.slow
 def test_info_prints_store_summary(small_store, capsys):
     rc, out, err = _main(capsys, "info", small_store.path)
     assert rc == 0, err
@@ -90,6 +91,7 @@ def test_info_prints_store_summary(small_store, capsys):
     assert "norms" not in info
 
 
+@pytest.mark.slow
 def test_info_verify_and_norms(small_store, capsys):
     rc, out, err = _main(capsys, "info", small_store.path, "--verify", "--norms")
     assert rc == 0, err
@@ -115,6 +117,7 @@ def test_info_errors_exit_2(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------- harvest
+@pytest.mark.slow
 def test_harvest_to_out_then_info_and_corruption(use_session_gemma, tmp_path, capsys):
     out_dir = tmp_path / "cli-store"
     rc, out, err = _main(capsys, "harvest", "--tokens", 60, "--context-size", 16, "--batch", 4, "--out", out_dir,
@@ -140,6 +143,7 @@ def test_harvest_to_out_then_info_and_corruption(use_session_gemma, tmp_path, ca
     assert str(victim) in err and "checksum" in err
 
 
+@pytest.mark.slow
 def test_harvest_cached_by_spec(use_session_gemma, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
     args = ("harvest", "--tokens", 32, "--context-size", 16, "--batch", 2, "--languages", "fr")
@@ -155,6 +159,7 @@ def test_harvest_cached_by_spec(use_session_gemma, tmp_path, monkeypatch, capsys
     assert json.loads(out)["path"] == first["path"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "hook, expected",
     [

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from test_features import identity_sae, write_store
-from workbench.analysis.completeness import (AMBIGUOUS_FORMS, Category, CompletenessConfig, CompletenessResult, Concept,
-                                    builtin_categories, check_against_corpus, completeness,
-                                    concept_feature_counts, dedicated_features, find_occurrences, fit_sigmoid)
+from helpers import identity_sae, write_store
+from workbench.analysis.completeness import (FORMAT, CompletenessConfig, CompletenessResult, completeness,
+                                             concept_feature_counts, dedicated_features, find_occurrences)
+from workbench.analysis.concepts import (AMBIGUOUS_FORMS, CATEGORY_NAMES, Category, Concept, builtin_categories,
+                                         check_against_corpus)
+from workbench.analysis.sigmoid_fit import SigmoidFit, fit_sigmoid
 from workbench.data.store import ActivationStore
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -74,6 +76,27 @@ def test_categories_are_checked_against_the_embedded_articles():
     assert check["Mars"]["titles"].get("en") == ["Mars"]  # the article is "Mars (planet)" or "Mars"
     covered = sum(bool(v["has_article"]) for v in check.values())
     assert covered >= 0.95 * len(check)
+
+
+def test_concept_tables_are_read_from_the_shipped_resource():
+    from workbench.core.resources import load_resource
+
+    data = load_resource("completeness_concepts.json")
+    assert data["format"] == "workbench-resource/completeness_concepts" and data["format_version"] == 1
+    assert CATEGORY_NAMES == ("planets", "countries", "capitals", "elements", "months")
+    by_name = {(c.category, c.name): c for cat in builtin_categories() for c in cat.concepts}
+    h = by_name[("elements", "Hydrogen")]
+    assert h.names == {"en": ("Hydrogen",), "es": ("Hidrógeno",), "fr": ("Hydrogène",)}
+    assert {"Hydrogen", "hydrogen", "hidrógeno", "Hydrogène"} <= set(h.forms)  # elements match in both cases
+    assert by_name[("elements", "Boron")].names == {"en": ("Boron",), "es": ("Boro",)}  # no French name
+    assert by_name[("countries", "Germany")].names == {"en": ("Germany",), "es": ("Alemania",), "fr": ("Allemagne",)}
+    assert by_name[("countries", "Czech Republic")].names["en"] == ("Czech Republic", "Czechia")
+    assert by_name[("capitals", "Berlin")].names == {"en": ("Berlin",), "es": ("Berlín",), "fr": ("Berlin",)}
+    assert by_name[("months", "September")].names["es"] == ("septiembre", "setiembre")
+    assert ("capitals", "Grenada") not in by_name  # a country without a capital in the table
+    assert AMBIGUOUS_FORMS["or"] == "the French conjunction"
+    assert {c["name"]: len(c["concepts"]) for c in data["categories"]} == {
+        "planets": 7, "countries": 193, "capitals": 184, "elements": 118, "months": 12}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -193,7 +216,7 @@ def test_dedicated_feature_criterion_on_the_planted_store(planted_store, tmp_pat
     again = CompletenessResult.load(tmp_path / "c.json")
     assert again.table("identity") == res.table("identity") and again.summary() == res.summary()
     (tmp_path / "c.json").write_text((tmp_path / "c.json").read_text()[:-20])  # a truncated result file
-    with pytest.raises(ValueError, match=r"c\.json is corrupt or unreadable.*run workbench\.completeness"):
+    with pytest.raises(ValueError, match=r"c\.json is corrupt or unreadable.*run workbench\.analysis\.completeness"):
         CompletenessResult.load(tmp_path / "c.json")
     from widgets.scaling_view import completeness_figure
 
@@ -205,6 +228,28 @@ def test_dedicated_feature_criterion_on_the_planted_store(planted_store, tmp_pat
     np.testing.assert_allclose(x, np.log10(np.array([6, 4, 4]) / res.n_tokens * 5))
     with pytest.raises(ValueError, match="unknown SAE"):
         res.table("other")
+
+
+def test_result_file_is_tagged_versioned_and_tallied_by_category(planted_store, tmp_path):
+    import json
+
+    store, _, _ = planted_store
+    cats = [Category("countries", _concepts("Germany", "France", "Italy", "Spain"))]
+    res = completeness(store, {"identity": identity_sae(6)}, cats, CompletenessConfig(progress=False),
+                       tokenizer=TOK, out_path=tmp_path / "c.json")
+    assert res.by_category() == [{"sae": "identity", "category": "countries", "decidable": 3, "covered": 1}]
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["format"] == FORMAT and data["format_version"] == 1 and "version" not in data
+    # a file from before the version was tagged ("version" only) still reads
+    old = {k: v for k, v in data.items() if k != "format_version"}
+    (tmp_path / "old.json").write_text(json.dumps({**old, "version": 1}))
+    assert CompletenessResult.load(tmp_path / "old.json").table("identity") == res.table("identity")
+    (tmp_path / "new.json").write_text(json.dumps({**data, "format_version": 2}))
+    with pytest.raises(ValueError, match="format version 2, newer than this workbench reads"):
+        CompletenessResult.load(tmp_path / "new.json")
+    (tmp_path / "other.json").write_text(json.dumps({**data, "format": "workbench-scaling"}))
+    with pytest.raises(ValueError, match="is not a completeness result"):
+        CompletenessResult.load(tmp_path / "other.json")
 
 
 def test_dedicated_features_thresholds_and_shapes():
@@ -253,3 +298,25 @@ def test_sigmoid_fit_degenerate_and_separable_cases():
         fit_sigmoid([-np.inf, -3], [0, 1])
     with pytest.raises(ValueError, match="0/1"):
         fit_sigmoid([-4, -3], [0, 2])
+
+
+def test_sigmoid_fit_round_trips_and_rejects_unknown_fields():
+    fit = fit_sigmoid([-6, -5, -4, -3, -2, -1], [0, 1, 0, 1, 1, 1])
+    assert SigmoidFit.from_dict(fit.to_dict()) == fit
+    with pytest.raises(ValueError, match=r"unknown sigmoid fit fields \['intercept'\]: known ones are .*'midpoint'"):
+        SigmoidFit.from_dict({**fit.to_dict(), "intercept": 0.0})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The study
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_study_sizes_bracket_the_profile_size():
+    from workbench.studies.completeness import study_sizes
+    from workbench.studies.profile import PROFILES
+
+    assert study_sizes(PROFILES["smoke"]) == [256, 4096]
+    assert study_sizes(PROFILES["full"], factor=2) == [4096, 16384]
+    with pytest.raises(ValueError, match="factor=1 must be >= 2"):
+        study_sizes(PROFILES["smoke"], factor=1)

@@ -7,10 +7,8 @@ real model's final norm and unembedding.
 """
 from __future__ import annotations
 
-import functools
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,43 +17,11 @@ import torch
 from workbench.analysis.feature_kernels import (BucketReservoir, SparseEncoder, bucket_index, hash_keys, merge_topk, shard_topk,
                                        sparse_encode)
 from workbench.analysis.features import FeatureConfig, FeatureResults, compute_features, encode_contexts
-from workbench.sae.model import SAE, SAEConfig, SAEMetadata
-from workbench.data.store import StoreWriter
+from workbench.sae.model import SAE, SAEConfig
 
-PLANT_HOOK = "blocks.0.hook_resid_post"
-
+from helpers import ANALYSED_CONTEXTS, identity_sae, write_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Builders shared with test_search_explain.py
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def write_store(path: Path, acts: np.ndarray, tokens: np.ndarray, docs: np.ndarray | None = None, *,
-                shard_contexts: int = 4, prepend_bos: bool = True, hook: str = PLANT_HOOK):
-    """A real on-disk store (bf16) from dense activations [n_ctx, ctx, d] and token ids [n_ctx, ctx]."""
-    n_ctx, ctx, d = acts.shape
-    docs = np.repeat(np.arange(n_ctx)[:, None], ctx, 1) if docs is None else docs
-    pos = np.tile(np.arange(ctx, dtype=np.int32), (n_ctx, 1))
-    w = StoreWriter(path, model_name="planted", hooks=[hook], d_model=d, context_size=ctx, dtype="bfloat16",
-                    shard_contexts=shard_contexts, prepend_bos=prepend_bos)
-    for i, s in enumerate(range(0, n_ctx, shard_contexts)):
-        e = s + shard_contexts
-        w.write_shard(i, tokens[s:e], docs[s:e], pos[s:e], {hook: acts[s:e].reshape(-1, d).astype(np.float32)})
-    return w.finalize()
-
-
-def identity_sae(d: int, hook: str = PLANT_HOOK) -> SAE:
-    """ReLU SAE with W_enc = W_dec = I and no biases: feature j's activation is relu(x_j)."""
-    sae = SAE(SAEConfig("relu", d, d, apply_b_dec_to_input=False), SAEMetadata(model_name="planted", hook_name=hook))
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.eye(d))
-        sae.W_dec.copy_(torch.eye(d))
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-    return sae.eval()
 
 
 def planted_data(n_ctx: int = 24, ctx: int = 16, d: int = 6, seed: int = 0):
@@ -72,51 +38,6 @@ def planted_data(n_ctx: int = 24, ctx: int = 16, d: int = 6, seed: int = 0):
     docs = np.repeat(np.arange(n_ctx)[:, None] * 2, ctx, 1)
     docs[:, ctx // 2:] += 1
     return acts, tokens, docs
-
-
-@functools.lru_cache(maxsize=None)
-def _real_test_sae(store_path: str, d_sae: int = 256, k: int = 16) -> SAE:
-    """A small TopK SAE initialised from data (decoder rows = centred, normalised activations; b_dec = mean), then
-    a few Adam steps: cheap, and its features are non-trivial (they fire on tokens like their seed token)."""
-    from workbench.data.store import ActivationStore
-
-    store = ActivationStore.open(store_path)
-    x = torch.cat(list(store.iter_batches(4096, shuffle=False, exclude_bos=True, drop_last=False)))
-    scale = float((x.shape[1] / x.pow(2).sum(1).mean()).sqrt())
-    xs = x * scale
-    gen = torch.Generator().manual_seed(0)
-    sae = SAE(SAEConfig("topk", x.shape[1], d_sae, k=k),
-              SAEMetadata(model_name=store.model_name, hook_name=store.hooks[0], context_size=store.context_size))
-    sae.init_from_data(xs[:4096], method="mean")
-    with torch.no_grad():
-        d = xs[torch.randperm(xs.shape[0], generator=gen)[:d_sae]] - sae.b_dec
-        d = d / d.norm(dim=1, keepdim=True)
-        sae.W_dec.copy_(d)
-        sae.W_enc.copy_(d.t())
-    opt = torch.optim.Adam(sae.parameters(), lr=1e-3)
-    for _ in range(20):
-        out = sae.training_loss(xs[torch.randint(0, xs.shape[0], (1024,), generator=gen)])
-        out.loss.backward()
-        sae.remove_parallel_decoder_grad()
-        opt.step()
-        opt.zero_grad()
-        sae.apply_constraints(out)
-    return sae.folded(scale).eval()
-
-
-@pytest.fixture(scope="session")
-def real_sae(small_store):
-    return _real_test_sae(str(small_store.path))
-
-
-ANALYSED_CONTEXTS = 96  # of the small store's 128; the rest are held out
-
-
-@pytest.fixture(scope="session")
-def real_results(small_store, real_sae, gemma, tmp_path_factory):
-    out = tmp_path_factory.mktemp("real-features")
-    cfg = FeatureConfig(max_tokens=ANALYSED_CONTEXTS * small_store.context_size, progress=False)
-    return compute_features(small_store, real_sae, out, cfg, model=gemma, tokenizer=gemma.tokenizer)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -224,6 +145,7 @@ def test_sparse_encode_equals_dense_encode(arch):
         assert torch.all(key[1:] > key[:-1])  # sorted by (row, feature)
 
 
+@pytest.mark.slow
 def test_fast_topk_encoder_matches_exact_on_real_activations(small_store, real_sae):
     x = torch.cat([small_store.activations(c) for c in range(8)])
     r0, f0, v0 = SparseEncoder(real_sae, 0.0, fast=False)(x)
@@ -407,6 +329,7 @@ def test_save_load_roundtrip_and_corrupt_files(planted, tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_real_pass_agrees_with_dense_encoding(small_store, real_sae, real_results):
     res = real_results
     assert res.n_contexts == ANALYSED_CONTEXTS and res.d_sae == real_sae.cfg.d_sae
@@ -432,14 +355,32 @@ def test_real_pass_agrees_with_dense_encoding(small_store, real_sae, real_result
         assert rep.logits.top_values == sorted(rep.logits.top_values, reverse=True)
 
 
-def test_real_results_load_instantly(real_results, tmp_path):
-    import time
+@pytest.mark.slow
+def test_real_results_load_from_their_files_alone(real_results, tmp_path, monkeypatch):
+    """Saved results come back as they were without a pass: no encoding, no store, no model, no tokenizer."""
+    import workbench.analysis.feature_codes as codes_mod
+    import workbench.analysis.features as features_mod
+    import workbench.data.models as models_mod
+    from workbench.data.store import ActivationStore
 
     real_results.save(tmp_path)
-    t0 = time.perf_counter()
+
+    def forbidden(name):
+        def fail(*args, **kwargs):
+            pytest.fail(f"FeatureResults.load called {name}")
+        return fail
+
+    for mod, name in [(features_mod, "compute_features"), (codes_mod, "encode_sparse_codes"),
+                      (features_mod, "encode_sparse_codes"), (features_mod, "encode_contexts"),
+                      (codes_mod, "SparseEncoder"),
+                      (features_mod, "_load_tokenizer_quietly"), (models_mod, "load_model"),
+                      (models_mod, "load_tokenizer")]:
+        monkeypatch.setattr(mod, name, forbidden(f"{mod.__name__}.{name}"))
+    monkeypatch.setattr(ActivationStore, "open", forbidden("ActivationStore.open"))
     back = FeatureResults.load(tmp_path)
-    back.feature(int(back.alive()[0]))
-    assert time.perf_counter() - t0 < 2.0
+    for f in real_results.alive()[:5].tolist():
+        assert back.feature(f) == real_results.feature(f)
+        assert back.feature(f).top[0].tokens == real_results.feature(f).top[0].tokens  # strings from tokens.json
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -447,6 +388,7 @@ def test_real_results_load_instantly(real_results, tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_final_norm_scale_matches_gemma_ln_final(gemma):
     from workbench.analysis.logits import final_norm_scale
 
@@ -458,6 +400,7 @@ def test_final_norm_scale_matches_gemma_ln_final(gemma):
         assert torch.allclose(gemma.ln_final(x), x / rms * norm.weight, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_logit_weights_are_the_unembedded_normalised_direction(gemma, real_sae):
     from workbench.analysis.logits import logit_effects, logit_weights
 

@@ -19,8 +19,15 @@ def test_bf16_is_used_only_where_the_cpu_multiplies_it_natively(monkeypatch, avx
     assert TrainConfig(device="cpu", selection_dtype="float32").resolved_selection_dtype is None
 
 
+@pytest.mark.parametrize("available,native,fast", [(True, True, True), (True, False, False), (False, True, False)])
+def test_bf16_on_cuda_only_where_the_gpu_has_native_bf16(monkeypatch, available, native, fast):
+    # a pre-Ampere GPU (V100, T4) emulates bf16: the probe must not pick it there
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native)
+    assert fast_bf16_matmul("cuda") is fast
+
+
 def test_bf16_probe_by_device_type():
-    assert fast_bf16_matmul("cuda") is True
     assert fast_bf16_matmul("meta") is False
 
 

@@ -75,6 +75,7 @@ def test_default_hook_and_layers():
     assert hook_layer("hook_embed") is None and hook_layer("ln_final.hook_normalized") is None
 
 
+@pytest.mark.slow
 def test_validate_hooks(gemma):
     assert validate_hooks(gemma, None) == [HOOK]
     assert validate_hooks(gemma, []) == [HOOK]
@@ -84,6 +85,7 @@ def test_validate_hooks(gemma):
     assert validate_hooks(gemma, ["hook_embed", "blocks.17.hook_mlp_out"]) == ["hook_embed", "blocks.17.hook_mlp_out"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["blocks.9.hook_bogus", "hook_bogus", "blocks.9.resid_post", "blocks.-1.hook_resid_post"])
 def test_validate_hooks_unknown(gemma, bad):
     with pytest.raises(ValueError) as err:
@@ -95,6 +97,7 @@ def test_validate_hooks_unknown(gemma, bad):
     assert f"Default: '{HOOK}'" in msg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["blocks.40.hook_resid_post", "blocks.18.hook_resid_post", "blocks.99.hook_bogus"])
 def test_validate_hooks_layer_out_of_range(gemma, bad):
     with pytest.raises(ValueError) as err:
@@ -104,6 +107,7 @@ def test_validate_hooks_layer_out_of_range(gemma, bad):
     assert str(hook_layer(bad)) in msg and HOOK in msg
 
 
+@pytest.mark.slow
 def test_stop_layer(gemma):
     assert stop_layer(gemma, [HOOK]) == 10
     assert stop_layer(gemma, [HOOK2, HOOK]) == 10
@@ -115,6 +119,7 @@ def test_stop_layer(gemma):
     assert stop_layer(gemma, [HOOK2, "ln_final.hook_normalized"]) is None
 
 
+@pytest.mark.slow
 def test_stop_layer_still_fires_every_hook(gemma):
     hooks = [HOOK2, "blocks.5.hook_mlp_out", "hook_embed"]
     seen = {}
@@ -133,6 +138,7 @@ def test_stop_layer_still_fires_every_hook(gemma):
 
 
 # ------------------------------------------------------------------------------------ small store
+@pytest.mark.slow
 def test_small_store_layout(small_store, small_spec, gemma):
     assert small_spec.n_tokens == SMALL_TOKENS and small_spec.hooks == () and small_spec.context_size == 128
     n_contexts = math.ceil(SMALL_TOKENS / 128)
@@ -157,6 +163,7 @@ def test_small_store_layout(small_store, small_spec, gemma):
     assert np.array_equal(tokens, expected)
 
 
+@pytest.mark.slow
 def test_small_store_matches_fresh_forward(small_store, gemma):
     picks = [0, 77, 127]  # both shards
     tokens = small_store.token_ids()[picks]
@@ -169,6 +176,7 @@ def test_small_store_matches_fresh_forward(small_store, gemma):
     assert torch.equal(raw.float(), small_store.activations(77))
 
 
+@pytest.mark.slow
 def test_small_store_batches_exclude_bos(small_store):
     assert small_store.prepend_bos is True
     assert small_store.n_rows() == 128 * 127
@@ -193,6 +201,7 @@ def test_small_store_batches_exclude_bos(small_store):
     assert count_bos_rows(shuffle=True, seed=1, exclude_bos=False) == (128, 128 * 128)
 
 
+@pytest.mark.slow
 def test_harvest_cached_reuses_store(small_store, small_spec, gemma, monkeypatch):
     def no_harvest(*args, **kwargs):
         raise AssertionError("harvest_cached recomputed a finished store")
@@ -216,6 +225,7 @@ def test_harvest_cached_reuses_store(small_store, small_spec, gemma, monkeypatch
 
 
 # ------------------------------------------------------------------------------------- tiny stores
+@pytest.mark.slow
 def test_tiny_store_rounds_up_to_whole_contexts(tiny_store, gemma):
     assert tiny_store.n_contexts == math.ceil(310 / TINY_CTX) == 20
     assert tiny_store.n_tokens == 320
@@ -227,6 +237,7 @@ def test_tiny_store_rounds_up_to_whole_contexts(tiny_store, gemma):
     _assert_bf16_close(tiny_store.activations(19), fresh[1])
 
 
+@pytest.mark.slow
 def test_several_hooks_from_one_forward_pass(gemma, tmp_path, monkeypatch):
     from transformer_lens import HookedTransformer
 
@@ -260,6 +271,7 @@ def test_several_hooks_from_one_forward_pass(gemma, tmp_path, monkeypatch):
         store.activations(0)
 
 
+@pytest.mark.slow
 def test_corrupt_shard_detected_by_checksum(tiny_store, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_store.path, copy)
@@ -285,6 +297,7 @@ def test_corrupt_shard_detected_by_checksum(tiny_store, tmp_path):
     ActivationStore.open(tiny_store.path, verify="full")
 
 
+@pytest.mark.slow
 def test_truncated_shard_detected_on_open(tiny_store, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_store.path, copy)
@@ -310,6 +323,7 @@ def _interrupt_on_call(monkeypatch, n: int) -> list[int]:
     return calls
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_is_byte_identical(tiny_store, gemma, tmp_path, monkeypatch):
     out = tmp_path / "B"
     calls = _interrupt_on_call(monkeypatch, 2)
@@ -340,6 +354,7 @@ def test_resume_after_interruption_is_byte_identical(tiny_store, gemma, tmp_path
     assert resumed.n_tokens == tiny_store.n_tokens
 
 
+@pytest.mark.slow
 def test_failed_harvest_releases_writer_lock(gemma, tmp_path, monkeypatch):
     out = tmp_path / "C"
     _interrupt_on_call(monkeypatch, 1)  # before the first forward: the writer already holds the lock
@@ -352,6 +367,7 @@ def test_failed_harvest_releases_writer_lock(gemma, tmp_path, monkeypatch):
     assert store.n_contexts == 20
 
 
+@pytest.mark.slow
 def test_harvest_returns_finished_store_without_loading_model(tiny_store, monkeypatch):
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded for a finished store")
@@ -361,6 +377,7 @@ def test_harvest_returns_finished_store_without_loading_model(tiny_store, monkey
     assert again.path == tiny_store.path and again.n_contexts == 20
 
 
+@pytest.mark.slow
 def test_harvest_refuses_a_different_spec_in_the_same_folder(tiny_store, gemma, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_store.path, copy)
@@ -397,6 +414,7 @@ def test_harvest_unknown_model(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "hook, match",
     [("blocks.9.hook_bogus", "Unknown hook 'blocks.9.hook_bogus'"), ("blocks.40.hook_resid_post", "has 18 layers")],
@@ -408,6 +426,7 @@ def test_harvest_bad_hook(gemma, tmp_path, hook, match):
     assert not out.exists()  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_harvest_refuses_non_per_token_hook_up_front(gemma, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="blocks.0.attn.hook_pattern"):
@@ -416,6 +435,7 @@ def test_harvest_refuses_non_per_token_hook_up_front(gemma, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_harvest_empty_corpus(gemma, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
@@ -424,6 +444,7 @@ def test_harvest_empty_corpus(gemma, tmp_path):
         harvest(spec, tmp_path / "out", model=gemma, config=HarvestConfig(progress=False))
 
 
+@pytest.mark.slow
 def test_harvest_empty_corpus_leaves_nothing_behind(gemma, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("")
@@ -438,6 +459,7 @@ def test_harvest_empty_corpus_leaves_nothing_behind(gemma, tmp_path):
     assert store.n_tokens == 32
 
 
+@pytest.mark.slow
 def test_harvest_corpus_too_small(gemma, tmp_path):
     small = tmp_path / "small.txt"
     small.write_text("One short paragraph.\n\nAnd another one.")

@@ -9,20 +9,23 @@ import pytest
 import torch
 
 from workbench.analysis.multilingual import (
-    CONCEPT_SENTENCES,
-    WIKI_PARALLEL_TITLES,
-    ProbeActivations,
-    ProbeGroup,
     concept_carrier,
-    concept_probe_groups,
     feature_scores,
-    first_sentence,
-    probe_activations,
     residual_similarity,
-    shared_title_groups,
     shared_top_features,
     top_k_frequency,
     topk_overlap,
+)
+from workbench.analysis.multilingual_probes import (
+    CONCEPT_SENTENCES,
+    LANGUAGE_NAMES,
+    WIKI_PARALLEL_TITLES,
+    ProbeActivations,
+    ProbeGroup,
+    concept_probe_groups,
+    first_sentence,
+    probe_activations,
+    shared_title_groups,
     wiki_probe_groups,
 )
 
@@ -91,6 +94,22 @@ def test_concept_sentences_cover_five_languages_and_differ():
         concept_probe_groups(languages=("en", "xx"))
     with pytest.raises(ValueError, match="empty"):
         ProbeGroup("x", {"en": " "})
+
+
+def test_probe_tables_are_read_from_the_shipped_resource():
+    from workbench.core.resources import load_resource
+
+    data = load_resource("multilingual_probes.json")
+    assert data["format"] == "workbench-resource/multilingual_probes" and data["format_version"] == 1
+    assert WIKI_PARALLEL_TITLES[0] == {"en": "Golden Gate Bridge", "es": "Puente Golden Gate",
+                                       "fr": "Pont du Golden Gate"}
+    assert {"en": "Amazon River", "es": "Río Amazonas", "fr": "Amazone (fleuve)"} in WIKI_PARALLEL_TITLES
+    assert len(WIKI_PARALLEL_TITLES) == 32 and len(CONCEPT_SENTENCES) == 14
+    assert CONCEPT_SENTENCES["dog"]["en"] == "The dog barked at the stranger all night."
+    assert CONCEPT_SENTENCES["golden_gate"]["de"] == "Wir fuhren über die Golden Gate Bridge nach San Francisco."
+    assert list(CONCEPT_SENTENCES["dog"]) == ["en", "es", "fr", "de", "it", "pt"]
+    assert LANGUAGE_NAMES["es"] == "Spanish" and set(LANGUAGE_NAMES) == {"en", "es", "fr", "de", "it", "pt"}
+    assert data["concept_sentences"]["dog"] is not CONCEPT_SENTENCES["dog"]  # a copy: the cached resource is safe
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -204,6 +223,7 @@ def probe_sae(gemma):
     return tiny_sae(gemma.cfg.d_model, "blocks.6.hook_resid_post")
 
 
+@pytest.mark.slow
 def test_batched_probes_match_one_text_at_a_time(gemma, probe_sae, one_torch_thread):
     from workbench.analysis.search import hook_activations
 
@@ -223,6 +243,7 @@ def test_batched_probes_match_one_text_at_a_time(gemma, probe_sae, one_torch_thr
     assert torch.allclose(acts[1, 1], probe_sae.encode(x).mean(0), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_probe_errors_name_the_problem(gemma, probe_sae):
     groups = concept_probe_groups(languages=("en", "fr"))[:2]
     with pytest.raises(ValueError, match="no text in de"):
@@ -288,7 +309,7 @@ def test_carrier_and_generality_tell_a_concept_feature_from_a_generic_one():
 
 
 def test_language_heatmap_columns_and_card():
-    from test_widgets import assert_balanced
+    from helpers import assert_balanced
     from widgets.language_heatmap import LanguageHeatmap
 
     probes, results = synthetic_probes(), synthetic_results(40)
@@ -315,3 +336,31 @@ def test_language_heatmap_columns_and_card():
         LanguageHeatmap(probes, "nope")
     with pytest.raises(ValueError, match="d_sae=12"):
         LanguageHeatmap(probes, "g2", results=synthetic_results(12))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The study's tables
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_study_tables_on_synthetic_probes():
+    from workbench.studies.multilingual import depth_table, headline_carriers, overlap_table, summary_lines
+
+    probes = synthetic_probes()
+    gen = torch.Generator().manual_seed(0)
+    resid = torch.randn(2, 6, 3, 16, generator=gen) + torch.randn(1, 6, 1, 16, generator=gen) * 3
+    with_resid = ProbeActivations(probes.groups, probes.languages, probes.features, resid, [4, 9], probes.n_tokens)
+    sets = {"wiki": with_resid, "concepts": with_resid}
+    overlap = overlap_table(sets, ks=(2, 3))
+    assert len(overlap) == 2 * 2 * 2 and {r["ranking"] for r in overlap} == {"mean", "specific"}
+    spec = next(r for r in overlap if r["probes"] == "wiki" and r["ranking"] == "specific" and r["k"] == 2)
+    assert spec["matched"] == pytest.approx(1.0) and spec["baseline"] == pytest.approx(0.0) and spec["p"] < 0.01
+    depth = depth_table(sets, centers=("all",))
+    assert [(r["probes"], r["layer"]) for r in depth] == [("wiki", 4), ("wiki", 9), ("concepts", 4), ("concepts", 9)]
+    assert all(r["retrieval"] == 1.0 for r in depth)  # the planted group direction dominates the noise
+    carriers = headline_carriers(sets, k=3, groups={"wiki": "g3"})
+    assert [(c.group, c.how, c.feature) for c in carriers] == [("g3", "mean", 39), ("g3", "specific", 6)]
+    lines = summary_lines(overlap, depth, carriers, sae_layer=9, k=2)
+    assert lines[0].startswith("top-2 overlap (wiki, specific): 1.000 vs shuffled 0.000")
+    assert lines[-1] == "residual retrieval (concepts): best at layer 4 (1.00); at the SAE layer 1.00"
+    assert any("F6 ranks en #1, es #1, fr #1" in line for line in lines)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_features import PLANT_HOOK, write_store
+from helpers import PLANT_HOOK, write_store
 from workbench.analysis import neighborhoods as NB
 from workbench.analysis.explain import Explanation
 from workbench.analysis.features import FeatureConfig, compute_features
@@ -133,7 +133,7 @@ def test_joint_layout_recovers_the_planted_concepts(mapped):
     assert layout.sae_names == ["A", "B"] and len(layout) == 60 + 120  # A's zero row is left out
     truth = np.array([concept[layout.label(p)[0]][layout.label(p)[1]] for p in range(len(layout))])
     assert (truth >= 0).all()
-    assert layout.config["min_dist"] == 0.01 and layout.config["n_neighbors"] == 15  # the notes' joint-map settings
+    assert layout.config["min_dist"] == 0.01 and layout.config["n_neighbors"] == 15  # joint map, docs/methods.md §6
     assert adjusted_rand_score(truth, layout.cluster) > 0.9
     # on the 2-d map, every point is nearer its concept's centroid than any other concept's
     cents = np.stack([layout.xy[truth == c].mean(0) for c in range(N_CONCEPTS)])

@@ -1,9 +1,14 @@
-"""Run profiles and the standard SAE's training plan."""
+"""Run profiles, the standard SAE's training plan, and the study object (feature passes cached per setting)."""
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import torch
 
-from workbench.studies.profile import PROFILES, Profile, current_profile, runs_base, standard_training
+from helpers import PLANT_HOOK, identity_sae, write_store
+from workbench.sae.model import SAE, SAEConfig, SAEMetadata
+from workbench.studies.profile import (PROFILES, NestedSAEs, Profile, StandardSAE, StudySAEs, current_profile,
+                                       default_sizes, runs_base, standard_training)
 
 
 def test_profile_comes_from_the_environment(monkeypatch):
@@ -40,3 +45,73 @@ def test_runs_base_is_per_model_and_profile(tmp_path, monkeypatch):
     a = runs_base("gemma-3-270m", PROFILES["smoke"])
     assert a.parent == tmp_path / "runs" and a.name == "gemma-3-270m-smoke"
     assert runs_base("org/model", PROFILES["full"]).name == "org--model-full"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The study object: feature passes cached per setting, one or several SAEs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _planted_study(tmp_path, saes):
+    rng = np.random.default_rng(0)
+    acts = np.maximum(rng.normal(size=(16, 9, 6)), 0).astype(np.float32)
+    tokens = rng.integers(2, 50, size=(16, 9)).astype(np.int64)
+    tokens[:, 0] = 1
+    store = write_store(tmp_path / "store", acts, tokens)
+    return StudySAEs(model=None, store=store, source=None, saes=saes, run_dir=tmp_path / "run",
+                     profile=Profile("t", progress=False), feature_tokens=store.n_tokens * 3 // 4)
+
+
+@pytest.mark.filterwarnings("ignore:no tokenizer")
+def test_feature_passes_get_a_folder_per_setting_and_the_default_one_is_reused(tmp_path):
+    study = _planted_study(tmp_path, {"relu-6": identity_sae(6)})
+    default_dir = tmp_path / "run" / "relu-6" / "features"
+    default = study.features()
+    assert study.features_dir() == default_dir and (default_dir / "features.json").is_file()
+    assert default.n_contexts == 12 < study.store.n_contexts  # 3/4 of the store: the rest held out
+    stamp = (default_dir / "features.json").stat().st_mtime_ns
+
+    whole = study.features(max_tokens=None)  # the setting notebooks 06/07 used: its own folder
+    whole_dir = study.features_dir(config=study.feature_config(max_tokens=None))
+    assert whole_dir.parent == default_dir.parent and whole_dir.name.startswith("features-")
+    assert (whole_dir / "features.json").is_file() and whole.n_contexts == study.store.n_contexts
+    assert len({default_dir, whole_dir, study.features_dir(config=study.feature_config(top_k=3))}) == 3
+    # settings that leave the results alone share the default folder
+    assert study.features_dir(config=study.feature_config(progress=True, threads=1, chunk_tokens=64)) == default_dir
+    assert study.features_dir(config=default.meta["config"]) == default_dir
+
+    again = study.features()  # reused from its folder, not recomputed, not overwritten by the other setting
+    assert (default_dir / "features.json").stat().st_mtime_ns == stamp
+    assert again.n_contexts == 12 and torch.equal(again.count, default.count)
+
+    # explanations sit next to the results they explain, and come back from there
+    expl = study.explanations()
+    assert (default_dir / "explanations.json").is_file() and not (whole_dir / "explanations.json").exists()
+    study.explanations(whole)
+    assert (whole_dir / "explanations.json").is_file()
+    assert study.explanations().texts() == expl.texts()
+
+
+@pytest.mark.filterwarnings("ignore:no tokenizer")
+def test_a_study_of_several_saes_orders_them_by_size_and_needs_a_name(tmp_path):
+    big = SAE(SAEConfig("relu", 6, 12, apply_b_dec_to_input=False),
+              SAEMetadata(model_name="planted", hook_name=PLANT_HOOK))
+    study = _planted_study(tmp_path, {"big": big, "small": identity_sae(6)})
+    assert study.names == ["small", "big"] and study.sizes == [6, 12]
+    with pytest.raises(ValueError, match="holds 2 SAEs"):
+        study.sae
+    with pytest.raises(ValueError, match="unknown SAE 'huge'"):
+        study.features("huge")
+    results = study.features()
+    assert list(results) == ["small", "big"] and results["big"].d_sae == 12
+    assert (tmp_path / "run" / "big" / "features" / "features.json").is_file()
+    expl = study.explanations(results)
+    assert set(expl) == {"small", "big"} and (tmp_path / "run" / "small" / "features" / "explanations.json").is_file()
+    assert StandardSAE is NestedSAEs is StudySAEs
+    with pytest.raises(ValueError, match="at least one SAE"):
+        StudySAEs(model=None, store=None, source=None, saes={}, run_dir=tmp_path, profile=Profile())
+
+
+def test_default_sizes_follow_the_profile():
+    assert default_sizes(PROFILES["smoke"]) == (256, 512, 1024)
+    assert default_sizes(PROFILES["full"]) == (1024, 4096, 16384)

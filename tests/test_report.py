@@ -6,7 +6,6 @@ import html.parser
 import pytest
 import torch
 
-from test_features import real_results, real_sae  # noqa: F401 (fixtures)
 from workbench.sae.evaluate import evaluate_activations
 from workbench.analysis.explain import explain_features, heldout_contexts, score_features
 from workbench.report.page import metrics_rows, pick_features, write_report
@@ -33,7 +32,8 @@ def test_metrics_rows_flatten_scalars():
     assert rows == [("fvu", 0.2), ("l0", 16.0), ("down.kl", 0.1)]
 
 
-def test_write_report(tmp_path, real_results, real_sae, small_store):  # noqa: F811
+@pytest.mark.slow
+def test_write_report(tmp_path, real_results, real_sae, small_store):
     metrics = evaluate_activations(real_sae, small_store.iter_batches(4096, shuffle=False, exclude_bos=True),
                                    max_tokens=4096).to_dict()
     expl = explain_features(real_results, real_results.alive()[:30].tolist())

@@ -309,7 +309,10 @@ def test_select_topk_rows():
 
 @pytest.fixture(scope="module")
 def sae_lens():
-    return pytest.importorskip("sae_lens")
+    """SAELens, a required dependency: imported here rather than at the top only to keep collection fast."""
+    import sae_lens
+
+    return sae_lens
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -8,9 +8,11 @@ import math
 import numpy as np
 import pytest
 
+from workbench.analysis.powerlaw import PowerLawFit, fit_power_law
 from workbench.analysis.scaling import (ComputeOptimum, ScalingConfig, ScalingResults, fit_frontier, fit_loss_surface,
-                               fit_power_law, fit_scaling, iso_compute_optima, pareto_frontier, pareto_points,
-                               run_sweep, sweep_config, training_compute)
+                                        fit_scaling, iso_compute_optima, pareto_frontier, pareto_points,
+                                        training_compute)
+from workbench.studies.sweeps import run_sweep, sweep_config
 from workbench.sae.train import SyntheticSource
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -56,6 +58,14 @@ def test_power_law_rejects_bad_input_and_two_points_have_no_interval():
     two = fit_power_law([1, 10], [1, 100])
     assert two.exponent == pytest.approx(2.0) and all(math.isnan(v) for v in two.exponent_ci)
     assert two.bootstrap_ci is None
+
+
+def test_power_law_fit_round_trips_through_json():
+    x = np.geomspace(1.0, 1e4, 6)
+    fit = fit_power_law(x, 2.0 * x ** -0.5 * np.exp(np.sin(np.arange(6)) * 0.01), n_bootstrap=200)
+    again = PowerLawFit.from_dict(json.loads(json.dumps(fit.to_dict())))
+    assert again == fit and again.bootstrap_ci is not None
+    np.testing.assert_allclose(again.predict(x), fit.predict(x))
 
 
 def test_iso_compute_optima_follow_the_analytic_optimum():
@@ -178,7 +188,7 @@ def test_config_validation_and_profiles():
 
 
 def test_scaling_view_renders_and_switches_metric(tiny_sweep):
-    from test_widgets import assert_balanced
+    from helpers import assert_balanced
     from widgets.scaling_view import ScalingView
 
     results = tiny_sweep[0]

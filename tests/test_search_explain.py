@@ -14,11 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from test_features import identity_sae, real_results, real_sae, write_store  # noqa: F401 (fixtures)
 from workbench.analysis.explain import (
     Explanation,
     ExplanationSet,
-    OpenAIExplainer,
     ScoreAccumulator,
     TokenExplainer,
     UnitExamples,
@@ -26,12 +24,14 @@ from workbench.analysis.explain import (
     examples_from_activations,
     explain_features,
     heldout_contexts,
-    parse_key_tokens,
     score_explanation,
     score_features,
 )
+from workbench.analysis.explain_llm import OpenAIExplainer, parse_key_tokens
 from workbench.analysis.features import ActivationExample, FeatureConfig, compute_features
 from workbench.analysis.search import contrast_features, features_for_text, hook_activations, search_explanations
+
+from helpers import identity_sae, write_store
 
 T_UNI, T_A, T_B = 7, 3, 9  # feature 0 fires on token 7; feature 1 on token 9 right after token 3
 
@@ -247,6 +247,7 @@ def test_parse_key_tokens_fallbacks():
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_features_for_text_ranks_by_span_activation(gemma, real_sae, real_results):
     text = "The Eiffel Tower is in Paris, the capital of France."
     r = features_for_text(gemma, real_sae, text, top_n=8)
@@ -271,6 +272,7 @@ def test_features_for_text_ranks_by_span_activation(gemma, real_sae, real_result
         features_for_text(gemma, real_sae, text, relative=True)
 
 
+@pytest.mark.slow
 def test_contrast_features_finds_what_set_a_has_more_of(gemma, real_sae):
     a = ["Paris is the capital of France.", "I took the train to Paris."]
     b = ["The cat sat on the mat.", "Two plus two equals four."]
@@ -322,6 +324,7 @@ def test_streaming_correlation_matches_corrcoef():
     assert arg_abs[1] == 1 and best_abs[1] < -0.5
 
 
+@pytest.mark.slow
 def test_neuron_correlations_on_the_real_model(gemma, real_sae, small_store, real_results, tmp_path):
     from workbench.analysis.neurons import NeuronConfig, NeuronCorrelations, default_neuron_layers, neuron_correlations
 
@@ -355,6 +358,7 @@ def test_neuron_correlations_on_the_real_model(gemma, real_sae, small_store, rea
     assert torch.equal(back.best_corr.nan_to_num(-9), nc.best_corr.nan_to_num(-9))
 
 
+@pytest.mark.slow
 def test_compare_explanations_runs_features_and_neurons_side_by_side(gemma, real_sae, small_store):
     from workbench.analysis.neurons import compare_explanations
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_features import PLANT_HOOK, write_store
+from helpers import PLANT_HOOK, write_store
 from workbench.analysis.explain import explain_features
 from workbench.analysis.features import FeatureConfig, compute_features
 from workbench.sae.model import SAE, SAEConfig, SAEMetadata
@@ -23,8 +23,8 @@ from workbench.analysis.splitting import (
     activation_correlation,
     analyze_splitting,
     heldout_codes,
-    train_nested,
 )
+from workbench.studies.profile import train_nested
 from widgets.split_explorer import SplitExplorer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -17,6 +17,8 @@ from workbench.intervene.steering import (AddVector, ConceptCheck, SweepRow, bes
                                 concept_rate, diff_of_means, generation_nll, max_activations, mean_activation,
                                 steered_generate, steered_loss, steering_methods, sweep)
 
+from helpers import assert_balanced
+
 D = 32
 HOOK = "blocks.1.hook_resid_post"
 
@@ -297,6 +299,7 @@ def test_steered_loss_and_sweep(tiny):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_max_activations_match_per_context_encoding(small_store, tmp_path):
     from workbench.analysis.features import encode_contexts
 
@@ -324,7 +327,6 @@ def test_max_activations_match_per_context_encoding(small_store, tmp_path):
 
 
 def test_playground_runs_side_by_side(tiny):
-    from test_widgets import assert_balanced
     from widgets.steering_playground import SteeringPlayground
 
     sae = make_sae()

@@ -11,13 +11,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from workbench.sae import cli as train_cli
 from workbench.sae.io import load_sae
-from workbench.sae.train import (CheckpointError, RunSpec, SyntheticSource, TensorSource, TrainConfig, TrainingDiverged,
-                             estimate_input_scale, lr_multiplier, train, warmup_multiplier)
+from workbench.sae.train import (CheckpointError, RunSpec, StoreSource, SyntheticSource, TensorSource, TrainConfig,
+                             TrainingDiverged, estimate_input_scale, lr_multiplier, train, warmup_multiplier)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +29,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _toy_source(seed: int = 0) -> SyntheticSource:
     # 64 known unit features in 32 dims, 3 active per token, on top of a large shared mean (like a residual stream)
     return SyntheticSource(32, 64, active=3, seed=seed, mean_norm=5.0, noise=0.01, scale=3.0, zipf=0.3)
+
+
+def _epoch_source() -> TensorSource:
+    """768 tokens of the toy source in memory: 128 held out, 640 (10 batches of 64) to train on, epoch after epoch."""
+    src = _toy_source()
+    return TensorSource(torch.cat([src.batch(i, 64) for i in range(12)]), seed=5, holdout_tokens=128)
 
 
 def _small_config(**kw) -> TrainConfig:
@@ -42,17 +49,23 @@ class Interrupted(Exception):
 
 
 class StopAfter:
-    """A source that raises after ``n`` training batches, as a crash would."""
+    """A source that raises after ``n`` training batches, as a crash would (it passes ``epoch=`` and the held-out
+    attributes through, for sources that have them)."""
 
-    def __init__(self, source, n: int):
-        self.source, self.n = source, n
+    def __init__(self, source, n: int, epoch: int | None = None):
+        self.source, self.n, self.epoch = source, n, epoch
         self.d_model, self.metadata = source.d_model, source.metadata
 
-    def batches(self, batch_size, *, start_tokens=0):
-        for i, batch in enumerate(self.source.batches(batch_size, start_tokens=start_tokens)):
-            if i == self.n:
+    def batches(self, batch_size, *, start_tokens=0, **epoch):
+        """Batch ``n`` of a call raises (with ``epoch`` set: only in calls for that epoch)."""
+        armed = self.epoch is None or epoch.get("epoch") == self.epoch
+        for i, batch in enumerate(self.source.batches(batch_size, start_tokens=start_tokens, **epoch)):
+            if armed and i == self.n:
                 raise Interrupted
             yield batch
+
+    def __getattr__(self, name):  # n_train_tokens, holdout_tokens, heldout_batches
+        return getattr(self.source, name)
 
     def describe(self):
         return self.source.describe()
@@ -144,7 +157,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     resumed = train(_SPECS, config, src, tmp_path / "run", progress=False)
     _assert_same(reference, _final_state(resumed))
     log = [json.loads(line) for line in (tmp_path / "run" / "topk-96-k4" / "metrics.jsonl").read_text().splitlines()]
-    assert [e["event"] for e in log if "event" in e] == ["start", "resume", "end"]
+    assert [e["event"] for e in log if "event" in e] == ["start", "resume", "epoch", "end"]
 
 
 def test_resume_keeps_the_path_choice_of_a_relu_run(tmp_path):
@@ -174,25 +187,36 @@ _KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from test_train import _SPECS, _small_config, _toy_source
 
+    from test_train import _epoch_source
+
     class Slow:
         def __init__(self, src):
             self.src, self.d_model, self.metadata = src, src.d_model, src.metadata
-        def batches(self, batch_size, *, start_tokens=0):
-            for b in self.src.batches(batch_size, start_tokens=start_tokens):
+        def batches(self, batch_size, *, start_tokens=0, **epoch):
+            for b in self.src.batches(batch_size, start_tokens=start_tokens, **epoch):
                 time.sleep(0.05)
                 yield b
+        def __getattr__(self, name):
+            return getattr(self.src, name)
         def describe(self):
             return self.src.describe()
 
-    train(_SPECS, _small_config(dead_window_tokens=256, checkpoint_every=5), Slow(_toy_source()), {out!r},
-          progress=False)
+    train(_SPECS, {config}, Slow({source}), {out!r}, progress=False)
 """)
 
 
 def test_resume_after_kill_9_equals_uninterrupted_run(tmp_path):
+    _kill_9_then_resume(tmp_path, "_small_config(dead_window_tokens=256, checkpoint_every=5)", "_toy_source()",
+                        _small_config(dead_window_tokens=256, checkpoint_every=5), _toy_source())
+
+
+def _kill_9_then_resume(tmp_path, config_code: str, source_code: str, config, src):
+    """Run ``train(_SPECS, config, source)`` in a subprocess, kill -9 it once checkpoint 15 exists, resume it here
+    and compare with an uninterrupted run (``config_code`` / ``source_code`` build the same config and source)."""
     out = tmp_path / "killed"
     script = tmp_path / "run.py"
-    script.write_text(_KILL_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), out=str(out)))
+    script.write_text(_KILL_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), out=str(out),
+                                          config=config_code, source=source_code))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     latest = out / "checkpoints" / "LATEST"
@@ -207,12 +231,12 @@ def test_resume_after_kill_9_equals_uninterrupted_run(tmp_path):
     finally:
         proc.wait()
         proc.stderr.close()
-    assert latest.read_text().strip() < "step_00000040"  # it really was interrupted
-    config = _small_config(dead_window_tokens=256, checkpoint_every=5)
-    src = _toy_source()
+    killed_at = latest.read_text().strip()
+    assert killed_at < "step_00000040"  # it really was interrupted
     resumed = train(_SPECS, config, src, out, progress=False)
     reference = train(_SPECS, config, src, tmp_path / "ref", progress=False)
     _assert_same(_final_state(reference), _final_state(resumed))
+    return int(killed_at.removeprefix("step_")), resumed, reference
 
 
 class NaNAfter:
@@ -300,6 +324,161 @@ def test_bf16_requires_cuda():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Epochs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _id_store(path: Path, n_ctx: int = 40, ctx: int = 16):
+    """A bf16 store (10 shards of 4 contexts) whose activation rows carry their own row number (columns 0 and 1:
+    row // 64 and row % 64, exact in bf16), so every batch tells which tokens it holds."""
+    from helpers import write_store
+
+    rng = np.random.default_rng(0)
+    acts = rng.standard_normal((n_ctx * ctx, 8)).astype(np.float32)
+    rows = np.arange(n_ctx * ctx)
+    acts[:, 0], acts[:, 1] = rows // 64, rows % 64
+    tokens = rng.integers(2, 50, (n_ctx, ctx))
+    tokens[:, 0] = 1
+    return write_store(path, acts.reshape(n_ctx, ctx, 8), tokens, shard_contexts=4)
+
+
+def _ids(batch: torch.Tensor) -> list[int]:
+    return (batch[:, 0] * 64 + batch[:, 1]).round().long().tolist()
+
+
+def _id_source(store, **kw) -> StoreSource:
+    src = StoreSource(store.path, seed=3, holdout_tokens=100, **kw)
+    src.epoch_block_shards = 1  # 60-token blocks, so an epoch shuffles several blocks
+    return src
+
+
+class Spy:
+    """Passes a source through, recording the row ids of every batch drawn, by epoch."""
+
+    def __init__(self, source):
+        self.source, self.d_model, self.metadata = source, source.d_model, source.metadata
+        self.seen: dict[int, list[int]] = {}
+
+    def batches(self, batch_size, *, start_tokens=0, epoch=0):
+        for batch in self.source.batches(batch_size, start_tokens=start_tokens, epoch=epoch):
+            self.seen.setdefault(epoch, []).extend(_ids(batch))
+            yield batch
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def describe(self):
+        return self.source.describe()
+
+
+def test_store_epochs_reshuffle_the_training_tokens_and_never_the_heldout_ones(tmp_path):
+    store = _id_store(tmp_path / "store")  # 40 contexts x 15 non-BOS tokens = 600 tokens
+    src = _id_source(store)
+    held = [i for b in src.heldout_batches(20) for i in _ids(b)]
+    assert len(set(held)) == len(held) == 100 and src.n_train_tokens == 500
+    epochs = [[i for b in src.batches(50, epoch=e) for i in _ids(b)] for e in range(4)]
+    train_set = set(epochs[0])
+    assert len(train_set) == 500 and not train_set & set(held)
+    assert train_set | set(held) == {r for r in range(640) if r % 16}  # every non-BOS token, in one part or other
+    for order in epochs[1:]:
+        assert sorted(order) == sorted(epochs[0])  # the same tokens, each once
+    assert len({tuple(order) for order in epochs}) == 4  # a different order each epoch
+    # epoch 0 is the store's usual stream after the held-out head, so runs of one epoch train as before
+    assert epochs[0] == [i for b in store.iter_batches(50, seed=3, start_tokens=100) for i in _ids(b)]
+    # restarting inside an epoch continues its order (a resume relies on it), and the order depends on
+    # (seed, epoch) only
+    assert [i for b in src.batches(50, start_tokens=150, epoch=2) for i in _ids(b)] == epochs[2][150:]
+    assert [i for b in _id_source(store).batches(50, epoch=2) for i in _ids(b)] == epochs[2]
+    assert [i for b in StoreSource(store.path, seed=4, holdout_tokens=100).batches(50, epoch=2)
+            for i in _ids(b)] != epochs[2]
+
+
+def test_tensor_source_epochs_reshuffle_and_keep_heldout_out():
+    data = torch.arange(300, dtype=torch.float32)[:, None].repeat(1, 4)
+    src = TensorSource(data, seed=1, holdout_tokens=60)
+    held = {int(x) for b in src.heldout_batches(20) for x in b[:, 0]}
+    orders = [[int(x) for b in src.batches(40, epoch=e) for x in b[:, 0]] for e in range(3)]
+    assert len(held) == 60 and src.n_train_tokens == 240
+    assert all(sorted(o) == sorted(set(range(300)) - held) for o in orders)
+    assert len({tuple(o) for o in orders}) == 3
+    assert [int(x) for b in src.batches(40, start_tokens=80, epoch=2) for x in b[:, 0]] == orders[2][80:]
+
+
+def test_training_for_epochs_logs_heldout_fvu_and_never_trains_on_heldout(tmp_path):
+    store = _id_store(tmp_path / "store")
+    spy = Spy(_id_source(store))
+    held = {i for b in spy.source.heldout_batches(20) for i in _ids(b)}
+    train_set = {i for b in spy.source.batches(50) for i in _ids(b)}
+    config = _small_config(total_tokens=500, batch_size=50, epochs=4, log_every=3, checkpoint_every=0,
+                           heldout_eval_tokens=100)
+    result = train([RunSpec("topk", 16, k=2)], config, spy, tmp_path / "run", progress=False)
+    assert result.steps == config.total_steps == 40 and result.tokens == 2000
+    assert sorted(spy.seen) == [0, 1, 2, 3]
+    assert not set().union(*spy.seen.values()) & held  # training, scaling and the train-FVU sample alike
+    assert set(spy.seen[0]) == train_set and len(train_set) == 500
+    for epoch in (1, 2, 3):  # later epochs are drawn by the trainer alone: every training token once
+        assert sorted(spy.seen[epoch]) == sorted(train_set)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "topk-16-k2" / "metrics.jsonl").read_text().splitlines()]
+    ends = [x for x in lines if x.get("event") == "epoch"]
+    assert [(x["epoch"], x["step"]) for x in ends] == [(1, 10), (2, 20), (3, 30), (4, 40)]
+    for x in ends:
+        assert x["heldout_tokens"] == 100 and 0 <= x["heldout_fvu"] < 2 and x["heldout_l0"] <= 2
+        assert x["train_tokens"] == 100 and 0 <= x["train_fvu"] < 2
+    steps = [x for x in lines if "event" not in x]
+    assert 10 in [x["step"] for x in steps]  # an interval closes at each epoch end
+    assert steps[0]["lr"] == pytest.approx(steps[1]["lr"]) and steps[-1]["lr"] < steps[0]["lr"] / 5  # one schedule
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["epochs"] == 4 and summary["tokens_per_epoch"] == 500
+    assert summary["runs"]["topk-16-k2"]["epochs"] == ends == result.runs["topk-16-k2"].epochs
+
+
+def test_resume_inside_an_epoch_equals_uninterrupted_run(tmp_path):
+    store = _id_store(tmp_path / "store")
+    src = _id_source(store)
+    config = _small_config(total_tokens=500, batch_size=50, epochs=4, checkpoint_every=5, dead_window_tokens=200)
+    reference = train(_SPECS, config, src, tmp_path / "ref", progress=False)
+    with pytest.raises(Interrupted):  # dies at step 27, in the third epoch; the last checkpoint is step 25
+        train(_SPECS, config, StopAfter(src, 7, epoch=2), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "checkpoints" / "LATEST").read_text() == "step_00000025"
+    resumed = train(_SPECS, config, _id_source(store), tmp_path / "run", progress=False)
+    _assert_same(_final_state(reference), _final_state(resumed))
+    for name in reference.runs:
+        assert resumed.runs[name].epochs == reference.runs[name].epochs and len(reference.runs[name].epochs) == 4
+
+
+def test_resume_after_kill_9_inside_an_epoch_equals_uninterrupted_run(tmp_path):
+    code = "_small_config(total_tokens=64 * 8, epochs=5, dead_window_tokens=256, checkpoint_every=5)"
+    config = _small_config(total_tokens=64 * 8, epochs=5, dead_window_tokens=256, checkpoint_every=5)
+    killed_at, resumed, reference = _kill_9_then_resume(tmp_path, code, "_epoch_source()", config, _epoch_source())
+    assert killed_at % config.steps_per_epoch  # the kill left a checkpoint inside an epoch
+    for name in reference.runs:
+        assert resumed.runs[name].epochs == reference.runs[name].epochs and len(reference.runs[name].epochs) == 5
+
+
+def test_epoch_settings_are_checked_before_training(tmp_path):
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="epochs="):
+            TrainConfig(epochs=bad)
+    assert TrainConfig(total_tokens=4096, batch_size=512, epochs=3).total_steps == 24
+    with pytest.raises(ValueError, match=r"does not fit in the source's 640 training tokens \(128 more are held out\)"
+                                         r": set total_tokens <= 640"):
+        train(_SPECS, _small_config(total_tokens=64 * 11, epochs=2), _epoch_source(), tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="reshuffles"):
+        train(_SPECS, _small_config(epochs=2), _toy_source(), tmp_path / "b", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_training_dir_includes_epochs(tmp_path):
+    from workbench.sae.train import training_dir
+
+    src, specs = _epoch_source(), [RunSpec("topk", 64, k=4)]
+    one = training_dir(tmp_path, specs, TrainConfig(total_tokens=512, batch_size=64), src)
+    assert one != training_dir(tmp_path, specs, TrainConfig(total_tokens=512, batch_size=64, epochs=2), src)
+    assert one == training_dir(tmp_path, specs, TrainConfig(total_tokens=512, batch_size=64, heldout_eval_tokens=0),
+                               src)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -348,6 +527,22 @@ def test_cli_trains_from_flags(tmp_path, monkeypatch, capsys):
     args = parser.parse_args(["train", "--store", "fake", "--arch", "topk", "--tokens", "2560"])
     assert args.func(args) == 1
     assert "--d-sae" in capsys.readouterr().err
+
+
+def test_cli_epochs_flag(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_cli, "build_source", lambda store, hook, seed, holdout: _epoch_source())
+    parser = argparse.ArgumentParser(prog="workbench")
+    train_cli.register(parser.add_subparsers(dest="command"))
+    flags = ["train", "--store", "fake", "--arch", "topk", "--d-sae", "64", "--k", "4", "--tokens", "640",
+             "--batch-size", "64", "--out", str(tmp_path), "--no-progress", "--device", "cpu"]
+    args = parser.parse_args(flags + ["--epochs", "3"])
+    assert args.func(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs"] == 3 and summary["tokens"] == 3 * 640
+    assert 0 < summary["runs"]["topk-64-k4"]["heldout_fvu"] < 1
+    args = parser.parse_args(flags + ["--epochs", "0"])
+    assert args.func(args) == 1
+    assert "epochs=0" in capsys.readouterr().err
 
 
 def test_training_dir_changes_with_any_setting_that_defines_the_run(tmp_path):

@@ -2,11 +2,8 @@
 on the real small store for the browser and the prompt inspector."""
 from __future__ import annotations
 
-import html.parser
-
 import pytest
 
-from test_features import real_results, real_sae  # noqa: F401 (fixtures)
 from workbench.analysis.explain import explain_features, heldout_contexts, score_features
 from workbench.analysis.features import ActivationBucket, ActivationExample, FeatureReport, Histogram, LogitEffect
 from widgets.feature_browser import FeatureBrowser
@@ -14,30 +11,7 @@ from widgets.feature_card import FeatureCard, histogram_figure
 from widgets.prompt_inspector import PromptInspector, heatmap_figure
 from workbench.report.html import token_spans
 
-
-class _Checker(html.parser.HTMLParser):
-    """Fails on unbalanced div/table/span tags."""
-
-    VOID = {"br", "meta", "hr", "img", "input", "link"}
-
-    def __init__(self):
-        super().__init__()
-        self.stack: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag not in self.VOID:
-            self.stack.append(tag)
-
-    def handle_endtag(self, tag):
-        assert self.stack and self.stack[-1] == tag, f"unbalanced </{tag}> after {self.stack[-3:]}"
-        self.stack.pop()
-
-
-def assert_balanced(fragment: str) -> None:
-    c = _Checker()
-    c.feed(fragment)
-    c.close()
-    assert c.stack == [], c.stack
+from helpers import assert_balanced
 
 
 def synthetic_report(index: int = 7) -> FeatureReport:
@@ -101,14 +75,15 @@ def test_card_without_logits_or_firing():
 
 
 @pytest.fixture(scope="module")
-def explained(real_results, real_sae, small_store):  # noqa: F811
+def explained(real_results, real_sae, small_store):
     feats = real_results.alive()[:40].tolist()
     expl = explain_features(real_results, feats)
     return score_features(expl, small_store, real_sae, list(heldout_contexts(real_results, small_store))[:16],
                           results=real_results)
 
 
-def test_browser_sort_page_select(real_results, explained):  # noqa: F811
+@pytest.mark.slow
+def test_browser_sort_page_select(real_results, explained):
     b = FeatureBrowser(real_results, explained, page_size=5)
     alive = real_results.alive().tolist()
     assert len(b.visible) == 5 and b.n_pages == -(-len(alive) // 5)
@@ -130,7 +105,8 @@ def test_browser_sort_page_select(real_results, explained):  # noqa: F811
         b.sort_by("nonsense")
 
 
-def test_browser_search_text_and_id(real_results, explained):  # noqa: F811
+@pytest.mark.slow
+def test_browser_search_text_and_id(real_results, explained):
     b = FeatureBrowser(real_results, explained, page_size=5)
     f = next(i for i in explained if explained[i].explanation.meta.get("pattern_strings"))
     word = explained[f].explanation.meta["pattern_strings"][0].strip() or explained[f].explanation.meta[
@@ -145,7 +121,8 @@ def test_browser_search_text_and_id(real_results, explained):  # noqa: F811
         FeatureBrowser(real_results).search("bridge")
 
 
-def test_browser_widget_follows_state(real_results, explained):  # noqa: F811
+@pytest.mark.slow
+def test_browser_widget_follows_state(real_results, explained):
     b = FeatureBrowser(real_results, explained, page_size=4)
     w = b.widget
     assert len(b._ui["list"].options) == 4
@@ -160,7 +137,8 @@ def test_browser_widget_follows_state(real_results, explained):  # noqa: F811
     assert w is b.widget
 
 
-def test_prompt_inspector(gemma, real_sae, real_results):  # noqa: F811
+@pytest.mark.slow
+def test_prompt_inspector(gemma, real_sae, real_results):
     insp = PromptInspector(gemma, real_sae, results=real_results, top_n=6)
     with pytest.raises(ValueError, match="run\\(text\\)"):
         insp.select_token(1)

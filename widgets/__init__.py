@@ -5,24 +5,22 @@
 Views are imported on first use, so ``import widgets`` stays cheap (the map pulls in umap/numba, the
 attribution view the model code).
 """
-from importlib import import_module
+import workbench  # noqa: F401  (cheap: installs the aliases of the 0.1 paths, such as widgets.html)
+from workbench.core.lazy import lazy_exports
 
 _VIEWS = {
-    "FeatureCard": "feature_card", "histogram_figure": "feature_card",
-    "FeatureBrowser": "feature_browser",
-    "PromptInspector": "prompt_inspector", "heatmap_figure": "prompt_inspector",
-    "NeighborhoodMap": "neighborhood_map",
-    "SplitExplorer": "split_explorer",
-    "ScalingView": "scaling_view",
-    "LanguageHeatmap": "language_heatmap",
-    "AttributionView": "attribution_view",
-    "SteeringPlayground": "steering_playground",
+    "FeatureCard": ".feature_card", "histogram_figure": ".feature_card",
+    "FeatureBrowser": ".feature_browser",
+    "PromptInspector": ".prompt_inspector", "heatmap_figure": ".prompt_inspector",
+    "NeighborhoodMap": ".neighborhood_map",
+    "SplitExplorer": ".split_explorer",
+    "ScalingView": ".scaling_view",
+    "LanguageHeatmap": ".language_heatmap",
+    "AttributionView": ".attribution_view",
+    "SteeringPlayground": ".steering_playground",
 }
 
 __all__ = sorted(_VIEWS)
 
 
-def __getattr__(name: str):
-    if name not in _VIEWS:
-        raise AttributeError(f"module 'widgets' has no attribute {name!r}; views: {', '.join(__all__)}")
-    return getattr(import_module(f".{_VIEWS[name]}", __name__), name)
+__getattr__, __dir__ = lazy_exports(__name__, _VIEWS)

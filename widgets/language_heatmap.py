@@ -2,7 +2,7 @@
 every translation and which on one language only. Clicking a column (or ``select(feature)``) opens its
 :class:`FeatureCard`.
 
-    from workbench.analysis.multilingual import concept_probe_groups, probe_activations
+    from workbench.analysis.multilingual_probes import concept_probe_groups, probe_activations
     probes = probe_activations(model, sae, concept_probe_groups())
     view = LanguageHeatmap(probes, "golden_gate", results=results)
     view.select(view.features[0])   # or click a column
@@ -12,7 +12,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import torch
 
-from workbench.analysis.multilingual import LANGUAGE_NAMES, feature_scores, shared_top_features
+from workbench.analysis.multilingual import feature_scores, shared_top_features
+from workbench.analysis.multilingual_probes import LANGUAGE_NAMES
 
 from workbench.report import html as H
 from .feature_card import FeatureCard, figure_output

@@ -16,6 +16,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
+from workbench.analysis.scaling import LOSS_KEYS
 from workbench.report import html as H
 from .feature_card import figure_output
 
@@ -124,7 +125,7 @@ class ScalingView:
 
     def __init__(self, results, loss: str | None = None):
         if not results.runs:
-            raise ValueError("the scaling results hold no runs: run workbench.analysis.scaling.run_sweep first")
+            raise ValueError("the scaling results hold no runs: run workbench.studies.sweeps.run_sweep first")
         self.results = results
         self.loss = loss or results.config.loss
         results.fits(self.loss)  # validates the metric
@@ -179,8 +180,6 @@ class ScalingView:
     def widget(self):
         if self._widget is None:
             import ipywidgets as W
-
-            from workbench.analysis.scaling import LOSS_KEYS
 
             self._table = W.HTML()
             self._plots = W.HBox(layout=W.Layout(flex_flow="row wrap"))

@@ -14,9 +14,10 @@ from dataclasses import replace
 
 import torch
 
-from workbench.intervene.generation import Generation, GenerationConfig
-from workbench.data.hooks import sae_hook
 from workbench.analysis.search import features_for_text, search_explanations
+from workbench.data.chat import chat_prompt
+from workbench.data.hooks import sae_hook
+from workbench.intervene.generation import Generation, GenerationConfig
 from workbench.intervene.steering import steered_generate, steering_methods
 
 from workbench.report import html as H
@@ -130,7 +131,6 @@ class SteeringPlayground:
         if not self.prompt:
             raise ValueError("no prompt yet: call set_prompt(text) first")
         if self.chat:
-            from workbench.data.chat import chat_prompt
 
             return chat_prompt(self.model, self.prompt)
         return self.prompt

@@ -1,6 +1,66 @@
 """Interpretability workbench: sparse autoencoders on open language models, offline, in JupyterLab.
 
-Submodules own one concept each: ``assets`` (embedded model and corpus), ``models`` (TransformerLens
-loading), ``corpus`` (text to packed contexts), ``hooks``, ``store`` (activations on disk), ``harvest``.
+The sub-packages follow the data, and each imports only from the ones before it:
+
+- ``workbench.core``: cache folders, typed configs, persistence (atomic writes, tagged JSON, safetensors), hardware
+  probes, shipped data tables;
+- ``workbench.data``: embedded assets, models (TransformerLens), corpora, hooks, the activation store, harvesting;
+- ``workbench.sae``: the SAE architectures and their kernels, SAELens-format files, the trainer, evaluation;
+- ``workbench.analysis``: the feature pass, logit effects, search, explanations, neurons, neighbourhoods,
+  splitting, scaling laws, completeness, multilingual statistics;
+- ``workbench.intervene``: hooked generation, steering, attribution;
+- ``workbench.report``: static HTML (feature cards, the report page);
+- ``workbench.studies``: run profiles, the standard SAEs the notebooks share, the demo;
+- ``widgets`` (a sibling package) holds the JupyterLab views and sits above all of these.
+
+The names a notebook needs are importable from here; each is loaded on first use, so ``import workbench`` stays
+instant and pulls in none of torch's heavier neighbours (TransformerLens, umap, plotly)::
+
+    from workbench import load_model, CorpusSpec, HarvestSpec, harvest_cached, RunSpec, TrainConfig, train
+
+The flat module paths of 0.1 (``workbench.features``...) still import, with a DeprecationWarning, until 0.3.
 """
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from workbench import _legacy
+from workbench.core.lazy import lazy_exports
+
+__version__ = "0.2.0"
+
+_legacy.install()
+
+# public name -> the module that owns it
+_API: dict[str, str] = {
+    "cache_dir": "workbench.core.home",
+    "load_model": "workbench.data.models",
+    "DEFAULT_MODEL": "workbench.data.models",
+    "CorpusSpec": "workbench.data.corpus",
+    "HarvestSpec": "workbench.data.harvest",
+    "harvest": "workbench.data.harvest",
+    "harvest_cached": "workbench.data.harvest",
+    "ActivationStore": "workbench.data.store",
+    "SAE": "workbench.sae.model",
+    "SAEConfig": "workbench.sae.model",
+    "load_sae": "workbench.sae.io",
+    "save_sae": "workbench.sae.io",
+    "RunSpec": "workbench.sae.train",
+    "StoreSource": "workbench.sae.train",
+    "TrainConfig": "workbench.sae.train",
+    "train": "workbench.sae.train",
+    "evaluate_activations": "workbench.sae.evaluate",
+    "downstream_metrics": "workbench.sae.evaluate",
+    "FeatureConfig": "workbench.analysis.features",
+    "FeatureResults": "workbench.analysis.features",
+    "compute_features": "workbench.analysis.features",
+    "explain_features": "workbench.analysis.explain",
+    "ExplanationSet": "workbench.analysis.explain",
+    "write_report": "workbench.report.page",
+    "current_profile": "workbench.studies.profile",
+    "standard_sae": "workbench.studies.profile",
+    "nested_saes": "workbench.studies.profile",
+}
+
+__all__ = sorted(_API)
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _API)

@@ -1,22 +1,22 @@
 """Completeness of a dictionary: for concepts of known categories, is there a feature dedicated to each, and how
-does that depend on how often the concept occurs in the training tokens (research.md §4)?
+does that depend on how often the concept occurs in the training tokens (docs/methods.md §8)?
 
-    from workbench.analysis.completeness import CompletenessConfig, builtin_categories, completeness
+    from workbench.analysis.completeness import CompletenessConfig, CompletenessResult, completeness
+    from workbench.analysis.concepts import corpus_categories
     result = completeness(store, {"topk-1024": sae_1k, "topk-4096": sae_4k}, tokenizer=model.tokenizer)
     result.fits["topk-4096"].midpoint        # log10 frequency at which half the concepts have a feature
     result.save("runs/completeness.json"); CompletenessResult.load("runs/completeness.json")
 
+This module matches concepts in token ids, scans SAE firings over them, applies the dedicated-feature criterion
+and fits the coverage curves. The concept categories live in :mod:`workbench.analysis.concepts` (data in
+``resources/completeness_concepts.json``), the logistic fit in :mod:`workbench.analysis.sigmoid_fit`, and the
+study that trains SAEs of several sizes for the notebook in :mod:`workbench.studies.completeness`.
+
 Concepts
 --------
-Categories are small curated tables (chemical elements, countries, capital cities, planets, months), each concept
-with its English, Spanish and French names (the embedded corpus is en/es/fr). :func:`check_against_corpus` checks
-them against the embedded Wikipedia: a concept is kept when one of its names is an article title (months have no
-articles; they are checked by occurrence instead). A concept's *forms* are its names as they occur in running text
-(elements and months also in lower case), matched as whole words on token ids (with and without a leading space).
-A form claimed by two concepts is resolved by category order (an earlier category keeps it: "Mercury" the planet,
-"mercury" the element, "Luxembourg" the country) and dropped from both within one category; a few forms that are
-common words in one of the languages (French "or", Spanish "radio"...) are never used (:data:`AMBIGUOUS_FORMS`).
-Surface forms are not disambiguated otherwise (Georgia the country and the US state count together).
+A concept's *forms* (:class:`~workbench.analysis.concepts.Concept`) are matched as whole words on token ids (with
+and without a leading space); see :mod:`workbench.analysis.concepts` for how forms shared between concepts or
+ambiguous across languages are resolved.
 
 Frequency
 ---------
@@ -40,547 +40,50 @@ concept itself is at least half of its firings.
 
 Fit
 ---
-Per SAE, a logistic curve P(dedicated) = 1 / (1 + exp(-slope * (x - midpoint))) by maximum likelihood (IRLS with a
-small ridge on the slope, which keeps separable data finite), on x = log10(frequency) and on the rescaled
-x' = log10(frequency * n_alive), n_alive = features that fire on the scanned tokens. If coverage is governed by
-frequency x dictionary size, the rescaled midpoints coincide across sizes (the curves collapse).
+Per SAE, a logistic curve P(dedicated) = 1 / (1 + exp(-slope * (x - midpoint))) (:func:`fit_sigmoid`) on
+x = log10(frequency) and on the rescaled x' = log10(frequency * n_alive), n_alive = features that fire on the
+scanned tokens. If coverage is governed by frequency x dictionary size, the rescaled midpoints coincide across
+sizes (the curves collapse).
 """
 from __future__ import annotations
 
-import json
 import math
-import re
-from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from workbench.core.persist import read_tagged_json
+from workbench.analysis.concepts import (AMBIGUOUS_FORMS, CATEGORY_NAMES, Category, Concept, builtin_categories,
+                                         check_against_corpus, corpus_categories)
+from workbench.analysis.feature_kernels import SparseEncoder
+from workbench.analysis.features import resolve_hook
+from workbench.analysis.sigmoid_fit import SigmoidFit, fit_sigmoid
+from workbench.core.persist import read_tagged_json, write_tagged_json
+from workbench.data.models import load_tokenizer
 
 __all__ = [
-    "AMBIGUOUS_FORMS",
-    "CATEGORY_NAMES",
-    "Category",
     "CompletenessConfig",
     "CompletenessResult",
-    "Concept",
     "ConceptOccurrences",
     "ConceptScores",
-    "SigmoidFit",
-    "builtin_categories",
-    "check_against_corpus",
+    "FeatureCounts",
     "completeness",
     "concept_feature_counts",
-    "corpus_categories",
     "dedicated_features",
     "find_occurrences",
-    "fit_sigmoid",
-    "train_sizes",
 ]
 
+# Also importable from here, where they lived before the concept tables and the fit got their own modules (the
+# workbench 0.1 path ``workbench.completeness`` aliases this module): owned by concepts.py and sigmoid_fit.py.
+_MOVED = (AMBIGUOUS_FORMS, CATEGORY_NAMES, builtin_categories, check_against_corpus, SigmoidFit, fit_sigmoid)
+
 FORMAT = "workbench-completeness"
+# Files written before the version was tagged as "format_version" (it was under "version") read as version 0,
+# the same layout.
 FORMAT_VERSION = 1
-
-# ----------------------------------------------------------------------------------------------------------------
-# The curated tables: "English|Spanish|French" (alternatives separated by "/", "-" for none). Checked against the
-# embedded corpus by check_against_corpus.
-# ----------------------------------------------------------------------------------------------------------------
-
-_PLANETS = """
-Mercury|Mercurio|Mercure
-Venus|Venus|Vénus
-Mars|Marte|Mars
-Jupiter|Júpiter|Jupiter
-Saturn|Saturno|Saturne
-Uranus|Urano|Uranus
-Neptune|Neptuno|Neptune
-"""
-
-_COUNTRIES = """
-Afghanistan|Afganistán|Afghanistan|Kabul|Kabul|Kaboul
-Albania|Albania|Albanie|Tirana|Tirana|Tirana
-Algeria|Argelia|Algérie|Algiers|Argel|Alger
-Andorra|Andorra|Andorre|Andorra la Vella|Andorra la Vieja|Andorre-la-Vieille
-Angola|Angola|Angola|Luanda|Luanda|Luanda
-Antigua and Barbuda|Antigua y Barbuda|Antigua-et-Barbuda|-|-|-
-Argentina|Argentina|Argentine|Buenos Aires|Buenos Aires|Buenos Aires
-Armenia|Armenia|Arménie|Yerevan|Ereván|Erevan
-Australia|Australia|Australie|Canberra|Canberra|Canberra
-Austria|Austria|Autriche|Vienna|Viena|Vienne
-Azerbaijan|Azerbaiyán|Azerbaïdjan|Baku|Bakú|Bakou
-Bahamas|Bahamas|Bahamas|Nassau|Nasáu|Nassau
-Bahrain|Baréin|Bahreïn|Manama|Manama|Manama
-Bangladesh|Bangladés|Bangladesh|Dhaka|Daca|Dacca
-Barbados|Barbados|Barbade|Bridgetown|Bridgetown|Bridgetown
-Belarus|Bielorrusia/Belarús|Biélorussie|Minsk|Minsk|Minsk
-Belgium|Bélgica|Belgique|Brussels|Bruselas|Bruxelles
-Belize|Belice|Belize|Belmopan|Belmopán|Belmopan
-Benin|Benín|Bénin|Porto-Novo|Porto Novo|Porto-Novo
-Bhutan|Bután|Bhoutan|Thimphu|Timbu|Thimphou
-Bolivia|Bolivia|Bolivie|Sucre|Sucre|Sucre
-Bosnia and Herzegovina|Bosnia y Herzegovina|Bosnie-Herzégovine|Sarajevo|Sarajevo|Sarajevo
-Botswana|Botsuana|Botswana|Gaborone|Gaborone|Gaborone
-Brazil|Brasil|Brésil|Brasília/Brasilia|Brasilia|Brasilia
-Brunei|Brunéi|Brunei|Bandar Seri Begawan|Bandar Seri Begawan|Bandar Seri Begawan
-Bulgaria|Bulgaria|Bulgarie|Sofia|Sofía|Sofia
-Burkina Faso|Burkina Faso|Burkina Faso|Ouagadougou|Uagadugú|Ouagadougou
-Burundi|Burundi|Burundi|Gitega|Gitega|Gitega
-Cambodia|Camboya|Cambodge|Phnom Penh|Nom Pen|Phnom Penh
-Cameroon|Camerún|Cameroun|Yaoundé|Yaundé|Yaoundé
-Canada|Canadá|Canada|Ottawa|Ottawa|Ottawa
-Cape Verde/Cabo Verde|Cabo Verde|Cap-Vert|Praia|Praia|Praia
-Central African Republic|República Centroafricana|République centrafricaine|Bangui|Bangui|Bangui
-Chad|Chad|Tchad|N'Djamena|Yamena|N'Djaména
-Chile|Chile|Chili|Santiago|Santiago de Chile|Santiago
-China|China|Chine|Beijing/Peking|Pekín|Pékin
-Colombia|Colombia|Colombie|Bogotá|Bogotá|Bogota
-Comoros|Comoras|Comores|Moroni|Moroni|Moroni
-Republic of the Congo|República del Congo|République du Congo|Brazzaville|Brazzaville|Brazzaville
-Democratic Republic of the Congo|República Democrática del Congo|République démocratique du Congo|Kinshasa|Kinsasa|Kinshasa
-Costa Rica|Costa Rica|Costa Rica|San José|San José|San José
-Ivory Coast/Côte d'Ivoire|Costa de Marfil|Côte d'Ivoire|Yamoussoukro|Yamusukro|Yamoussoukro
-Croatia|Croacia|Croatie|Zagreb|Zagreb|Zagreb
-Cuba|Cuba|Cuba|Havana|La Habana|La Havane
-Cyprus|Chipre|Chypre|Nicosia|Nicosia|Nicosie
-Czech Republic/Czechia|República Checa/Chequia|Tchéquie/République tchèque|Prague|Praga|Prague
-Denmark|Dinamarca|Danemark|Copenhagen|Copenhague|Copenhague
-Djibouti|Yibuti|Djibouti|Djibouti|Yibuti|Djibouti
-Dominica|Dominica|Dominique|Roseau|Roseau|Roseau
-Dominican Republic|República Dominicana|République dominicaine|Santo Domingo|Santo Domingo|Saint-Domingue
-East Timor/Timor-Leste|Timor Oriental|Timor oriental|Dili|Dili|Dili
-Ecuador|Ecuador|Équateur|Quito|Quito|Quito
-Egypt|Egipto|Égypte|Cairo|El Cairo|Le Caire
-El Salvador|El Salvador|-|San Salvador|San Salvador|San Salvador
-Equatorial Guinea|Guinea Ecuatorial|Guinée équatoriale|Malabo|Malabo|Malabo
-Eritrea|Eritrea|Érythrée|Asmara|Asmara|Asmara
-Estonia|Estonia|Estonie|Tallinn|Tallin|Tallinn
-Eswatini/Swaziland|Esuatini/Suazilandia|Eswatini/Swaziland|Mbabane|Mbabane|Mbabane
-Ethiopia|Etiopía|Éthiopie|Addis Ababa|Adís Abeba|Addis-Abeba
-Fiji|Fiyi|Fidji|Suva|Suva|Suva
-Finland|Finlandia|Finlande|Helsinki|Helsinki|Helsinki
-France|Francia|France|Paris|París|Paris
-Gabon|Gabón|Gabon|Libreville|Libreville|Libreville
-Gambia|Gambia|Gambie|Banjul|Banjul|Banjul
-Georgia|Georgia|Géorgie|Tbilisi|Tiflis|Tbilissi
-Germany|Alemania|Allemagne|Berlin|Berlín|Berlin
-Ghana|Ghana|Ghana|Accra|Acra|Accra
-Greece|Grecia|Grèce|Athens|Atenas|Athènes
-Grenada|-|-|-|-|-
-Guatemala|Guatemala|Guatemala|Guatemala City|Ciudad de Guatemala|-
-Guinea|Guinea|Guinée|Conakry|Conakri|Conakry
-Guinea-Bissau|Guinea-Bisáu|Guinée-Bissau|Bissau|Bisáu|Bissau
-Guyana|Guyana|Guyana|Georgetown|Georgetown|Georgetown
-Haiti|Haití|Haïti|Port-au-Prince|Puerto Príncipe|Port-au-Prince
-Honduras|Honduras|Honduras|Tegucigalpa|Tegucigalpa|Tegucigalpa
-Hungary|Hungría|Hongrie|Budapest|Budapest|Budapest
-Iceland|Islandia|Islande|Reykjavík/Reykjavik|Reikiavik|Reykjavik
-India|India|Inde|New Delhi|Nueva Delhi|New Delhi
-Indonesia|Indonesia|Indonésie|Jakarta|Yakarta|Jakarta
-Iran|Irán|Iran|Tehran|Teherán|Téhéran
-Iraq|Irak|Irak|Baghdad|Bagdad|Bagdad
-Ireland|Irlanda|Irlande|Dublin|Dublín|Dublin
-Israel|Israel|Israël|Jerusalem|Jerusalén|Jérusalem
-Italy|Italia|Italie|Rome|Roma|Rome
-Jamaica|Jamaica|Jamaïque|Kingston|Kingston|Kingston
-Japan|Japón|Japon|Tokyo|Tokio|Tokyo
-Jordan|Jordania|Jordanie|Amman|Amán|Amman
-Kazakhstan|Kazajistán|Kazakhstan|Astana|Astaná|Astana
-Kenya|Kenia|Kenya|Nairobi|Nairobi|Nairobi
-Kiribati|Kiribati|Kiribati|Tarawa|Tarawa|Tarawa
-North Korea|Corea del Norte|Corée du Nord|Pyongyang|Pionyang|Pyongyang
-South Korea|Corea del Sur|Corée du Sud|Seoul|Seúl|Séoul
-Kuwait|Kuwait|Koweït|Kuwait City|-|-
-Kyrgyzstan|Kirguistán|Kirghizistan|Bishkek|Biskek|Bichkek
-Laos|Laos|Laos|Vientiane|Vientián|Vientiane
-Latvia|Letonia|Lettonie|Riga|Riga|Riga
-Lebanon|Líbano|Liban|Beirut|Beirut|Beyrouth
-Lesotho|Lesoto|Lesotho|Maseru|Maseru|Maseru
-Liberia|Liberia|Liberia|Monrovia|Monrovia|Monrovia
-Libya|Libia|Libye|Tripoli|Trípoli|Tripoli
-Liechtenstein|Liechtenstein|Liechtenstein|Vaduz|Vaduz|Vaduz
-Lithuania|Lituania|Lituanie|Vilnius|Vilna|Vilnius
-Luxembourg|Luxemburgo|Luxembourg|-|-|-
-Madagascar|Madagascar|Madagascar|Antananarivo|Antananarivo|Antananarivo
-Malawi|Malaui|Malawi|Lilongwe|Lilongüe|Lilongwe
-Malaysia|Malasia|Malaisie|Kuala Lumpur|Kuala Lumpur|Kuala Lumpur
-Maldives|Maldivas|Maldives|Malé|Malé|Malé
-Mali|Malí|Mali|Bamako|Bamako|Bamako
-Malta|Malta|Malte|Valletta|La Valeta|La Valette
-Marshall Islands|Islas Marshall|Îles Marshall|Majuro|Majuro|Majuro
-Mauritania|Mauritania|Mauritanie|Nouakchott|Nuakchot|Nouakchott
-Mauritius|-|-|Port Louis|Port Louis|Port-Louis
-Mexico|México|Mexique|Mexico City|Ciudad de México|-
-Micronesia|Micronesia|Micronésie|Palikir|Palikir|Palikir
-Moldova|Moldavia|Moldavie|Chișinău/Chisinau|Chisináu|Chisinau
-Monaco|Mónaco|Monaco|-|-|-
-Mongolia|Mongolia|Mongolie|Ulaanbaatar|Ulán Bator|Oulan-Bator
-Montenegro|Montenegro|Monténégro|Podgorica|Podgorica|Podgorica
-Morocco|Marruecos|Maroc|Rabat|Rabat|Rabat
-Mozambique|Mozambique|Mozambique|Maputo|Maputo|Maputo
-Myanmar/Burma|Birmania|Birmanie|Naypyidaw|Naipyidó|Naypyidaw
-Namibia|Namibia|Namibie|Windhoek|Windhoek|Windhoek
-Nauru|Nauru|Nauru|-|-|-
-Nepal|Nepal|Népal|Kathmandu|Katmandú|Katmandou
-Netherlands|Países Bajos|Pays-Bas|Amsterdam|Ámsterdam|Amsterdam
-New Zealand|Nueva Zelanda|Nouvelle-Zélande|Wellington|Wellington|Wellington
-Nicaragua|Nicaragua|Nicaragua|Managua|Managua|Managua
-Niger|Níger|Niger|Niamey|Niamey|Niamey
-Nigeria|Nigeria|Nigeria|Abuja|Abuya|Abuja
-North Macedonia|Macedonia del Norte|Macédoine du Nord|Skopje|Skopie|Skopje
-Norway|Noruega|Norvège|Oslo|Oslo|Oslo
-Oman|Omán|Oman|Muscat|Mascate|Mascate
-Pakistan|Pakistán|Pakistan|Islamabad|Islamabad|Islamabad
-Palau|Palaos|Palaos|Ngerulmud|Ngerulmud|Ngerulmud
-Panama|Panamá|Panama|Panama City|Ciudad de Panamá|-
-Papua New Guinea|Papúa Nueva Guinea|Papouasie-Nouvelle-Guinée|Port Moresby|Port Moresby|Port Moresby
-Paraguay|Paraguay|Paraguay|Asunción|Asunción|Asuncion
-Peru|Perú|Pérou|Lima|Lima|Lima
-Philippines|Filipinas|Philippines|Manila|Manila|Manille
-Poland|Polonia|Pologne|Warsaw|Varsovia|Varsovie
-Portugal|Portugal|Portugal|Lisbon|Lisboa|Lisbonne
-Qatar|Catar|Qatar|Doha|Doha|Doha
-Romania|Rumania|Roumanie|Bucharest|Bucarest|Bucarest
-Russia|Rusia|Russie|Moscow|Moscú|Moscou
-Rwanda|Ruanda|Rwanda|Kigali|Kigali|Kigali
-Saint Kitts and Nevis|San Cristóbal y Nieves|Saint-Christophe-et-Niévès|Basseterre|Basseterre|Basseterre
-Saint Lucia|Santa Lucía|Sainte-Lucie|Castries|Castries|Castries
-Saint Vincent and the Grenadines|San Vicente y las Granadinas|Saint-Vincent-et-les-Grenadines|Kingstown|Kingstown|Kingstown
-Samoa|Samoa|Samoa|Apia|Apia|Apia
-San Marino|San Marino|Saint-Marin|-|-|-
-São Tomé and Príncipe|Santo Tomé y Príncipe|Sao Tomé-et-Principe|-|-|-
-Saudi Arabia|Arabia Saudita|Arabie saoudite|Riyadh|Riad|Riyad
-Senegal|Senegal|Sénégal|Dakar|Dakar|Dakar
-Serbia|Serbia|Serbie|Belgrade|Belgrado|Belgrade
-Seychelles|Seychelles|Seychelles|-|-|-
-Sierra Leone|Sierra Leona|Sierra Leone|Freetown|Freetown|Freetown
-Singapore|Singapur|Singapour|-|-|-
-Slovakia|Eslovaquia|Slovaquie|Bratislava|Bratislava|Bratislava
-Slovenia|Eslovenia|Slovénie|Ljubljana|Liubliana|Ljubljana
-Solomon Islands|Islas Salomón|Îles Salomon|Honiara|Honiara|Honiara
-Somalia|Somalia|Somalie|Mogadishu|Mogadiscio|Mogadiscio
-South Africa|Sudáfrica|Afrique du Sud|Pretoria|Pretoria|Pretoria
-South Sudan|Sudán del Sur|Soudan du Sud|Juba|Yuba|Djouba
-Spain|España|Espagne|Madrid|Madrid|Madrid
-Sri Lanka|Sri Lanka|Sri Lanka|Sri Jayawardenepura Kotte|Sri Jayawardenepura Kotte|Sri Jayawardenepura Kotte
-Sudan|Sudán|Soudan|Khartoum|Jartum|Khartoum
-Suriname|Surinam|Suriname|Paramaribo|Paramaribo|Paramaribo
-Sweden|Suecia|Suède|Stockholm|Estocolmo|Stockholm
-Switzerland|Suiza|Suisse|Bern|Berna|Berne
-Syria|Siria|Syrie|Damascus|Damasco|Damas
-Tajikistan|Tayikistán|Tadjikistan|Dushanbe|Dusambé|Douchanbé
-Tanzania|Tanzania|Tanzanie|Dodoma|Dodoma|Dodoma
-Thailand|Tailandia|Thaïlande|Bangkok|Bangkok|Bangkok
-Togo|Togo|Togo|Lomé|Lomé|Lomé
-Tonga|Tonga|Tonga|Nukuʻalofa/Nuku'alofa|Nukualofa|Nuku'alofa
-Trinidad and Tobago|Trinidad y Tobago|Trinité-et-Tobago|Port of Spain|Puerto España|Port-d'Espagne
-Tunisia|Túnez|Tunisie|Tunis|-|Tunis
-Turkey|Turquía|Turquie|Ankara|Ankara|Ankara
-Turkmenistan|Turkmenistán|Turkménistan|Ashgabat|Asjabad|Achgabat
-Tuvalu|Tuvalu|Tuvalu|Funafuti|Funafuti|Funafuti
-Uganda|Uganda|Ouganda|Kampala|Kampala|Kampala
-Ukraine|Ucrania|Ukraine|Kyiv/Kiev|Kiev|Kiev
-United Arab Emirates|Emiratos Árabes Unidos|Émirats arabes unis|Abu Dhabi|Abu Dabi|Abou Dabi
-United Kingdom|Reino Unido|Royaume-Uni|London|Londres|Londres
-United States|Estados Unidos|États-Unis|Washington, D.C.|Washington D. C.|-
-Uruguay|Uruguay|Uruguay|Montevideo|Montevideo|Montevideo
-Uzbekistan|Uzbekistán|Ouzbékistan|Tashkent|Taskent|Tachkent
-Vanuatu|Vanuatu|Vanuatu|Port Vila|Port Vila|Port-Vila
-Venezuela|Venezuela|Venezuela|Caracas|Caracas|Caracas
-Vietnam/Viet Nam|Vietnam|Viêt Nam/Vietnam|Hanoi|Hanói|Hanoï
-Yemen|Yemen|Yémen|Sanaa|Saná|Sanaa
-Zambia|Zambia|Zambie|Lusaka|Lusaka|Lusaka
-Zimbabwe|Zimbabue|Zimbabwe|Harare|Harare|Harare
-"""
-
-_ELEMENTS = """
-Hydrogen|Hidrógeno|Hydrogène
-Helium|Helio|Hélium
-Lithium|Litio|Lithium
-Beryllium|Berilio|Béryllium
-Boron|Boro|-
-Carbon|Carbono|Carbone
-Nitrogen|Nitrógeno|Azote
-Oxygen|Oxígeno|Oxygène
-Fluorine|Flúor|Fluor
-Neon|Neón|Néon
-Sodium|Sodio|Sodium
-Magnesium|Magnesio|Magnésium
-Aluminium/Aluminum|Aluminio|Aluminium
-Silicon|Silicio|Silicium
-Phosphorus|Fósforo|Phosphore
-Sulfur/Sulphur|Azufre|Soufre
-Chlorine|Cloro|Chlore
-Argon|Argón|Argon
-Potassium|Potasio|Potassium
-Calcium|Calcio|Calcium
-Scandium|Escandio|Scandium
-Titanium|Titanio|Titane
-Vanadium|Vanadio|Vanadium
-Chromium|Cromo|Chrome
-Manganese|Manganeso|Manganèse
-Iron|Hierro|Fer
-Cobalt|Cobalto|Cobalt
-Nickel|Níquel|Nickel
-Copper|Cobre|Cuivre
-Zinc|Zinc|Zinc
-Gallium|Galio|Gallium
-Germanium|Germanio|Germanium
-Arsenic|Arsénico|Arsenic
-Selenium|Selenio|Sélénium
-Bromine|Bromo|Brome
-Krypton|Kriptón|Krypton
-Rubidium|Rubidio|Rubidium
-Strontium|Estroncio|Strontium
-Yttrium|Itrio|Yttrium
-Zirconium|Circonio|Zirconium
-Niobium|Niobio|Niobium
-Molybdenum|Molibdeno|Molybdène
-Technetium|Tecnecio|Technétium
-Ruthenium|Rutenio|Ruthénium
-Rhodium|Rodio|Rhodium
-Palladium|Paladio|Palladium
-Silver|Plata|-
-Cadmium|Cadmio|Cadmium
-Indium|-|Indium
-Tin|Estaño|Étain
-Antimony|Antimonio|Antimoine
-Tellurium|Telurio|Tellure
-Iodine|Yodo|Iode
-Xenon|Xenón|Xénon
-Caesium/Cesium|Cesio|Césium
-Barium|Bario|Baryum
-Lanthanum|Lantano|Lanthane
-Cerium|Cerio|Cérium
-Praseodymium|Praseodimio|Praséodyme
-Neodymium|Neodimio|Néodyme
-Promethium|Prometio|Prométhium
-Samarium|Samario|Samarium
-Europium|Europio|Europium
-Gadolinium|Gadolinio|Gadolinium
-Terbium|Terbio|Terbium
-Dysprosium|Disprosio|Dysprosium
-Holmium|Holmio|Holmium
-Erbium|Erbio|Erbium
-Thulium|Tulio|Thulium
-Ytterbium|Iterbio|Ytterbium
-Lutetium|Lutecio|Lutécium
-Hafnium|Hafnio|Hafnium
-Tantalum|Tantalio|Tantale
-Tungsten|Wolframio|Tungstène
-Rhenium|Renio|Rhénium
-Osmium|Osmio|Osmium
-Iridium|Iridio|Iridium
-Platinum|Platino|Platine
-Gold|Oro|-
-Mercury|Mercurio|Mercure
-Thallium|Talio|Thallium
-Lead|Plomo|Plomb
-Bismuth|Bismuto|Bismuth
-Polonium|Polonio|Polonium
-Astatine|Astato|Astate
-Radon|Radón|Radon
-Francium|Francio|Francium
-Radium|-|Radium
-Actinium|Actinio|Actinium
-Thorium|Torio|Thorium
-Protactinium|Protactinio|Protactinium
-Uranium|Uranio|Uranium
-Neptunium|Neptunio|Neptunium
-Plutonium|Plutonio|Plutonium
-Americium|Americio|Américium
-Curium|Curio|Curium
-Berkelium|Berkelio|Berkélium
-Californium|Californio|Californium
-Einsteinium|Einstenio|Einsteinium
-Fermium|Fermio|Fermium
-Mendelevium|Mendelevio|Mendélévium
-Nobelium|Nobelio|Nobélium
-Lawrencium|Lawrencio|Lawrencium
-Rutherfordium|Rutherfordio|Rutherfordium
-Dubnium|Dubnio|Dubnium
-Seaborgium|Seaborgio|Seaborgium
-Bohrium|Bohrio|Bohrium
-Hassium|Hasio|Hassium
-Meitnerium|Meitnerio|Meitnérium
-Darmstadtium|Darmstatio|Darmstadtium
-Roentgenium|Roentgenio|Roentgenium
-Copernicium|Copernicio|Copernicium
-Nihonium|Nihonio|Nihonium
-Flerovium|Flerovio|Flérovium
-Moscovium|Moscovio|Moscovium
-Livermorium|Livermorio|Livermorium
-Tennessine|Teneso|Tennesse
-Oganesson|Oganesón|Oganesson
-"""
-
-_MONTHS = """
-January|enero|janvier
-February|febrero|février
-March|marzo|mars
-April|abril|avril
-May|mayo|mai
-June|junio|juin
-July|julio|juillet
-August|agosto|août
-September|septiembre/setiembre|septembre
-October|octubre|octobre
-November|noviembre|novembre
-December|diciembre|décembre
-"""
-
-# Forms that are mainly something else in one of the three languages; never matched.
-AMBIGUOUS_FORMS: dict[str, str] = {
-    "lead": "an English verb", "Lead": "an English verb",
-    "May": "an English modal verb", "may": "an English modal verb",
-    "or": "the French conjunction", "Or": "the French conjunction",
-    "argent": "French for money", "Argent": "French for money",
-    "bore": "an English verb", "Bore": "an English verb",
-    "radio": "Spanish for radio", "Radio": "Spanish for radio",
-    "indio": "Spanish for Indian", "Indio": "Spanish for Indian",
-}
-
-# category name -> (table, columns per concept, text case: "exact" or "both" (also lower / capitalised))
-_TABLES: dict[str, tuple[str, slice, str]] = {
-    "planets": (_PLANETS, slice(0, 3), "exact"),
-    "countries": (_COUNTRIES, slice(0, 3), "exact"),
-    "capitals": (_COUNTRIES, slice(3, 6), "exact"),
-    "elements": (_ELEMENTS, slice(0, 3), "both"),
-    "months": (_MONTHS, slice(0, 3), "both"),
-}
-CATEGORY_NAMES: tuple[str, ...] = tuple(_TABLES)  # also the priority order for shared forms
-_ARTICLE_CATEGORIES = ("planets", "countries", "capitals", "elements")  # checked by article titles
-LANGUAGES = ("en", "es", "fr")
-
-
-@dataclass(frozen=True)
-class Concept:
-    """One concept: its (English) name, its category, its names per language and the text forms matched."""
-
-    name: str
-    category: str
-    names: dict = field(default_factory=dict, hash=False, compare=False)  # lang -> tuple of names
-    forms: tuple[str, ...] = ()
-
-
-@dataclass
-class Category:
-    name: str
-    concepts: list[Concept]
-    dropped: dict[str, str] = field(default_factory=dict)  # concept or form -> why
-
-
-def _cells(line: str) -> list[tuple[str, ...]]:
-    return [tuple(p.strip() for p in cell.split("/") if p.strip() and p.strip() != "-") for cell in line.split("|")]
-
-
-def _variants(name: str, case: str) -> list[str]:
-    if case == "exact":
-        return [name]
-    lower = name[:1].lower() + name[1:]
-    upper = name[:1].upper() + name[1:]
-    return list(dict.fromkeys([name, lower, upper]))
-
-
-def builtin_categories(names: Sequence[str] | None = None) -> list[Category]:
-    """The curated categories (all, or ``names`` in :data:`CATEGORY_NAMES`), with shared forms resolved: an earlier
-    category in :data:`CATEGORY_NAMES` keeps a form also claimed by a later one; two concepts of one category that
-    share a form both lose it; :data:`AMBIGUOUS_FORMS` are removed; concepts left without forms are dropped."""
-    wanted = list(CATEGORY_NAMES if names is None else names)
-    unknown = [n for n in wanted if n not in _TABLES]
-    if unknown:
-        raise ValueError(f"unknown concept categor{'y' if len(unknown) == 1 else 'ies'} {unknown}: choose from "
-                         f"{', '.join(CATEGORY_NAMES)}")
-    raw: dict[str, list[tuple[str, dict, list[str]]]] = {}
-    for cat in CATEGORY_NAMES:  # build every category, so priorities do not depend on the selection
-        table, cols, case = _TABLES[cat]
-        rows = []
-        for line in table.strip().splitlines():
-            cells = _cells(line)[cols]
-            if not cells[0]:
-                continue
-            per_lang = {lang: cells[i] for i, lang in enumerate(LANGUAGES) if cells[i]}
-            forms = [v for lang_names in per_lang.values() for n in lang_names for v in _variants(n, case)]
-            rows.append((cells[0][0], per_lang, list(dict.fromkeys(forms))))
-        raw[cat] = rows
-    owner: dict[str, tuple[str, bool]] = {}  # form -> (first category that has it, whether it keeps it)
-    for cat in CATEGORY_NAMES:
-        counts: dict[str, int] = {}
-        for _, _, forms in raw[cat]:
-            for f in forms:
-                counts[f] = counts.get(f, 0) + 1
-        for f, n in counts.items():
-            owner.setdefault(f, (cat, n == 1))
-    out = []
-    for cat in wanted:
-        concepts, dropped = [], {}
-        for name, per_lang, forms in raw[cat]:
-            keep = []
-            for f in forms:
-                first, kept = owner[f]
-                if f in AMBIGUOUS_FORMS:
-                    dropped[f"{name}: {f}"] = AMBIGUOUS_FORMS[f]
-                elif first != cat:
-                    dropped[f"{name}: {f}"] = f"also a form of a concept in {first}"
-                elif not kept:
-                    dropped[f"{name}: {f}"] = f"shared by two concepts of {cat}"
-                else:
-                    keep.append(f)
-            if keep:
-                concepts.append(Concept(name, cat, {k: tuple(v) for k, v in per_lang.items()}, tuple(keep)))
-            else:
-                dropped[name] = "no form left after removing shared or ambiguous forms"
-        out.append(Category(cat, concepts, dropped))
-    return out
-
-
-@lru_cache(maxsize=None)
-def _article_names(lang: str) -> frozenset[str]:
-    """Titles of the embedded articles of ``lang``, also without a trailing parenthetical ("Mercury (planet)")."""
-    from workbench.data.corpus import CorpusSpec, iter_documents
-
-    names = set()
-    for doc in iter_documents(CorpusSpec(source="wiki", languages=(lang,), split="all")):
-        names.add(doc.title)
-        names.add(re.sub(r"\s*\([^)]*\)$", "", doc.title))
-    return frozenset(names)
-
-
-def check_against_corpus(categories: Sequence[Category], languages: Sequence[str] = LANGUAGES) -> dict[str, dict]:
-    """For every concept, which of its names are titles of embedded Wikipedia articles (ignoring a trailing
-    parenthetical, capitalised), per language: ``{concept name: {"category", "titles": {lang: [names]},
-    "has_article"}}``. ``has_article`` is None for months, which are checked by occurrence instead."""
-    from workbench.data.corpus import wiki_article
-
-    out = {}
-    for cat in categories:
-        for c in cat.concepts:
-            found = {}
-            for lang in languages:
-                titles = _article_names(lang)
-                hits = [n for n in c.names.get(lang, ()) if (n[:1].upper() + n[1:]) in titles
-                        or wiki_article(lang, n[:1].upper() + n[1:]) is not None]
-                if hits:
-                    found[lang] = hits
-            out[c.name] = {"category": cat.name, "titles": found,
-                           "has_article": bool(found) if cat.name in _ARTICLE_CATEGORIES else None}
-    return out
-
-
-def corpus_categories(names: Sequence[str] | None = None) -> list[Category]:
-    """:func:`builtin_categories` restricted to the concepts with an embedded article in some language (months are
-    kept: they are checked by occurrence)."""
-    cats = builtin_categories(names)
-    check = check_against_corpus(cats)
-    out = []
-    for cat in cats:
-        keep = [c for c in cat.concepts if check[c.name]["has_article"] is not False]
-        dropped = dict(cat.dropped)
-        dropped.update({c.name: "no embedded article" for c in cat.concepts if check[c.name]["has_article"] is False})
-        out.append(Category(cat.name, keep, dropped))
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -726,11 +229,6 @@ def concept_feature_counts(store, sae, occurrences: ConceptOccurrences, config: 
                            *, hook: str | None = None) -> FeatureCounts:
     """Encode the store's contexts (the first ``max_tokens``) with ``sae`` and count firings (see
     :class:`FeatureCounts`). ``occurrences`` must come from the same contexts' token ids."""
-    from tqdm.auto import tqdm
-
-    from workbench.analysis.feature_kernels import SparseEncoder
-    from workbench.analysis.features import resolve_hook
-
     cfg = config or CompletenessConfig()
     hook = resolve_hook(store, sae, hook)
     ctx = int(store.context_size)
@@ -814,97 +312,6 @@ def dedicated_features(count, token_hits, occ_hits, n_occurrences, *, min_precis
                          precision=precision[rows, best].numpy(), recall=recall[rows, best].numpy())
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The sigmoid fit (pure)
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SigmoidFit:
-    """P(present) = 1 / (1 + exp(-slope * (x - midpoint))). ``midpoint_ci`` (delta method) and ``slope_ci`` are
-    Wald intervals from the inverse Fisher information; ``defined`` is False (with ``reason``) when every concept
-    is present or every one absent, and ``separable`` when a threshold splits them perfectly (the slope is then
-    set by the ridge and its interval is not meaningful). ``in_range`` says whether the midpoint lies within the
-    observed x; with very few present (or absent) concepts it is often far outside, an extrapolation."""
-
-    midpoint: float
-    slope: float
-    midpoint_ci: tuple[float, float]
-    slope_ci: tuple[float, float]
-    n: int
-    n_present: int
-    defined: bool
-    separable: bool
-    in_range: bool = False  # the midpoint lies within the observed x (else it is an extrapolation)
-    reason: str = ""
-
-    def predict(self, x) -> np.ndarray:
-        from scipy.special import expit
-
-        return expit(self.slope * (np.asarray(x, dtype=np.float64) - self.midpoint))
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["midpoint_ci"], out["slope_ci"] = list(self.midpoint_ci), list(self.slope_ci)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SigmoidFit":
-        data = dict(data)
-        data["midpoint_ci"], data["slope_ci"] = tuple(data["midpoint_ci"]), tuple(data["slope_ci"])
-        return cls(**data)
-
-
-def fit_sigmoid(x, y, *, ridge: float = 1e-3, confidence: float = 0.95, max_iter: int = 100) -> SigmoidFit:
-    """Maximum-likelihood logistic fit of binary ``y`` on ``x`` (IRLS; ``ridge`` penalises the slope)."""
-    from scipy import stats
-    from scipy.special import expit
-
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    if x.size != y.size or x.size == 0:
-        raise ValueError(f"x and y need the same non-zero length, got {x.size} and {y.size}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("x must be finite (drop concepts that never occur before taking log frequencies)")
-    if not np.all((y == 0) | (y == 1)):
-        raise ValueError("y must be 0/1 (absent/present)")
-    n, k = int(x.size), int(y.sum())
-    nan2 = (math.nan, math.nan)
-    if k == 0 or k == n:
-        return SigmoidFit(math.nan, math.nan, nan2, nan2, n, k, False, False, False,
-                          "every concept is " + ("present" if k == n else "absent") + ": no midpoint to fit")
-    xm, xs = x.mean(), x.std() or 1.0
-    z = (x - xm) / xs  # standardised for conditioning
-    X = np.stack([np.ones(n), z], 1)
-    R = np.diag([0.0, ridge * n])
-    beta = np.zeros(2)
-    for _ in range(max_iter):
-        p = expit(X @ beta)
-        w = p * (1 - p)
-        H = X.T @ (X * w[:, None]) + R
-        step = np.linalg.solve(H, X.T @ (y - p) - R @ beta)
-        beta = beta + step
-        if np.abs(step).max() < 1e-10:
-            break
-    p = expit(X @ beta)
-    H = X.T @ (X * (p * (1 - p))[:, None]) + R
-    cov = np.linalg.inv(H)
-    a, b = beta
-    slope = b / xs
-    mid = xm - a / b * xs if b != 0 else math.nan
-    zq = float(stats.norm.ppf(0.5 + confidence / 2))
-    se_b = math.sqrt(max(cov[1, 1], 0.0)) / xs
-    # midpoint in z units: -a/b; delta method
-    g = np.array([-1.0 / b, a / b ** 2]) if b != 0 else np.array([math.nan, math.nan])
-    se_mid = math.sqrt(max(float(g @ cov @ g), 0.0)) * xs
-    order = np.argsort(x)
-    ys = y[order]
-    separable = bool(np.all(np.diff(ys) >= 0)) or bool(np.all(np.diff(ys) <= 0))
-    return SigmoidFit(midpoint=float(mid), slope=float(slope),
-                      midpoint_ci=(float(mid - zq * se_mid), float(mid + zq * se_mid)),
-                      slope_ci=(float(slope - zq * se_b), float(slope + zq * se_b)), n=n, n_present=k, defined=True,
-                      separable=separable, in_range=bool(x.min() <= mid <= x.max()))
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # The analysis
@@ -956,24 +363,36 @@ class CompletenessResult:
         x = np.log10(freq[dec] * (s["n_alive"] if rescaled else 1))
         return x, np.asarray(s["present"], dtype=bool)[dec].astype(np.float64)
 
+    def by_category(self) -> list[dict]:
+        """One row per (SAE, category): the decidable concepts and how many of them have a dedicated feature."""
+        rows = []
+        for name in self.saes:
+            counts: dict[str, list[int]] = {}
+            for row in self.table(name):
+                if row["decidable"]:
+                    n = counts.setdefault(row["category"], [0, 0])
+                    n[0] += 1
+                    n[1] += bool(row["present"])
+            rows += [{"sae": name, "category": cat, "decidable": d, "covered": c} for cat, (d, c) in counts.items()]
+        return rows
+
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": FORMAT_VERSION, "concepts": self.concepts, "n_tokens": self.n_tokens,
-                "saes": self.saes, "fits": {k: v.to_dict() for k, v in self.fits.items()},
+        """The JSON payload of :meth:`save` (without the format tags)."""
+        return {"concepts": self.concepts, "n_tokens": self.n_tokens, "saes": self.saes,
+                "fits": {k: v.to_dict() for k, v in self.fits.items()},
                 "rescaled_fits": {k: v.to_dict() for k, v in self.rescaled_fits.items()},
                 "pooled_rescaled": self.pooled_rescaled.to_dict() if self.pooled_rescaled else None,
                 "config": self.config}
 
     def save(self, path: str | Path) -> Path:
+        """Write the result as tagged JSON (atomically; NaN fits are kept as JSON NaN)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
-        tmp.replace(path)
-        return path
+        return write_tagged_json(path, self.to_dict(), format=FORMAT, format_version=FORMAT_VERSION, indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> "CompletenessResult":
-        data = read_tagged_json(path, format=FORMAT, what="a completeness result",
+        data = read_tagged_json(path, format=FORMAT, what="a completeness result", max_version=FORMAT_VERSION,
                                 fix="run workbench.analysis.completeness.completeness(..., out_path=...) to write it")
         return cls(concepts=data["concepts"], n_tokens=int(data["n_tokens"]), saes=data["saes"],
                    fits={k: SigmoidFit.from_dict(v) for k, v in data["fits"].items()},
@@ -988,8 +407,6 @@ def completeness(store, saes: Mapping[str, object], categories: Sequence[Categor
     """Find the concepts in the store's tokens, score every SAE in ``saes`` (name -> SAE, all on the store's hook)
     and fit the coverage curves. ``categories`` default to :func:`corpus_categories` (all built-in categories,
     concepts with an embedded article). ``tokenizer`` defaults to the store's model's. ``out_path`` saves JSON."""
-    from workbench.data.models import load_tokenizer
-
     cfg = config or CompletenessConfig()
     if not saes:
         raise ValueError("no SAE to score: pass {name: sae}")
@@ -1034,22 +451,3 @@ def completeness(store, saes: Mapping[str, object], categories: Sequence[Categor
         result.save(out_path)
     return result
 
-
-def train_sizes(standard, d_saes: Sequence[int]) -> dict[str, object]:
-    """SAEs of other sizes trained exactly like ``standard``'s (a :class:`workbench.studies.profile.StandardSAE`: same
-    store, held-out split, architecture, k, batches and token count), in one pass of the multi-SAE trainer and cached
-    next to it. Returns ``{"<arch>-<d_sae>": sae}`` for ``d_saes`` plus the standard SAE, ordered by size."""
-    from workbench.studies.profile import standard_training
-    from workbench.sae.train import RunSpec, train, training_dir
-
-    prof, sae = standard.profile, standard.sae
-    arch = sae.cfg.architecture
-    extra = sorted({int(d) for d in d_saes} - {int(sae.cfg.d_sae)})
-    out = {f"{arch}-{sae.cfg.d_sae}": sae}
-    if extra:
-        (base,), config = standard_training(prof, standard.store, arch)
-        specs = [RunSpec(arch, d, k=base.k, options=dict(base.options)) for d in extra]
-        run_dir = training_dir(standard.run_dir.parent, specs, config, standard.source)
-        trained = train(specs, config, standard.source, run_dir, progress=prof.progress)
-        out.update({f"{arch}-{s.d_sae}": trained.runs[s.resolved_name].sae for s in specs})
-    return dict(sorted(out.items(), key=lambda kv: int(kv[1].cfg.d_sae)))

@@ -6,7 +6,7 @@
     layout = joint_layout(saes, cache_dir="runs/x/neighborhoods")           # cached: a rerun is one npz read
     layout.cluster_labels = label_clusters(layout, explanations=expl, results=results)
 
-The methods follow Towards / Scaling Monosemanticity (research notes §4):
+The methods follow Towards / Scaling Monosemanticity (docs/methods.md §6):
 
 - A feature's direction is its decoder row; two features are close when their decoder rows have a high cosine.
   Dead or all-zero rows have no direction (cosine 0 with everything).
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 import warnings
@@ -37,7 +36,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.core.persist import read_tagged_json
+from workbench.analysis.features import sae_fingerprint
+from workbench.core.persist import atomic_write, read_tagged_json, write_tagged_json
 
 __all__ = [
     "FeatureLayout",
@@ -168,7 +168,7 @@ def nearest_neighbors(saes: Mapping[str, Any], sae: str, feature: int, k: int = 
 
 @dataclass(frozen=True)
 class LayoutConfig:
-    """Settings of the map and its clusters (defaults: the notes' Towards Monosemanticity settings).
+    """Settings of the map and its clusters (defaults: the Towards Monosemanticity settings, docs/methods.md §6).
 
     ``min_dist`` None: 0.05 for one SAE, 0.01 for a joint map of several. ``cluster_components``: the dimension of
     the UMAP that HDBSCAN clusters (0: no clustering). ``random_state``: fixed for a reproducible map (umap-learn
@@ -210,7 +210,6 @@ class LayoutConfig:
 def directions_fingerprint(sae_or_matrix: Any) -> str:
     """sha256 of an SAE's config and weights (:func:`workbench.analysis.features.sae_fingerprint`) or of a matrix's bytes."""
     if hasattr(sae_or_matrix, "cfg") and hasattr(sae_or_matrix, "state_dict"):
-        from workbench.analysis.features import sae_fingerprint
 
         return sae_fingerprint(sae_or_matrix)
     w = unit_directions(sae_or_matrix).contiguous()
@@ -288,16 +287,18 @@ class FeatureLayout:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         stem = d / f"layout-{self.key or 'unkeyed'}"
-        tmp = stem.with_name(f".{stem.name}.tmp{os.getpid()}.npz")
-        np.savez(tmp, sae=self.sae, feature=self.feature, xy=self.xy, embedding=self.embedding, cluster=self.cluster,
-                 knn=self.knn, knn_cosine=self.knn_cosine)
-        os.replace(tmp, stem.with_suffix(".npz"))
-        meta = {"format": LAYOUT_FORMAT, "version": LAYOUT_VERSION, "sae_names": self.sae_names,
-                "config": self.config, "key": self.key,
-                "cluster_labels": {str(c): t for c, t in self.cluster_labels.items()}}
-        tmp_json = stem.with_name(f".{stem.name}.tmp{os.getpid()}.json")
-        tmp_json.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp_json, stem.with_suffix(".json"))
+        arrays = dict(sae=self.sae, feature=self.feature, xy=self.xy, embedding=self.embedding, cluster=self.cluster,
+                      knn=self.knn, knn_cosine=self.knn_cosine)
+
+        def write_npz(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file object, so numpy does not append ".npz" to the temporary name
+                np.savez(fh, **arrays)
+
+        atomic_write(stem.with_suffix(".npz"), write_npz)
+        write_tagged_json(stem.with_suffix(".json"),
+                          {"sae_names": self.sae_names, "config": self.config, "key": self.key,
+                           "cluster_labels": {str(c): t for c, t in self.cluster_labels.items()}},
+                          format=LAYOUT_FORMAT, format_version=LAYOUT_VERSION, indent=1)
         return stem.with_suffix(".npz")
 
     @classmethod
@@ -306,7 +307,8 @@ class FeatureLayout:
         path = Path(path)
         npz, meta_path = path.with_suffix(".npz"), path.with_suffix(".json")
         fix = f"delete {npz} and {meta_path} and lay out again"
-        meta = read_tagged_json(meta_path, format=LAYOUT_FORMAT, what="a saved feature layout", fix=fix)
+        meta = read_tagged_json(meta_path, format=LAYOUT_FORMAT, what="a saved feature layout", fix=fix,
+                                max_version=LAYOUT_VERSION)
         try:
             with np.load(npz, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in ("sae", "feature", "xy", "embedding", "cluster", "knn", "knn_cosine")}

@@ -1,4 +1,4 @@
-"""Features against neurons (research notes §4): how well does the best MLP neuron of the earlier layers track
+"""Features against neurons (docs/methods.md §5): how well does the best MLP neuron of the earlier layers track
 each feature, and are features easier to explain than neurons?
 
 * :func:`neuron_correlations`: for every (selected) feature, the best Pearson correlation with any neuron
@@ -16,8 +16,6 @@ each feature, and are features easier to explain than neurons?
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +27,7 @@ from tqdm.auto import tqdm
 
 from workbench.analysis.explain import ScoreAccumulator, TokenExplainer, examples_from_activations
 from workbench.analysis.feature_kernels import sparse_encode
-from workbench.core.persist import load_tensors, save_tensors
+from workbench.core.persist import load_tensors, read_tagged_json, save_tensors, write_tagged_json
 from workbench.data.hooks import hook_layer
 
 __all__ = [
@@ -40,6 +38,9 @@ __all__ = [
     "default_neuron_layers",
     "neuron_correlations",
 ]
+
+NEURONS_FORMAT = "workbench-neuron-correlations"
+NEURONS_VERSION = 1
 
 
 @dataclass
@@ -225,21 +226,18 @@ class NeuronCorrelations:
         save_tensors({"features": self.features, "best_corr": self.best_corr,
                                   "best_layer": self.best_layer, "best_neuron": self.best_neuron},
                                  d / "neuron_correlations.safetensors")
-        tmp = d / f".neuron_correlations.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps({"format": "workbench-neuron-correlations", "version": 1, "layers": self.layers,
-                                   "d_mlp": self.d_mlp, "n_tokens": self.n_tokens, "threshold": self.threshold,
-                                   "meta": self.meta, "summary": self.summary()}, indent=1))
-        os.replace(tmp, d / "neuron_correlations.json")
+        write_tagged_json(d / "neuron_correlations.json",
+                          {"layers": self.layers, "d_mlp": self.d_mlp, "n_tokens": self.n_tokens,
+                           "threshold": self.threshold, "meta": self.meta, "summary": self.summary()},
+                          format=NEURONS_FORMAT, format_version=NEURONS_VERSION, indent=1)
         return d
 
     @classmethod
     def load(cls, directory: str | Path) -> "NeuronCorrelations":
         d = Path(directory)
-        p = d / "neuron_correlations.json"
-        try:
-            meta = json.loads(p.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{p} is missing or corrupt ({err}): rerun neuron_correlations") from None
+        meta = read_tagged_json(d / "neuron_correlations.json", format=NEURONS_FORMAT,
+                                what="a neuron-correlations file", fix="rerun neuron_correlations",
+                                max_version=NEURONS_VERSION)
         t, _ = load_tensors(d / "neuron_correlations.safetensors", "rerun neuron_correlations")
         try:
             return cls(t["features"], t["best_corr"], t["best_layer"], t["best_neuron"], list(meta["layers"]),

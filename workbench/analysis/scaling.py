@@ -1,28 +1,18 @@
-"""Scaling laws of SAEs: a sweep over dictionary size x training steps, the compute-optimal frontier, power-law fits.
+"""Scaling laws of SAEs: the results of a sweep over dictionary size x training steps, the compute-optimal frontier
+and the fits on it.
 
-    from workbench.analysis.scaling import ScalingConfig, run_sweep
-    results = run_sweep(StoreSource(store.path, holdout_tokens=65_536), ScalingConfig(), "runs/scaling")
+    from workbench.studies.sweeps import run_sweep, sweep_config     # trains the grid (study orchestration)
+    results = run_sweep(StoreSource(store.path, holdout_tokens=65_536), sweep_config(), "runs/scaling")
     fits = results.fits()            # loss, optimal features and optimal steps against compute, with CIs
     results = ScalingResults.load("runs/scaling/scaling.json")
 
-The sweep (research.md §1: at fixed compute, features x steps)
---------------------------------------------------------------
-The grid is ``d_sae`` x ``steps``, both geometric with the same ratio (2 by default), so the products
+The grid (docs/methods.md §2: at fixed compute, features x steps)
+-----------------------------------------------------------------
+:class:`ScalingConfig` is ``d_sae`` x ``steps``, both geometric with the same ratio (2 by default), so the products
 ``d_sae * steps`` fall on shared diagonals: each diagonal is one compute budget, explored at several splits between
-features and steps.
-
-How the runs are trained: **one** :func:`workbench.sae.train.train` **call per step count**, each training every
-dictionary size from one stream of batches (the multi-SAE trainer reads each batch once and steps every SAE on it).
-Why not checkpoints of one long run: the trainer's learning rate decays to 0 over the last 20% of a run's *own*
-steps and the sparsity warm-up is a fraction of it too, so an intermediate checkpoint of a longer run is not a
-finished run of that length (its loss is biased upwards by the undecayed learning rate, more so for the shorter
-runs, which would tilt the fitted exponents). Separate calls give every run its complete schedule; because every
-call reads the same seeded stream, the T-step run sees exactly the first T batches of the 2T-step run. The price is
-``sum(steps)``, under twice the longest run for a ratio-2 grid. Each call's folder is keyed by its configuration
-(:func:`workbench.sae.train.training_dir`), so a rerun reuses the trained SAEs.
-
-Every SAE is then evaluated on the same held-out tokens (``StoreSource(holdout_tokens=...)``): FVU, MSE, L0 and
-the fraction of latents that never fire on them (dead; the window is the held-out token count, reported).
+features and steps. How the grid is trained and evaluated on held-out tokens is
+:func:`workbench.studies.sweeps.run_sweep`; this module holds what it produces (:class:`ScalingResults`, one
+:class:`ScalingRun` per cell) and the analyses of it.
 
 Compute
 -------
@@ -35,8 +25,8 @@ Fits (pure functions on arrays, tested on synthetic data with known exponents)
 - :func:`iso_compute_optima`: on each compute budget, the optimum over the split features/steps: a parabola of the
   loss in log(d_sae) through the budget's runs (>= 3 runs), else the best run. ``interior`` says whether the optimum
   lies strictly inside the budget's range of sizes (an optimum at an edge of the grid is only a bound).
-- :func:`fit_power_law`: y = a x^b by least squares in log-log space, with a t-interval from the fit's covariance
-  and a bootstrap percentile interval (resampling the points).
+- :func:`workbench.analysis.powerlaw.fit_power_law`: y = a x^b by least squares in log-log space, with a t-interval
+  from the fit's covariance and a bootstrap percentile interval (resampling the points).
 - :func:`fit_frontier`: power laws of the optimal loss, features and steps against compute, through the interior
   optima (or, when the grid does not bracket the optimum on at least 2 budgets, through the Pareto runs).
 - :func:`fit_loss_surface`: L(F, T) = E + A F^-alpha + B T^-beta over every run (scipy ``curve_fit``); at fixed
@@ -48,34 +38,30 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from workbench.analysis.powerlaw import PowerLawFit, fit_power_law, positive_array
 from workbench.core.config import known_fields_only
+from workbench.sae.io import load_sae
 
 __all__ = [
     "ComputeOptimum",
-    "PowerLawFit",
     "ScalingConfig",
     "ScalingFits",
     "ScalingResults",
     "ScalingRun",
     "SurfaceFit",
-    "SWEEPS",
     "fit_frontier",
     "fit_loss_surface",
-    "fit_power_law",
     "fit_scaling",
     "iso_compute_optima",
     "load_run_sae",
     "pareto_frontier",
     "pareto_points",
-    "run_sweep",
-    "sweep_config",
     "training_compute",
 ]
 
@@ -138,27 +124,6 @@ class ScalingConfig:
         return cls(**known_fields_only(cls, data, "scaling setting(s)"))
 
 
-# Grids per run profile (workbench.studies.profile).
-# smoke: the 16k-token smoke store (14k training tokens): 4 sizes x 5 step counts at batch 32, ~40 s of CPU.
-# full: the 2M-token standard store: 5 sizes x 5 step counts at batch 2048 (up to 1.9M tokens), 1.2e11
-# feature-tokens of training: 4 to 8 hours on one thread of this 2-core CPU, which trained 4e6 to 7e6
-# feature-tokens/s in the sweeps measured here (minutes on one GPU).
-SWEEPS: dict[str, ScalingConfig] = {
-    "smoke": ScalingConfig(d_sae=(64, 128, 256, 512), steps=(24, 48, 96, 192, 384), batch_size=32, k=16),
-    "full": ScalingConfig(d_sae=(1024, 2048, 4096, 8192, 16384), steps=(58, 116, 232, 464, 928), batch_size=2048,
-                          k=32),
-}
-
-
-def sweep_config(profile=None, **overrides) -> ScalingConfig:
-    """The grid for a run profile (a :class:`workbench.studies.profile.Profile`, its name, or None for the current one)."""
-    from workbench.studies.profile import Profile, current_profile
-
-    name = profile.name if isinstance(profile, Profile) else current_profile(profile).name
-    base = SWEEPS.get(name, SWEEPS["full"])
-    return replace(base, **overrides) if overrides else base
-
-
 def training_compute(d_in: int, d_sae, tokens) -> np.ndarray:
     """Training FLOPs, 6 * N * D with N = 2 * d_in * d_sae weights and D tokens (elementwise on arrays)."""
     return 6.0 * 2.0 * float(d_in) * np.asarray(d_sae, dtype=np.float64) * np.asarray(tokens, dtype=np.float64)
@@ -171,96 +136,6 @@ def training_compute(d_in: int, d_sae, tokens) -> np.ndarray:
 
 def _interval(lo: float, hi: float) -> tuple[float, float]:
     return (float(lo), float(hi))
-
-
-@dataclass
-class PowerLawFit:
-    """y = prefactor * x ** exponent, fitted by least squares on (log x, log y).
-
-    ``exponent_ci`` is a t-interval from the fit's covariance at ``confidence`` (nan with 2 points: no residual
-    degrees of freedom); ``bootstrap_ci`` a percentile interval over resampled points (None below 4 points)."""
-
-    exponent: float
-    prefactor: float
-    exponent_stderr: float
-    exponent_ci: tuple[float, float]
-    bootstrap_ci: tuple[float, float] | None
-    confidence: float
-    n_points: int
-    r2: float
-
-    def predict(self, x) -> np.ndarray:
-        return self.prefactor * np.asarray(x, dtype=np.float64) ** self.exponent
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["exponent_ci"] = list(self.exponent_ci)
-        out["bootstrap_ci"] = list(self.bootstrap_ci) if self.bootstrap_ci is not None else None
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PowerLawFit":
-        data = dict(data)
-        data["exponent_ci"] = tuple(data["exponent_ci"])
-        data["bootstrap_ci"] = tuple(data["bootstrap_ci"]) if data.get("bootstrap_ci") is not None else None
-        return cls(**data)
-
-
-def _as_positive(name: str, values) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    if arr.size and (not np.all(np.isfinite(arr)) or np.any(arr <= 0)):
-        raise ValueError(f"{name} must be finite and positive for a power-law fit, got {arr.tolist()}")
-    return arr
-
-
-def _ols(lx: np.ndarray, ly: np.ndarray) -> tuple[float, float, float, float]:
-    """slope, intercept, slope standard error, r^2 of ly ~ lx."""
-    n = lx.size
-    mx, my = lx.mean(), ly.mean()
-    sxx = float(((lx - mx) ** 2).sum())
-    slope = float(((lx - mx) * (ly - my)).sum() / sxx)
-    intercept = float(my - slope * mx)
-    resid = ly - (intercept + slope * lx)
-    ssr = float((resid ** 2).sum())
-    sst = float(((ly - my) ** 2).sum())
-    se = math.sqrt(ssr / (n - 2) / sxx) if n > 2 else float("nan")
-    r2 = 1.0 - ssr / sst if sst > 0 else 1.0
-    return slope, intercept, se, r2
-
-
-def fit_power_law(x, y, *, confidence: float = 0.95, n_bootstrap: int = 2000, seed: int = 0) -> PowerLawFit:
-    """Fit y = a x^b (see :class:`PowerLawFit`). Needs at least 2 points with distinct x, all values positive."""
-    from scipy import stats
-
-    x, y = _as_positive("x", x), _as_positive("y", y)
-    if x.size != y.size:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
-    if x.size < 2 or np.unique(x).size < 2:
-        raise ValueError(f"a power-law fit needs at least 2 points with distinct x, got x={x.tolist()}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    lx, ly = np.log(x), np.log(y)
-    slope, intercept, se, r2 = _ols(lx, ly)
-    n = x.size
-    if n > 2:
-        t = float(stats.t.ppf(0.5 + confidence / 2, n - 2))
-        ci = _interval(slope - t * se, slope + t * se)
-    else:
-        ci = (float("nan"), float("nan"))
-    boot = None
-    if n >= 4 and n_bootstrap > 0:
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, n, size=(n_bootstrap, n))
-        bx, by = lx[idx], ly[idx]
-        mx, my = bx.mean(1, keepdims=True), by.mean(1, keepdims=True)
-        sxx = ((bx - mx) ** 2).sum(1)
-        ok = sxx > 1e-12 * max(1.0, float(((lx - lx.mean()) ** 2).sum()))
-        slopes = ((bx - mx) * (by - my)).sum(1)[ok] / sxx[ok]
-        if slopes.size >= 10:
-            alpha = (1 - confidence) / 2
-            boot = _interval(np.quantile(slopes, alpha), np.quantile(slopes, 1 - alpha))
-    return PowerLawFit(exponent=slope, prefactor=float(math.exp(intercept)), exponent_stderr=se, exponent_ci=ci,
-                       bootstrap_ci=boot, confidence=confidence, n_points=n, r2=r2)
 
 
 @dataclass
@@ -418,10 +293,10 @@ def fit_loss_surface(d_sae, steps, loss, *, confidence: float = 0.95, n_draws: i
                      seed: int = 0) -> SurfaceFit | None:
     """Fit L(F, T) = E + A F^-alpha + B T^-beta to every run (see :class:`SurfaceFit`); None when there are fewer
     than 6 runs or the fit does not converge to positive exponents."""
-    from scipy.optimize import curve_fit
+    from scipy.optimize import curve_fit  # heavy: only for this fit
 
-    f = _as_positive("d_sae", d_sae)
-    t = _as_positive("steps", steps)
+    f = positive_array("d_sae", d_sae)
+    t = positive_array("steps", steps)
     lo = np.asarray(loss, dtype=np.float64).reshape(-1)
     if not (f.size == t.size == lo.size):
         raise ValueError(f"d_sae, steps and loss need the same length, got {f.size}, {t.size}, {lo.size}")
@@ -638,8 +513,8 @@ class ScalingResults:
         if path.is_dir():
             path = path / RESULTS_FILE
         if not path.is_file():
-            raise ValueError(f"{path} does not exist: run workbench.analysis.scaling.run_sweep first, or pass the folder it "
-                             f"wrote")
+            raise ValueError(f"{path} does not exist: run workbench.studies.sweeps.run_sweep first, or pass the "
+                             f"folder it wrote")
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -647,101 +522,7 @@ class ScalingResults:
         return cls.from_dict(data)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The sweep
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _run_specs(config: ScalingConfig):
-    from workbench.sae.train import RunSpec
-
-    return [RunSpec(config.architecture, d, k=config.k, l1_coefficient=config.l1_coefficient, lr=config.lr,
-                    name=f"{config.architecture}-{d}") for d in config.d_sae]
-
-
-def _train_and_evaluate(source, config: ScalingConfig, specs, steps: int, out_dir: Path, eval_tokens: int,
-                        d_in: int) -> list[ScalingRun]:
-    """One train() call: every size for ``steps`` steps from one stream of batches, then the held-out metrics."""
-    from workbench.sae.evaluate import evaluate_activations
-    from workbench.sae.train import TrainConfig, train, training_dir
-
-    tc = TrainConfig(total_tokens=steps * config.batch_size, batch_size=config.batch_size, seed=config.seed,
-                     checkpoint_every=0, device=config.device, log_every=max(1, min(10, steps // 4)))
-    trained = train(specs, tc, source, training_dir(out_dir / "runs", specs, tc, source), progress=False)
-    out = []
-    for spec in specs:
-        r = trained.runs[spec.resolved_name]
-        m = evaluate_activations(r.sae, source.heldout_batches(config.batch_size), max_tokens=eval_tokens)
-        out.append(ScalingRun(
-            name=f"{spec.resolved_name}-s{steps}", d_sae=int(spec.d_sae), steps=int(steps),
-            batch_size=config.batch_size, tokens=trained.tokens,
-            compute=float(training_compute(d_in, spec.d_sae, trained.tokens)), fvu=float(m.fvu), mse=float(m.mse),
-            l0=float(m.l0), dead_fraction=float(m.dead_fraction), eval_tokens=m.n_tokens,
-            dead_fraction_train=float(r.metrics.get("dead_fraction", math.nan)),
-            dead_window_tokens=int(trained.dead_window_tokens), train_loss=float(r.metrics.get("loss", math.nan)),
-            path=str(r.path)))
-    return out
-
-
-def run_sweep(source, config: ScalingConfig | None = None, out_dir: str | Path = "runs/scaling", *,
-              progress: bool = True, overwrite: bool = False, threads: int | None = None) -> ScalingResults:
-    """Train and evaluate the grid of ``config`` on ``source`` (a :class:`workbench.sae.train.StoreSource` with held-out
-    tokens, or any batch source with ``heldout_batches``); save ``out_dir/scaling.json`` and return the results.
-
-    A saved result for the same grid and source is loaded instead (``overwrite=True`` recomputes the evaluation;
-    trained SAEs are always reused from their configuration-keyed folders). ``threads``: torch CPU threads while
-    training and evaluating (None: torch's setting); 1 is fastest for small SAEs on a busy 2-core machine, where
-    OpenMP barriers make small ops several times slower with 2 threads."""
-    from tqdm.auto import tqdm
-
-    from workbench.core.hardware import torch_threads
-
-    config = config or ScalingConfig()
-    out_dir = Path(out_dir)
-    results_path = out_dir / RESULTS_FILE
-    if not hasattr(source, "heldout_batches") or not getattr(source, "holdout_tokens", 0):
-        raise ValueError("the sweep evaluates every SAE on held-out tokens: give a source with held-out tokens, e.g. "
-                         "StoreSource(store.path, holdout_tokens=65_536)")
-    eval_tokens = int(config.eval_tokens or source.holdout_tokens)
-    if eval_tokens > source.holdout_tokens:
-        raise ValueError(f"eval_tokens={eval_tokens} exceeds the source's {source.holdout_tokens} held-out tokens: "
-                         f"lower eval_tokens or raise holdout_tokens")
-    if eval_tokens < config.batch_size:
-        raise ValueError(f"the source holds out {eval_tokens} tokens, less than one batch of {config.batch_size}: "
-                         f"raise holdout_tokens")
-    available = getattr(getattr(source, "store", None), "n_rows", None)
-    if callable(available):
-        n_train = available(source.exclude_bos) - source.holdout_tokens
-        if config.max_tokens > n_train:
-            raise ValueError(f"the longest run needs {config.max_tokens} tokens ({max(config.steps)} steps x "
-                             f"{config.batch_size}) but the source has {n_train} training tokens after the held-out "
-                             f"ones: lower steps / batch_size or harvest more tokens")
-    if results_path.is_file() and not overwrite:
-        old = ScalingResults.load(results_path)
-        if old.config == config and old.source == source.describe():
-            return old
-
-    t0 = time.perf_counter()
-    specs = _run_specs(config)
-    runs: list[ScalingRun] = []
-    d_in = int(source.d_model)
-    bar = tqdm(total=len(config.steps), desc="scaling sweep", unit="step count", disable=not progress)
-    try:
-        with torch_threads(threads):
-            for steps in sorted(config.steps):
-                runs += _train_and_evaluate(source, config, specs, steps, out_dir, eval_tokens, d_in)
-                bar.update(1)
-    finally:
-        bar.close()
-    results = ScalingResults(config=config, runs=runs, d_in=d_in, source=source.describe(),
-                             seconds=time.perf_counter() - t0)
-    results.save(results_path)
-    return results
-
-
 def load_run_sae(run: ScalingRun, device: str = "cpu"):
     """The trained SAE of one run of a sweep."""
-    from workbench.sae.io import load_sae
-
     return load_sae(run.path, device=device)
 

@@ -2,16 +2,17 @@
 by activation correlation, grouped into split families (with merges), larger-SAE latents classified as refinements
 or novel concepts.
 
-    from workbench.analysis.splitting import SplitConfig, analyze_splitting, nested_saes
+    from workbench.analysis.splitting import SplitConfig, analyze_splitting
+    from workbench.studies.profile import nested_saes
     nested = nested_saes(sizes=(1024, 4096, 16384))           # one training pass, cached under the profile's runs
     split = analyze_splitting(nested.saes, nested.heldout())    # held-out tokens of the same store
     split.families()[0]                                         # the small-SAE feature with the most children
     split.novelty("topk-16384-k32")                             # refinement / novel / silent per latent
 
-Methods (research notes §4):
+Methods (docs/methods.md §7):
 
-- **Nested sizes, one pass.** :func:`train_nested` trains every size with :func:`workbench.sae.train.train`, so all
-  SAEs see exactly the same batches in the same order.
+- **Nested sizes, one pass.** :func:`workbench.studies.profile.train_nested` trains every size with
+  :func:`workbench.sae.train.train`, so all SAEs see exactly the same batches in the same order.
 - **Matching.** For a smaller SAE A and a larger SAE B: the cosine of every pair of decoder rows, and the Pearson
   correlation of every pair of activations over held-out tokens (exact, from the SAEs' sparse codes:
   ``sum_t a_i(t) b_j(t)`` by sparse-dense products, never a dense [tokens, d_sae] matrix).
@@ -28,21 +29,19 @@ Methods (research notes §4):
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.analysis.explain import explanation_text
+from workbench.analysis.feature_kernels import sparse_encode
 from workbench.analysis.neighborhoods import cosine_matrix
 
 __all__ = [
     "FamilyMember",
-    "NestedSAEs",
     "SizeMatch",
     "SplitAnalysis",
     "SplitConfig",
@@ -51,151 +50,9 @@ __all__ = [
     "TokenCodes",
     "activation_correlation",
     "analyze_splitting",
-    "default_sizes",
     "heldout_codes",
     "match_sizes",
-    "nested_saes",
-    "train_nested",
 ]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Training nested sizes on identical activations
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def default_sizes(profile) -> tuple[int, ...]:
-    """Dictionary sizes of a profile: smoke 256/512/1024 (CI-sized), full 1024/4096/16384 (x4 steps)."""
-    return (256, 512, 1024) if getattr(profile, "smoke", False) else (1024, 4096, 16384)
-
-
-# Smoke: the standard store's ~14k training tokens make 55 steps at the profile's batch of 256, too few to move
-# decoder rows away from their random initialisation (measured: the median best cosine between sizes stayed at the
-# random-init level, 0.14, and no latent refined another). Batches of 64 at twice the default learning rate
-# (220 steps) give the smoke SAEs real shared directions to match.
-SMOKE_BATCH_SIZE = 64
-SMOKE_LR_SCALE = 2.0
-
-
-def _check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
-    sizes = tuple(int(s) for s in sizes)
-    if len(sizes) < 2:
-        raise ValueError(f"feature splitting needs at least two dictionary sizes, got {sizes}")
-    if any(s < 1 for s in sizes) or len(set(sizes)) != len(sizes):
-        raise ValueError(f"dictionary sizes must be distinct positive integers, got {sizes}")
-    return tuple(sorted(sizes))
-
-
-def train_nested(source, sizes: Sequence[int], config, out_base: str | Path, *, architecture: str = "topk",
-                 k: float = 32, lr_scale: float = 1.0, progress: bool = True, **spec_options
-                 ) -> tuple[dict[str, Any], Path]:
-    """Train one SAE per size in ``sizes`` on one pass over ``source`` (identical batches for every size).
-
-    ``lr_scale`` multiplies each size's default learning rate (:func:`workbench.sae.train.default_lr`); ``spec_options``
-    go to every :class:`~workbench.sae.train.RunSpec`. The run folder is ``workbench.sae.train.training_dir(out_base, ...)``,
-    keyed by every setting, so a rerun with the same settings loads the trained SAEs. Returns ({name: SAE} ordered
-    from the smallest size, run folder)."""
-    from workbench.sae.train import RunSpec, default_lr, train, training_dir
-
-    sizes = _check_sizes(sizes)
-    if lr_scale <= 0:
-        raise ValueError(f"lr_scale must be positive, got {lr_scale}")
-    if lr_scale != 1.0 and "lr" in spec_options:
-        raise ValueError("give either lr (one rate for every size) or lr_scale (a multiple of each size's default)")
-    specs = [RunSpec(architecture, s, k=k, **spec_options,
-                     **({"lr": lr_scale * default_lr(architecture, s)} if lr_scale != 1.0 else {})) for s in sizes]
-    run_dir = training_dir(out_base, specs, config, source)
-    trained = train(specs, config, source, run_dir, progress=progress)
-    return {s.resolved_name: trained.runs[s.resolved_name].sae for s in specs}, run_dir
-
-
-@dataclass
-class NestedSAEs:
-    """What :func:`nested_saes` prepared: the model, the store, the training source (with held-out tokens) and the
-    SAEs by name, smallest first; every part is cached on disk."""
-
-    model: Any
-    store: Any
-    source: Any
-    saes: dict[str, Any]
-    run_dir: Path
-    profile: Any
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.saes)
-
-    @property
-    def sizes(self) -> list[int]:
-        return [int(s.cfg.d_sae) for s in self.saes.values()]
-
-    def metrics(self) -> dict[str, dict]:
-        """Each SAE's last training metrics (explained variance, L0, dead fraction...) from ``summary.json``."""
-        runs = json.loads((self.run_dir / "summary.json").read_text())["runs"]
-        return {name: runs[name] for name in self.saes}
-
-    def heldout(self, batch_size: int = 4096) -> Iterable[Tensor]:
-        """The held-out activation batches of the store (never seen in training)."""
-        return self.source.heldout_batches(min(batch_size, max(1, self.source.holdout_tokens)))
-
-    def features(self, config=None) -> dict[str, Any]:
-        """The analysis pass of every SAE over the store (:func:`workbench.analysis.features.compute_features`, with logit
-        effects), cached in ``run_dir/<name>/features``."""
-        from workbench.analysis.features import FeatureConfig, compute_features
-
-        cfg = config or FeatureConfig(progress=bool(getattr(self.profile, "progress", True)))
-        return {name: compute_features(self.store, sae, self.run_dir / name / "features", cfg, model=self.model)
-                for name, sae in self.saes.items()}
-
-    def explanations(self, results: Mapping[str, Any]) -> dict[str, Any]:
-        """Offline explanations (:class:`workbench.analysis.explain.TokenExplainer`) of every alive feature of every SAE,
-        cached in ``run_dir/<name>/explanations.json`` (recomputed when the results belong to another SAE)."""
-        from workbench.analysis.explain import ExplanationSet, explain_features
-
-        out = {}
-        for name in self.saes:
-            path = self.run_dir / name / "explanations.json"
-            fp = results[name].meta.get("sae_fingerprint")
-            if path.is_file():
-                try:
-                    cached = ExplanationSet.load(path)
-                    if cached.meta.get("sae_fingerprint") == fp:
-                        out[name] = cached
-                        continue
-                except ValueError:
-                    pass
-            out[name] = explain_features(results[name])
-            out[name].save(path)
-        return out
-
-
-def nested_saes(model_name: str = "gemma-3-270m", *, sizes: Sequence[int] | None = None, profile=None, model=None,
-                architecture: str = "topk", lr_scale: float | None = None, hook: str | None = None, corpus=None,
-                **overrides) -> NestedSAEs:
-    """Nested dictionary sizes on the profile's standard store, trained in one pass (cached).
-
-    Like :func:`workbench.studies.profile.standard_sae` (same store, same held-out tokens, same run folder
-    ``<cache>/runs/<model>-<profile>``), but with one SAE per size (default :func:`default_sizes`). ``overrides``
-    replace profile fields (``n_tokens``, ``holdout_tokens``, ``batch_size``, ``k``...). In the smoke profile the
-    batch size and ``lr_scale`` default to ``SMOKE_BATCH_SIZE`` and ``SMOKE_LR_SCALE`` (see their comment)."""
-    from workbench.data.harvest import harvest_cached
-    from workbench.data.models import load_model
-    from workbench.studies.profile import Profile, current_profile, runs_base, standard_harvest_spec, standard_training
-    from workbench.sae.train import StoreSource
-
-    prof = profile if isinstance(profile, Profile) else current_profile(profile)
-    if prof.smoke:
-        overrides = {"batch_size": SMOKE_BATCH_SIZE, **overrides}
-        lr_scale = SMOKE_LR_SCALE if lr_scale is None else lr_scale
-    prof = replace(prof, **overrides) if overrides else prof
-    sizes = _check_sizes(sizes or default_sizes(prof))
-    model = model if model is not None else load_model(model_name)
-    store = harvest_cached(standard_harvest_spec(model_name, prof, hook=hook, corpus=corpus), model=model)
-    source = StoreSource(store.path, holdout_tokens=prof.holdout_tokens)
-    _, config = standard_training(prof, store, architecture)  # one epoch over the store minus the held-out tokens
-    saes, run_dir = train_nested(source, sizes, config, runs_base(model_name, prof), architecture=architecture,
-                                 k=prof.k, lr_scale=1.0 if lr_scale is None else lr_scale, progress=prof.progress)
-    return NestedSAEs(model=model, store=store, source=source, saes=saes, run_dir=run_dir, profile=prof)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -257,8 +114,6 @@ class TokenCodes:
 def heldout_codes(saes: Mapping[str, Any], batches: Iterable[Tensor] | Tensor, *, max_tokens: int | None = None,
                   progress: bool = False) -> dict[str, TokenCodes]:
     """Encode the same activation batches (or one [n, d_model] tensor) with every SAE, sparsely."""
-    from workbench.analysis.feature_kernels import sparse_encode
-
     if isinstance(batches, Tensor):
         if batches.dim() != 2:
             raise ValueError(f"activations must be a [n_tokens, d_model] matrix, got shape {tuple(batches.shape)}")
@@ -625,7 +480,7 @@ def analyze_splitting(saes: Mapping[str, Any], heldout: Iterable[Tensor] | Tenso
     """Match every pair of SAEs (each smaller with each larger) on the same held-out activations.
 
     ``saes``: name -> SAE, trained on the same activations (any order; sorted by size here). ``heldout``: batches
-    [n, d_model] of activations none of them was trained on (e.g. ``NestedSAEs.heldout()``)."""
+    [n, d_model] of activations none of them was trained on (e.g. ``nested_saes().heldout()``)."""
     cfg = config or SplitConfig()
     if len(saes) < 2:
         raise ValueError(f"feature splitting needs at least two SAEs, got {len(saes)}")

@@ -1,7 +1,7 @@
 """What this machine offers torch: fast bf16 matmuls, and the CPU thread count for a block of work.
 
-- :func:`fast_bf16_matmul` says whether bf16 matrix products run natively (CUDA, or a CPU with AVX512-BF16 or
-  AMX). The trainer's selection GEMM and the feature pass's TopK candidates use bf16 only then: on a CPU that
+- :func:`fast_bf16_matmul` says whether bf16 matrix products run natively (a CUDA GPU with native bf16, or a CPU with
+  AVX512-BF16 or AMX). The trainer's selection GEMM and the feature pass's TopK candidates use bf16 only then: on a CPU that
   merely *supports* bf16 (plain AVX512, emulated in software) it is slower than float32.
 - :func:`torch_threads`: generation, attribution, steering and the feature pass run many small ops, where one
   thread is often as fast as several and far faster when the machine is oversubscribed; each takes a ``threads``
@@ -15,10 +15,11 @@ import torch
 
 
 def fast_bf16_matmul(device: torch.device | str = "cpu") -> bool:
-    """Whether bf16 matmuls are fast on ``device``: CUDA, or a CPU with AVX512-BF16 / AMX."""
+    """Whether bf16 matmuls are fast on ``device``: a CUDA device with native bf16 (Ampere or newer), or a CPU with
+    AVX512-BF16 / AMX."""
     device = torch.device(device)
     if device.type == "cuda":
-        return True
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
         return False
     for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):

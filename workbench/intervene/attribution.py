@@ -1,5 +1,5 @@
 """Features as computational intermediates: attribution of every (position, feature) to a logit difference, checked
-against ablation (research.md §5).
+against ablation (docs/methods.md §9).
 
 The SAE is spliced in at its residual-stream hook with the error term kept: at every position after BOS the
 residual becomes ``decode(f) + err`` with ``f = encode(x)`` and ``err = x - decode(f)`` held fixed, so the model's

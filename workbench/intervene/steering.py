@@ -5,7 +5,7 @@ diff-of-means steering-vector baseline; with the measures that say whether steer
     clamp = FeatureClamp(sae, feature=123, value=10 * max_acts[123], hook="blocks.9.hook_resid_post")
     out = steered_generate(model, "I went on holiday to", clamp, GenerationConfig(n_samples=4))
 
-**Clamping** (research notes §7). Write ``x = SAE(x) + err(x)`` with ``SAE(x) = b_dec + sum_j f_j(x) W_dec[j]``.
+**Clamping** (docs/methods.md §11). Write ``x = SAE(x) + err(x)`` with ``SAE(x) = b_dec + sum_j f_j(x) W_dec[j]``.
 Replacing ``f_i(x)`` by a value ``v`` and adding the same error back gives ``x' = x + (v - f_i(x)) W_dec[i]``:
 only the coordinate along feature i's decoder direction changes, every other feature's contribution and the
 reconstruction error are kept (:func:`clamp_feature`). The value is ``c x`` the feature's max activation over the
@@ -16,7 +16,7 @@ which no SAE saw in training (stores exclude it).
 
 **Additive steering** (:class:`AddVector`): ``x' = x + s u`` at the same positions, for a unit direction ``u``:
 the feature's decoder direction, or a diff-of-means vector (:func:`diff_of_means`: mean activation over the
-completion tokens of positive examples minus that of negative ones, as persona vectors do, §8).
+completion tokens of positive examples minus that of negative ones, as persona vectors do, docs/methods.md §12).
 
 **Matched strengths.** Strength ``c`` means the same thing for every method: an added vector of norm
 ``c x max_i x ||W_dec[i]||`` (what clamping feature i at ``c x max_i`` adds where the feature was off). So at one
@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,9 +49,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.intervene.generation import Generation, GenerationConfig, cache_offset, generate, prompt_tokens
-from workbench.data.hooks import sae_hook
+from workbench.analysis.features import resolve_hook, sae_fingerprint
+from workbench.analysis.search import ContrastHit, hook_activations
 from workbench.core.hardware import torch_threads
+from workbench.core.persist import load_tensors, save_tensors
+from workbench.data.corpus import CorpusSpec, packed_contexts
+from workbench.data.hooks import sae_hook
+from workbench.intervene.generation import Generation, GenerationConfig, cache_offset, generate, prompt_tokens
 
 __all__ = [
     "AddVector",
@@ -217,10 +220,6 @@ def max_activations(store, sae, *, hook: str | None = None, max_tokens: int | No
     ``max_tokens`` stops early (the first tokens of the store). ``cache``: a folder where the result is saved
     (safetensors, keyed by the SAE's fingerprint, the store and ``max_tokens``) and reused.
     """
-    from safetensors.torch import load_file, save_file
-
-    from workbench.analysis.features import resolve_hook, sae_fingerprint
-
     hook = resolve_hook(store, sae, hook)
     if store.d_in(hook) != sae.cfg.d_in:
         raise ValueError(f"d_model mismatch: the store's {hook!r} has d_model={store.d_in(hook)} but the SAE takes "
@@ -234,7 +233,10 @@ def max_activations(store, sae, *, hook: str | None = None, max_tokens: int | No
                           "created": store.manifest.get("created"), "hook": hook, "tokens": total}, sort_keys=True)
         path = Path(cache) / f"max_activations-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
         if path.exists():
-            return load_file(str(path))["max"]
+            try:
+                return load_tensors(path, "")[0]["max"]
+            except (ValueError, KeyError):
+                pass  # corrupt or foreign: compute again and overwrite
     mx = torch.zeros(int(sae.cfg.d_sae), dtype=torch.float32)
     bar = tqdm(total=total, unit="tok", desc="max activations", disable=not progress)
     with torch.no_grad():
@@ -245,9 +247,7 @@ def max_activations(store, sae, *, hook: str | None = None, max_tokens: int | No
     bar.close()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"max": mx.contiguous()}, str(tmp), metadata={"key": key})
-        os.replace(tmp, path)
+        save_tensors({"max": mx}, path, metadata={"key": key})
     return mx
 
 
@@ -266,7 +266,6 @@ class SteeringExample:
 def mean_activation(model, hook: str, examples: Sequence[SteeringExample]) -> Tensor:
     """Mean activation at ``hook`` [d_model] over the completion tokens of ``examples`` (each token weighs the same;
     the first token of the text is never included)."""
-    from workbench.analysis.search import hook_activations
 
     if not examples:
         raise ValueError("no examples: give at least one SteeringExample")
@@ -287,7 +286,6 @@ def mean_activation(model, hook: str, examples: Sequence[SteeringExample]) -> Te
 
 def completion_features(model, sae, examples: Sequence[SteeringExample], hook: str | None = None) -> Tensor:
     """SAE feature activations [n_tokens, d_sae] on the completion tokens of ``examples`` (all examples stacked)."""
-    from workbench.analysis.search import hook_activations
 
     hook = sae_hook(sae, hook)
     if not examples:
@@ -313,7 +311,6 @@ def contrast_completions(model, sae, positive: Sequence[SteeringExample], negati
     sample. ``by``: ``"score"`` (difference of means over the pooled standard deviation, Cohen's d), ``"diff"``
     (difference of means) or ``"relative"`` (difference divided by the feature's max activation over the training
     data: needs ``max_activations``). Returns ``workbench.analysis.search.ContrastHit``s, best first."""
-    from workbench.analysis.search import ContrastHit
 
     if by not in ("score", "diff", "relative"):
         raise ValueError(f"by must be 'score', 'diff' or 'relative', got {by!r}")
@@ -411,7 +408,6 @@ def concept_rate(texts: Iterable[str], check: ConceptCheck) -> float:
 def heldout_tokens(tokenizer, n_contexts: int = 8, context_size: int = 64, language: str = "en") -> Tensor:
     """``[n_contexts, context_size]`` token ids of held-out embedded Wikipedia (BOS first): neutral text for the
     perplexity cost of steering, never seen by the SAE."""
-    from workbench.data.corpus import CorpusSpec, packed_contexts
 
     spec = CorpusSpec(source="wiki", languages=(language,), split="heldout")
     batches = packed_contexts(spec, tokenizer, n_contexts * context_size, context_size=context_size)

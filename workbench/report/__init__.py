@@ -1,0 +1,11 @@
+"""Static HTML: shared pieces (``html``), the feature card (``card``) and the one-file SAE report (``page``).
+
+``from workbench.report import write_report`` keeps working as it did when this was one module; the page module
+(which imports plotly) loads on first use.
+"""
+from workbench.core.lazy import lazy_exports
+
+_PAGE = {name: ".page" for name in ("density_figure", "metrics_rows", "pick_features", "write_report")}
+__all__ = sorted(_PAGE)
+
+__getattr__, __dir__ = lazy_exports(__name__, _PAGE)

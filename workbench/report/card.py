@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 
 from workbench.report import html as H
 
-__all__ = ["FeatureCard", "histogram_figure"]
+__all__ = ["HIST_WIDTH", "FeatureCard", "histogram_figure"]
 
 BUCKET_COLOURS = ["#fde0c5", "#fcc89b", "#fbb072", "#f99850", "#f7803a", "#ee6a2e", "#dd5426", "#c7401f",
                   "#ad2f19", "#8e2013"]
@@ -23,9 +23,14 @@ def _bucket_colour(b: int, n: int) -> str:
     return BUCKET_COLOURS[min(len(BUCKET_COLOURS) - 1, b * len(BUCKET_COLOURS) // max(n, 1))]
 
 
-def histogram_figure(report, n_buckets: int | None = None, height: int = 220) -> go.Figure:
+HIST_WIDTH = 440  # px: the card's histogram has a fixed width, so it never spills over the logit table
+
+
+def histogram_figure(report, n_buckets: int | None = None, height: int = 220, width: int | None = HIST_WIDTH
+                     ) -> go.Figure:
     """Bar chart of the feature's non-zero activations (linear bins from 0 to its max), each bar coloured by the
-    activation bucket it falls in (``n_buckets``: default the number of buckets of the report)."""
+    activation bucket it falls in (``n_buckets``: default the number of buckets of the report). ``width`` in
+    pixels (None: plotly's autosize to the container when it is drawn)."""
     h = report.histogram
     n_buckets = n_buckets or max(len(report.buckets), 1)
     mx = max(float(report.max_activation), 1e-12)
@@ -36,7 +41,8 @@ def histogram_figure(report, n_buckets: int | None = None, height: int = 220) ->
                                                                                 for b in buckets],
                            customdata=buckets, hovertemplate="act %{x:.3g}: %{y} tokens (bucket %{customdata})"
                                                              "<extra></extra>"))
-    fig.update_layout(height=height, margin=dict(l=40, r=10, t=24, b=30), bargap=0,
+    fig.update_layout(height=height, width=width, autosize=width is None, margin=dict(l=40, r=10, t=24, b=30),
+                      bargap=0,
                       title=dict(text=f"F{report.index} activations (non-zero)", font=dict(size=12)),
                       xaxis_title=None, yaxis_title="tokens")
     return fig
@@ -114,7 +120,13 @@ class FeatureCard:
     def to_html(self, include_plotlyjs: bool | str = "cdn") -> str:
         """A static fragment: header, histogram, logit table, examples. ``include_plotlyjs`` as in
         :func:`workbench.report.html.figure_html` (False inside a page that already loads plotly)."""
+        # The figure's box has the figure's own fixed width: plotly draws when its script runs, before the logit
+        # table after it is parsed, so a box sized by the flex layout (flex:1) was measured wider than it ends up
+        # and the plot covered the table until a window resize.
+        fig = self.figure()
+        width = fig.layout.width or HIST_WIDTH
         return (f'<div class="wb-card">{self.header_html()}'
-                f'<div style="display:flex;gap:12px;flex-wrap:wrap"><div style="flex:1;min-width:320px">'
-                f"{H.figure_html(self.figure(), include_plotlyjs)}</div><div>{self.logits_html()}</div></div>"
+                f'<div class="wb-row"><div class="wb-fig" style="width:{int(width)}px">'
+                f"{H.figure_html(fig, include_plotlyjs)}</div>"
+                f'<div class="wb-side">{self.logits_html()}</div></div>'
                 f"{self.examples_html()}</div>")

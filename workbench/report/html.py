@@ -21,6 +21,9 @@ STYLE = """
 .wb-table{border-collapse:collapse;font-size:12px;margin:4px 0}
 .wb-table td,.wb-table th{border:1px solid #ddd;padding:2px 6px;text-align:left}
 .wb-muted{color:#777}
+.wb-row{display:flex;gap:12px;flex-wrap:wrap;align-items:flex-start}
+.wb-fig{flex:0 0 auto;max-width:100%;overflow:hidden}
+.wb-side{flex:1 1 240px;min-width:0;overflow-x:auto}
 """
 
 

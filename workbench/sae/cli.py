@@ -1,6 +1,7 @@
 """``workbench train``: train SAEs on an activation store, one SAE or a sweep in a single pass.
 
     workbench train --store STORE --arch topk --d-sae 8192 --k 32 --tokens 2M
+    workbench train --store STORE --arch topk --d-sae 4096 --tokens 150k --epochs 10 --holdout-tokens 32k
     workbench train --store STORE --arch topk --arch relu --d-sae 4096 --d-sae 8192 --tokens 2M   # a 2x2 grid
     workbench train --store STORE --sweep sweep.yaml
 
@@ -13,6 +14,11 @@ the TopK family, ``l1`` to relu and ``l0`` to jumprelu) and ``runs`` (explicit S
     grid: {arch: [topk, batchtopk], d_sae: [4096, 8192], k: [32, 64]}
     runs:
       - {arch: relu, d_sae: 8192, l1: 5}
+
+``--tokens`` (``total_tokens``) counts the training tokens of one epoch; ``--epochs N`` trains N passes over
+them, each reshuffled, so the run sees N times as many tokens (the held-out tokens of ``--holdout-tokens`` are
+never trained on, and each SAE's held-out FVU is logged at the end of every epoch). One epoch must fit in the
+store: training refuses to start otherwise.
 
 Command-line flags override the file's ``train`` values. Re-running the same command resumes from the latest
 checkpoint in ``--out`` (``--no-resume`` starts afresh).
@@ -133,7 +139,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--l1", action="append", type=float, help="relu lambda (repeat for a grid)")
     p.add_argument("--l0", action="append", type=float, help="jumprelu L0 coefficient (repeat for a grid)")
     p.add_argument("--lr", type=float, help="learning rate (default: the recipe's, per architecture)")
-    p.add_argument("--tokens", type=parse_count, help="training tokens, e.g. 2M (default 2M)")
+    p.add_argument("--tokens", type=parse_count, help="training tokens per epoch, e.g. 2M (default 2M)")
+    p.add_argument("--epochs", type=int, help="passes over the store's training tokens, each reshuffled (default 1)")
     p.add_argument("--batch-size", type=parse_count, help="tokens per batch (default 4096)")
     p.add_argument("--out", help="output directory (default runs/train-<store name>)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -170,9 +177,10 @@ def build_specs(args: argparse.Namespace, sweep_specs: Sequence[RunSpec]) -> lis
 
 def build_config(args: argparse.Namespace, overrides: dict[str, Any]) -> TrainConfig:
     values = dict(overrides)
-    flags = {"total_tokens": args.tokens, "batch_size": args.batch_size, "seed": args.seed, "bf16": args.bf16 or None,
-             "dead_window_tokens": args.dead_window, "checkpoint_every": args.checkpoint_every,
-             "log_every": args.log_every, "wandb_project": args.wandb_project, "device": args.device}
+    flags = {"total_tokens": args.tokens, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+             "bf16": args.bf16 or None, "dead_window_tokens": args.dead_window,
+             "checkpoint_every": args.checkpoint_every, "log_every": args.log_every,
+             "wandb_project": args.wandb_project, "device": args.device}
     values.update({k: v for k, v in flags.items() if v is not None})
     return TrainConfig.from_dict(values)
 
@@ -199,8 +207,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     summary = {"out": str(out), "input_scale": result.input_scale, "tokens": result.tokens,
-               "dead_window_tokens": result.dead_window_tokens, "tokens_per_s": result.tokens_per_s,
-               "runs": {n: {"path": str(r.path), **{k: r.metrics.get(k) for k in ("fvu", "l0", "dead_fraction")}}
+               "epochs": config.epochs, "dead_window_tokens": result.dead_window_tokens,
+               "tokens_per_s": result.tokens_per_s,
+               "runs": {n: {"path": str(r.path), **{k: r.metrics.get(k) for k in ("fvu", "l0", "dead_fraction")},
+                            **{k: (r.epochs[-1] if r.epochs else {}).get(k) for k in ("heldout_fvu", "train_fvu")}}
                         for n, r in result.runs.items()}}
     print(json.dumps(summary, indent=2))
     return 0

@@ -6,7 +6,7 @@
   SAE reconstruction in place of the activation, activation zeroed) and returns the CE loss recovered and the KL
   divergence of the spliced next-token distribution from the clean one.
 
-Definitions (research.md §3): FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2; explained variance = 1 - FVU;
+Definitions (docs/methods.md §4): FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2; explained variance = 1 - FVU;
 L0 = mean number of active features per token; a feature is dead if it never fires on the evaluated tokens and
 dense if it fires on more than ``dense_threshold`` (10%) of them; CE loss recovered =
 (CE_zero - CE_spliced) / (CE_zero - CE_clean).

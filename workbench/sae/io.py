@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -25,8 +24,8 @@ from urllib.parse import urlparse
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
+from workbench.core.persist import atomic_write_text, save_tensors
 from workbench.sae.model import DTYPES, SAE, SAEConfig, SAEMetadata, load_parameters, sae_parameters_dict
 
 CFG_FILENAME = "cfg.json"
@@ -35,14 +34,12 @@ _SAE_LENS_ARCH = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "b
                   "matryoshka": "jumprelu"}
 _METADATA_KEYS = ("model_name", "hook_name", "context_size", "prepend_bos")
 
-
 def _sae_lens_version() -> str:
     try:
         version = importlib_metadata.version("sae-lens")
     except importlib_metadata.PackageNotFoundError:
         return "6.0.0"
     return version if int(version.split(".")[0]) >= 6 else "6.0.0"
-
 
 def sae_lens_config(sae: SAE, input_scale: float = 1.0) -> dict[str, Any]:
     """The cfg.json dict SAELens v6 expects for ``sae`` (whose weights take raw activations)."""
@@ -75,20 +72,6 @@ def sae_lens_config(sae: SAE, input_scale: float = 1.0) -> dict[str, Any]:
         out["rescale_acts_by_decoder_norm"] = False
     return out
 
-
-def _write_atomically(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_sae(sae: SAE, path: str | Path, *, input_scale: float = 1.0) -> Path:
     """Write ``sae`` to the folder ``path`` in SAELens v6 format and return the folder.
 
@@ -101,15 +84,13 @@ def save_sae(sae: SAE, path: str | Path, *, input_scale: float = 1.0) -> Path:
     out = sae.folded(input_scale) if input_scale != 1.0 else sae
     tensors = {k: v.cpu() for k, v in sae_parameters_dict(out).items()}
     cfg = sae_lens_config(out, input_scale)
-    _write_atomically(path / WEIGHTS_FILENAME, lambda tmp: save_file(tensors, tmp))
-    _write_atomically(path / CFG_FILENAME, lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2)))
+    save_tensors(tensors, path / WEIGHTS_FILENAME)
+    atomic_write_text(path / CFG_FILENAME, json.dumps(cfg, indent=2))
     return path
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------------------------
-
 
 def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file; a missing, truncated or corrupt file raises ValueError naming it."""
@@ -121,7 +102,6 @@ def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> di
             return {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
         raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from err
-
 
 def _modernise_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Bring a pre-6 SAELens cfg.json (flat, hook_point, activation_fn_str) to the v6 layout."""
@@ -144,7 +124,6 @@ def _modernise_config(cfg: dict[str, Any]) -> dict[str, Any]:
             cfg["architecture"] = "standard"
     cfg.setdefault("apply_b_dec_to_input", True)
     return cfg
-
 
 def _convert(cfg: dict[str, Any], tensors: dict[str, torch.Tensor], source: str,
              device: str | torch.device, dtype: str | None) -> SAE:
@@ -211,7 +190,6 @@ def _convert(cfg: dict[str, Any], tensors: dict[str, torch.Tensor], source: str,
     load_parameters(sae, tensors, source)
     return sae.to(device)
 
-
 def load_sae(path: str | Path, device: str | torch.device = "cpu", dtype: str | None = None) -> SAE:
     """Load an SAE folder (ours or SAELens's, ``cfg.json`` + ``sae_weights.safetensors``)."""
     path = Path(path)
@@ -225,18 +203,15 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu", dtype: str | 
     tensors = read_safetensors(path / WEIGHTS_FILENAME)
     return _convert(cfg, tensors, str(path), device, dtype)
 
-
 def from_sae_lens(sl_sae: Any, device: str | torch.device | None = None) -> SAE:
     """Our SAE from an in-memory ``sae_lens.SAE`` (inference or training class)."""
     cfg = sl_sae.cfg.to_dict()
     tensors = {k: v.detach().cpu() for k, v in sl_sae.state_dict().items()}
     return _convert(cfg, tensors, f"sae_lens {type(sl_sae).__name__}", device or "cpu", None)
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # Pretrained releases
 # ----------------------------------------------------------------------------------------------------------------
-
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether a TCP connection to the Hugging Face endpoint opens within ``timeout`` seconds."""
@@ -248,7 +223,6 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     except OSError:
         return False
 
-
 @contextmanager
 def _hub_offline() -> Iterator[None]:
     from huggingface_hub import constants
@@ -259,7 +233,6 @@ def _hub_offline() -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = previous
-
 
 def load_pretrained(release: str, sae_id: str, device: str | torch.device = "cpu") -> SAE:
     """Load a SAELens release (e.g. ``gemma-scope-2b-pt-res-canonical``) by name through SAELens's loader.

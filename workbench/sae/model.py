@@ -36,7 +36,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookedRootModule, HookPoint
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
 
 from workbench.core.config import known_fields_only
 from workbench.sae.kernels import (DenseReLU, SelectedPreActivations, Selection, SparseDecode, Workspace, no_autocast,
@@ -384,8 +385,9 @@ class SAE(HookedRootModule):
                        ) -> None:
         """Set b_dec to the geometric median (or mean) of ``sample`` [n, d_in] (already scaled).
 
-        For relu, whose encoder does not subtract b_dec, b_enc is set to -W_enc^T b_dec so that the encoder
-        initially sees centred inputs, as the other architectures do.
+        Every architecture's encoder subtracts b_dec by default, so it then sees centred inputs. An SAE built with
+        ``apply_b_dec_to_input=False`` (relu's literal form) instead gets b_enc = -W_enc^T b_dec, which centres its
+        inputs at the start in the same way.
         """
         self._check_input(sample)
         if method == "zeros":

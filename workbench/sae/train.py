@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -40,6 +41,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.core.config import known_fields_only
+from workbench.core.persist import atomic_write_text
 from workbench.core.hardware import fast_bf16_matmul
 from workbench.sae.model import ARCHITECTURES, SAE, SPARSE_MAX_DENSITY, TOPK_FAMILY, SAEConfig, SAEMetadata
 from workbench.sae.io import read_safetensors, save_sae
@@ -121,11 +123,20 @@ class RunSpec:
 
 @dataclass
 class TrainConfig:
-    """Settings shared by every SAE of a training pass. The defaults follow the recipes in research.md."""
+    """Settings shared by every SAE of a training pass. The defaults follow the recipes in docs/methods.md §2-3.
 
-    total_tokens: int = 2_000_000
+    ``total_tokens`` is the number of training tokens **per epoch**; the run trains ``epochs * total_tokens``
+    tokens (:attr:`run_tokens`, in :attr:`total_steps` steps), and the lr / sparsity schedules and the default
+    dead window span the whole run. With ``epochs=1`` (the default) ``total_tokens`` is the whole run, as before
+    epochs existed. One epoch must fit in the source's training tokens (a store's tokens minus its held-out ones):
+    training refuses to start otherwise. Epoch 0 reads the source's usual shuffled order; every later epoch is a
+    fresh permutation of the same training tokens, seeded by (seed, epoch), never touching the held-out ones.
+    """
+
+    total_tokens: int = 2_000_000  # training tokens per epoch (with epochs=1, of the whole run)
     batch_size: int = 4096
     seed: int = 0
+    epochs: int = 1  # passes over the source; each pass reshuffles (see Trainer.fit); held-out tokens stay out
     device: str = "auto"  # auto: cuda when available, else cpu
     bf16: bool = False  # bf16 autocast of the dense matmuls (CUDA only)
     adam_betas: tuple[float, float] = (0.9, 0.999)
@@ -134,7 +145,7 @@ class TrainConfig:
     lr_warmup_steps: int = 0
     lr_decay_fraction: float = 0.2
     sparsity_warmup_fraction: float = 0.05
-    dead_window_tokens: int | None = None  # default: min(10M, total_tokens // 10), at least one batch
+    dead_window_tokens: int | None = None  # default: min(10M, epochs * total_tokens // 10), at least one batch
     b_dec_init: str = "geometric_median"  # or "mean", "zeros"
     scale_estimate_tokens: int = 65_536
     b_dec_init_tokens: int = 16_384
@@ -143,12 +154,18 @@ class TrainConfig:
     keep_checkpoints: int = 2
     sparse_max_density: float = SPARSE_MAX_DENSITY  # sparse path while (active entries) / (batch * d_sae) <= this
     selection_dtype: str = "auto"  # precision of the GEMM that only picks active latents: auto, float32, bfloat16
+    heldout_eval_tokens: int = 16_384  # per epoch end: FVU of each SAE on this many held-out and training tokens
     wandb_project: str | None = None
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs!r} must be a whole number >= 1 (1 = one pass over total_tokens)")
         if self.batch_size < 1 or self.total_tokens < self.batch_size:
             raise ValueError(f"total_tokens={self.total_tokens} must be at least one batch of {self.batch_size}")
+        if self.heldout_eval_tokens < 0:
+            raise ValueError(f"heldout_eval_tokens={self.heldout_eval_tokens} must be >= 0 (0 turns the per-epoch "
+                             f"evaluation off)")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
             raise ValueError(f"b_dec_init={self.b_dec_init!r}: use geometric_median, mean or zeros")
         if not 0 <= self.lr_decay_fraction <= 1 or not 0 <= self.sparsity_warmup_fraction <= 1:
@@ -170,8 +187,18 @@ class TrainConfig:
         return torch.device(self.device)
 
     @property
-    def total_steps(self) -> int:
+    def steps_per_epoch(self) -> int:
         return self.total_tokens // self.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        """Optimisation steps of the whole run, all epochs: the lr and sparsity schedules span these."""
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def run_tokens(self) -> int:
+        """Tokens the whole run trains on: ``epochs * total_tokens`` (rounded down to whole batches)."""
+        return self.total_steps * self.batch_size
 
     @property
     def resolved_selection_dtype(self) -> torch.dtype | None:
@@ -188,7 +215,7 @@ class TrainConfig:
     def resolved_dead_window(self) -> int:
         if self.dead_window_tokens is not None:
             return int(self.dead_window_tokens)
-        return max(self.batch_size, min(10_000_000, self.total_tokens // 10))
+        return max(self.batch_size, min(10_000_000, self.epochs * self.total_tokens // 10))
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -201,7 +228,8 @@ class TrainConfig:
 
 
 # Fields that do not change the trajectory, so a resume may change them.
-_RESUME_FREE = {"log_every", "checkpoint_every", "keep_checkpoints", "wandb_project", "device"}
+_RESUME_FREE = {"log_every", "checkpoint_every", "keep_checkpoints", "wandb_project", "device",
+                "heldout_eval_tokens"}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -232,7 +260,14 @@ def warmup_multiplier(step: int, total_steps: int, warmup_fraction: float = 0.05
 
 
 class BatchSource(Protocol):
-    """A deterministic, restartable stream of activation batches [batch, d_model]."""
+    """A deterministic, restartable stream of activation batches [batch, d_model].
+
+    ``batches(batch_size, start_tokens=k)`` restarts the stream after ``k`` tokens. A source that can serve
+    several epochs also takes ``epoch=e`` (epoch 0 is its plain stream, each later epoch a fresh permutation of the
+    same training tokens) and says in ``n_train_tokens`` how many training tokens one epoch holds (None: endless).
+    A source with held-out tokens has ``holdout_tokens`` > 0 and ``heldout_batches(batch_size)``; they are never
+    among the training tokens of any epoch. :class:`TensorSource` and :class:`StoreSource` do all of this.
+    """
 
     d_model: int
     metadata: SAEMetadata
@@ -242,26 +277,71 @@ class BatchSource(Protocol):
     def describe(self) -> dict: ...
 
 
-class TensorSource:
-    """Batches from an in-memory [n_tokens, d_model] tensor, shuffled once by ``seed`` (one epoch)."""
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffling seed of epoch ``epoch`` (>= 1) of a run seeded ``seed``: 63 bits of sha256(seed, epoch)."""
+    digest = hashlib.sha256(f"workbench-epoch:{int(seed)}:{int(epoch)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
-    def __init__(self, data: Tensor, *, seed: int = 0, shuffle: bool = True, metadata: SAEMetadata | None = None):
+
+def _takes_epoch(source: Any) -> bool:
+    """Whether ``source.batches`` accepts ``epoch=``."""
+    try:
+        params = inspect.signature(source.batches).parameters
+    except (TypeError, ValueError):
+        return False
+    return "epoch" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+class TensorSource:
+    """Batches from an in-memory [n_tokens, d_model] tensor.
+
+    The rows are shuffled once by ``seed`` (kept in order with ``shuffle=False``); the first ``holdout_tokens`` of
+    that order are held out (:meth:`heldout_batches`) and training reads the rest: in that order in epoch 0, and
+    in a fresh permutation seeded by (seed, epoch) in every later epoch (in order again with ``shuffle=False``).
+    """
+
+    def __init__(self, data: Tensor, *, seed: int = 0, shuffle: bool = True, metadata: SAEMetadata | None = None,
+                 holdout_tokens: int = 0):
         if data.dim() != 2:
             raise ValueError(f"TensorSource needs a [n_tokens, d_model] tensor, got shape {tuple(data.shape)}")
         self.data = data
         self.d_model = int(data.shape[1])
         self.n_tokens = int(data.shape[0])
-        self.seed, self.shuffle = seed, shuffle
+        if not 0 <= int(holdout_tokens) < self.n_tokens:
+            raise ValueError(f"holdout_tokens={holdout_tokens} must lie in [0, {self.n_tokens}): the tensor holds "
+                             f"{self.n_tokens} tokens")
+        self.seed, self.shuffle, self.holdout_tokens = seed, shuffle, int(holdout_tokens)
+        self.n_train_tokens = self.n_tokens - self.holdout_tokens
         self.metadata = metadata or SAEMetadata()
 
-    def batches(self, batch_size: int, *, start_tokens: int = 0) -> Iterator[Tensor]:
-        order = torch.randperm(self.n_tokens, generator=torch.Generator().manual_seed(self.seed)) if self.shuffle \
-            else torch.arange(self.n_tokens)
-        for start in range(start_tokens, self.n_tokens - batch_size + 1, batch_size):
-            yield self.data[order[start:start + batch_size]]
+    def _order(self) -> Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n_tokens)
+        return torch.randperm(self.n_tokens, generator=torch.Generator().manual_seed(self.seed))
+
+    def training_rows(self, epoch: int = 0) -> Tensor:
+        """Indices into ``data`` of the training tokens, in the order epoch ``epoch`` reads them."""
+        rows = self._order()[self.holdout_tokens:]
+        if epoch > 0 and self.shuffle:
+            gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+            rows = rows[torch.randperm(rows.numel(), generator=gen)]
+        return rows
+
+    def batches(self, batch_size: int, *, start_tokens: int = 0, epoch: int = 0) -> Iterator[Tensor]:
+        rows = self.training_rows(epoch)
+        for start in range(start_tokens, rows.numel() - batch_size + 1, batch_size):
+            yield self.data[rows[start:start + batch_size]]
+
+    def heldout_batches(self, batch_size: int) -> Iterator[Tensor]:
+        rows = self._order()[:self.holdout_tokens]
+        for start in range(0, rows.numel() - batch_size + 1, batch_size):
+            yield self.data[rows[start:start + batch_size]]
 
     def describe(self) -> dict:
-        return {"kind": "tensor", "n_tokens": self.n_tokens, "d_model": self.d_model, "seed": self.seed}
+        out = {"kind": "tensor", "n_tokens": self.n_tokens, "d_model": self.d_model, "seed": self.seed}
+        if self.holdout_tokens:
+            out["holdout_tokens"] = self.holdout_tokens
+        return out
 
 
 class SyntheticSource:
@@ -314,9 +394,14 @@ class SyntheticSource:
 class StoreSource:
     """Shuffled batches of one hook from a :class:`workbench.data.store.ActivationStore`.
 
-    The first ``holdout_tokens`` of the shuffled stream are held out for evaluation (:meth:`heldout_batches`);
-    training reads from there on.
+    The first ``holdout_tokens`` of the store's shuffled stream (seeded by ``seed``) are held out for evaluation
+    (:meth:`heldout_batches`); training reads from there on. Epoch 0 is that stream; a later epoch ``e`` cuts the
+    training part of the stream into blocks of ``epoch_block_shards`` shards' worth of tokens, visits the blocks in
+    an order seeded by (seed, e) and permutes each block's tokens with a seed of (seed, e, block), so that every
+    epoch is a fresh permutation of the same training tokens and memory stays at about one block.
     """
+
+    epoch_block_shards = 4  # as the store's own shuffle buffer
 
     def __init__(self, path: str | Path, *, hook: str | None = None, seed: int = 0, exclude_bos: bool = True,
                  holdout_tokens: int = 0, allow_incomplete: bool = False):
@@ -335,12 +420,62 @@ class StoreSource:
         self.metadata = SAEMetadata(model_name=self.store.model_name, hook_name=self.hook,
                                     context_size=self.store.context_size, prepend_bos=self.store.prepend_bos)
 
-    def _iter(self, batch_size: int, start: int) -> Iterator[Tensor]:
-        return self.store.iter_batches(batch_size, hook=self.hook, shuffle=True, seed=self.seed,
-                                       exclude_bos=self.exclude_bos, drop_last=True, start_tokens=start)
+    @property
+    def n_rows(self) -> int:
+        """Tokens the store streams for this hook (without BOS positions when ``exclude_bos``)."""
+        return int(self.store.n_rows(self.exclude_bos))
 
-    def batches(self, batch_size: int, *, start_tokens: int = 0) -> Iterator[Tensor]:
-        return self._iter(batch_size, self.holdout_tokens + start_tokens)
+    @property
+    def n_train_tokens(self) -> int:
+        """Training tokens in one epoch: the store's tokens minus the held-out ones."""
+        return max(0, self.n_rows - self.holdout_tokens)
+
+    def _iter(self, batch_size: int, start: int, **kw: Any) -> Iterator[Tensor]:
+        return self.store.iter_batches(batch_size, hook=self.hook, shuffle=True, seed=self.seed,
+                                       exclude_bos=self.exclude_bos, start_tokens=start, **{"drop_last": True, **kw})
+
+    def batches(self, batch_size: int, *, start_tokens: int = 0, epoch: int = 0) -> Iterator[Tensor]:
+        if epoch == 0:
+            return self._iter(batch_size, self.holdout_tokens + start_tokens)
+        return self._reshuffled(batch_size, start_tokens, epoch)
+
+    def epoch_blocks(self) -> list[tuple[int, int]]:
+        """The training part of the epoch-0 stream, ``[holdout_tokens, n_rows)``, as [start, stop) blocks."""
+        n_ctx = max(1, self.store.n_contexts)
+        per_ctx = max(1, self.n_rows // n_ctx)
+        size = max(1, self.epoch_block_shards * self.store.shard_contexts * per_ctx)
+        return [(lo, min(self.n_rows, lo + size)) for lo in range(self.holdout_tokens, self.n_rows, size)]
+
+    def _reshuffled(self, batch_size: int, start: int, epoch: int) -> Iterator[Tensor]:
+        import numpy as np
+
+        seed = epoch_seed(self.seed, epoch)
+        blocks = self.epoch_blocks()
+        order = np.random.default_rng([seed, 0]).permutation(len(blocks))
+        pending: list[Tensor] = []
+        pending_n = 0
+        pos = 0  # position in this epoch's stream of the first token of the current block
+        for j, b in enumerate(order.tolist()):
+            lo, hi = blocks[b]
+            n = hi - lo
+            if pos + n <= start:  # before the resume point: skip without reading
+                pos += n
+                continue
+            rows = next(self._iter(n, lo, max_tokens=n, drop_last=False, dtype=None))
+            perm = torch.from_numpy(np.random.default_rng([seed, 1, j]).permutation(n))
+            rows = rows[perm[max(0, start - pos):]]
+            pos += n
+            i = 0
+            while i < rows.shape[0]:
+                take = min(batch_size - pending_n, rows.shape[0] - i)
+                pending.append(rows[i:i + take])
+                pending_n += take
+                i += take
+                if pending_n == batch_size:
+                    batch = pending[0] if len(pending) == 1 else torch.cat(pending)
+                    pending, pending_n = [], 0
+                    yield batch.to(torch.float32)
+            del rows
 
     def heldout_batches(self, batch_size: int) -> Iterator[Tensor]:
         seen = 0
@@ -632,6 +767,7 @@ class RunResult:
     sae: SAE  # folded: takes raw activations
     path: Path  # the SAELens-format folder
     metrics: dict  # the last logged metrics
+    epochs: list = field(default_factory=list)  # one record per finished epoch (see Trainer._end_epoch)
 
 
 @dataclass
@@ -646,6 +782,8 @@ class TrainResult:
 
 def _fingerprint(config: TrainConfig, specs: Sequence[RunSpec], d_in: int, source: dict) -> dict:
     train_part = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
+    if train_part.get("epochs") == 1:  # runs from before epochs existed keep their key and their checkpoints
+        del train_part["epochs"]
     runs = [{"name": s.resolved_name, "lr": s.resolved_lr, "sae": s.sae_config(d_in).to_dict()} for s in specs]
     return {"train": train_part, "runs": runs, "source": source}
 
@@ -692,6 +830,8 @@ class Trainer:
         self.step = 0
         self.last_checkpoint: Path | None = None
         self._wandb = None
+        self.epoch_log: dict[str, list[dict]] = {s.resolved_name: [] for s in self.specs}
+        self._eval_samples: dict[str, Tensor] | None = None
 
     # ----- setup -----
 
@@ -742,6 +882,7 @@ class Trainer:
             run.load_tracker_tensors(self.checkpointer.read_tensors(d / "tracker.safetensors"),
                                      str(d / "tracker.safetensors"))
             run.last = dict((state.get("runs") or {}).get(run.name) or {})
+            self.epoch_log[run.name] = list((state.get("epochs") or {}).get(run.name) or [])
         self.input_scale = float(state["input_scale"])
         self.step = int(state["step"])
         self.last_checkpoint = path
@@ -782,7 +923,7 @@ class Trainer:
     def _state(self, fingerprint: dict) -> dict:
         return {"format": CHECKPOINT_FORMAT, "step": self.step, "tokens": self.step * self.config.batch_size,
                 "input_scale": self.input_scale, "fingerprint": fingerprint,
-                "runs": {r.name: r.last for r in self.runs}, "time": time.time()}
+                "runs": {r.name: r.last for r in self.runs}, "epochs": self.epoch_log, "time": time.time()}
 
     def _checkpoint(self, fingerprint: dict) -> None:
         for run in self.runs:
@@ -806,6 +947,7 @@ class Trainer:
     def fit(self, source: BatchSource, *, resume: bool = True, progress: bool = True) -> TrainResult:
         cfg = self.config
         d_in = self._check_source(source)
+        self._check_epochs(source)
         fingerprint = _fingerprint(cfg, self.specs, d_in, source.describe())
         latest = self.checkpointer.latest() if resume else None
         if latest is not None:
@@ -817,45 +959,121 @@ class Trainer:
                 (self.out_dir / spec.resolved_name / "metrics.jsonl").unlink(missing_ok=True)
             self._fresh_start(source, d_in)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "train_config.json").write_text(json.dumps(
+        atomic_write_text(self.out_dir / "train_config.json", json.dumps(
             {"train": cfg.to_dict(), "runs": [asdict(s) for s in self.specs], "source": source.describe(),
              "input_scale": self.input_scale, "dead_window_tokens": cfg.resolved_dead_window}, indent=2))
         self._open_logs(resumed=latest is not None)
 
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
-        total = cfg.total_steps
+        total, per_epoch = cfg.total_steps, cfg.steps_per_epoch
         start_step = self.step
+        self._progress = progress
         bar = tqdm(total=total * cfg.batch_size, initial=self.step * cfg.batch_size, unit="tok", unit_scale=True,
                    disable=not progress, desc="train", dynamic_ncols=True)
         t0 = time.perf_counter()
-        batches = source.batches(cfg.batch_size, start_tokens=self.step * cfg.batch_size)
         try:
             while self.step < total:
-                batch = next(batches, None)
-                if batch is None:
-                    raise ValueError(f"the activation source ran out after {self.step * cfg.batch_size} tokens but "
-                                     f"training asks for {total * cfg.batch_size}: harvest more tokens or lower "
-                                     f"total_tokens")
-                if self.step == start_step:
-                    self._check_batch(batch, d_in, source)
-                x = batch.to(self.device, torch.float32, non_blocking=True) * self.input_scale
-                losses = [run.step(x, self.step, autocast) for run in self.runs]
-                finite = torch.isfinite(torch.stack(losses))
-                if not bool(finite.all()):
-                    bad = self.runs[int((~finite).nonzero()[0, 0])]
-                    self._diverged(bad, f"a non-finite loss ({float(losses[self.runs.index(bad)]):g})")
-                self.step += 1
-                bar.update(cfg.batch_size)
-                last = self.step == total
-                if self.step % cfg.log_every == 0 or last:
-                    self._log_interval(bar, t0, start_step)
-                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last:
-                    self._checkpoint(fingerprint)
+                epoch, offset = divmod(self.step, per_epoch)
+                epoch_end = (epoch + 1) * per_epoch
+                batches = self._epoch_batches(source, epoch, offset * cfg.batch_size)
+                while self.step < epoch_end:
+                    batch = next(batches, None)
+                    if batch is None:
+                        done = (self.step - epoch * per_epoch) * cfg.batch_size
+                        raise ValueError(f"the activation source ran out after {done} tokens of epoch {epoch + 1} "
+                                         f"but an epoch asks for {per_epoch * cfg.batch_size} (total_tokens): "
+                                         f"harvest more tokens or lower total_tokens")
+                    if self.step == start_step:
+                        self._check_batch(batch, d_in, source)
+                    x = batch.to(self.device, torch.float32, non_blocking=True) * self.input_scale
+                    losses = [run.step(x, self.step, autocast) for run in self.runs]
+                    finite = torch.isfinite(torch.stack(losses))
+                    if not bool(finite.all()):
+                        bad = self.runs[int((~finite).nonzero()[0, 0])]
+                        self._diverged(bad, f"a non-finite loss ({float(losses[self.runs.index(bad)]):g})")
+                    self.step += 1
+                    bar.update(cfg.batch_size)
+                    if self.step % cfg.log_every == 0 or self.step == epoch_end:
+                        self._log_interval(bar, t0, start_step)
+                    if self.step == epoch_end:
+                        self._end_epoch(epoch, source, bar)
+                    if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == total:
+                        self._checkpoint(fingerprint)
+                del batches  # frees the epoch's read buffer before the next epoch allocates its own
         finally:
             bar.close()
         elapsed = time.perf_counter() - t0
         rate = (self.step - start_step) * cfg.batch_size / elapsed if elapsed > 0 else float("nan")
         return self._finish(rate)
+
+    def _check_epochs(self, source: BatchSource) -> None:
+        """Refuse, before anything is written, a run whose epochs the source cannot serve."""
+        cfg = self.config
+        if cfg.epochs > 1 and not _takes_epoch(source):
+            raise ValueError(f"epochs={cfg.epochs} needs a source that reshuffles its tokens each epoch (StoreSource, "
+                             f"TensorSource); {type(source).__name__} ({source.describe()}) serves a single stream: "
+                             f"train with epochs=1 and total_tokens covering the whole run")
+        n_train = getattr(source, "n_train_tokens", None)
+        epoch_tokens = cfg.steps_per_epoch * cfg.batch_size
+        if n_train is not None and epoch_tokens > int(n_train):
+            held = int(getattr(source, "holdout_tokens", 0) or 0)
+            fit = int(n_train) // cfg.batch_size * cfg.batch_size
+            raise ValueError(
+                f"one epoch of total_tokens={cfg.total_tokens} ({cfg.steps_per_epoch} batches of {cfg.batch_size}) "
+                f"does not fit in the source's {int(n_train)} training tokens"
+                + (f" ({held} more are held out)" if held else "")
+                + (f": set total_tokens <= {fit} (tokens per epoch) and raise epochs to train longer, or harvest "
+                   f"more tokens" if fit else ": harvest more tokens or hold fewer out"))
+
+    def _epoch_batches(self, source: BatchSource, epoch: int, start_tokens: int) -> Iterator[Tensor]:
+        if self.config.epochs == 1:  # any BatchSource, including ones that know nothing of epochs
+            return source.batches(self.config.batch_size, start_tokens=start_tokens)
+        return source.batches(self.config.batch_size, start_tokens=start_tokens, epoch=epoch)  # type: ignore[call-arg]
+
+    def _eval_sets(self, source: BatchSource) -> dict[str, Tensor]:
+        """The fixed token samples every epoch end is evaluated on (read once): the first ``heldout_eval_tokens``
+        held-out tokens, if the source has any, and as many training tokens (the head of epoch 0)."""
+        if self._eval_samples is None:
+            cfg, out = self.config, {}
+            n = int(cfg.heldout_eval_tokens)
+            if n > 0:
+                held = int(getattr(source, "holdout_tokens", 0) or 0)
+                if held > 0 and hasattr(source, "heldout_batches"):
+                    b = min(cfg.batch_size, n, held)
+                    with contextlib.suppress(ValueError):  # fewer held-out tokens than one batch: none
+                        out["heldout"] = take_tokens(source.heldout_batches(b), n)  # type: ignore[attr-defined]
+                out["train"] = take_tokens(source.batches(cfg.batch_size, start_tokens=0), n)
+            self._eval_samples = out
+        return self._eval_samples
+
+    def _end_epoch(self, epoch: int, source: BatchSource, bar) -> None:
+        """Log the FVU / L0 of every SAE at the end of an epoch, on held-out and on training tokens (the gap between
+        the two is the overfitting), into metrics.jsonl (``"event": "epoch"``), the progress bar and the summary."""
+        from workbench.sae.evaluate import evaluate_activations
+
+        cfg = self.config
+        samples = self._eval_sets(source)
+        lines = []
+        for run in self.runs:
+            record: dict[str, Any] = {"event": "epoch", "epoch": epoch + 1, "epochs": cfg.epochs, "step": self.step,
+                                      "tokens": self.step * cfg.batch_size}
+            for part, sample in samples.items():
+                m = evaluate_activations(run.sae, sample.split(2048), input_scale=self.input_scale)
+                record.update({f"{part}_fvu": m.fvu, f"{part}_explained_variance": m.explained_variance,
+                               f"{part}_l0": m.l0, f"{part}_dead_fraction": m.dead_fraction,
+                               f"{part}_tokens": m.n_tokens})
+            self.epoch_log[run.name].append(record)
+            self._log(run, record)
+            if self._wandb is not None:
+                self._wandb.log({f"{run.name}/{k}": v for k, v in record.items() if k != "event"}, step=self.step)
+            if "heldout_fvu" in record:
+                lines.append(f"{run.name}: held-out FVU {record['heldout_fvu']:.4f} (train {record['train_fvu']:.4f}) "
+                             f"L0 {record['heldout_l0']:.1f}")
+            elif "train_fvu" in record:
+                lines.append(f"{run.name}: FVU {record['train_fvu']:.4f} on training tokens (no held-out tokens) "
+                             f"L0 {record['train_l0']:.1f}")
+        if getattr(self, "_progress", False) and lines:
+            bar.write(f"epoch {epoch + 1}/{cfg.epochs} | " + " | ".join(lines))
 
     def _log_interval(self, bar, t0: float, start_step: int) -> None:
         elapsed = time.perf_counter() - t0
@@ -871,6 +1089,9 @@ class Trainer:
                 self._wandb.log({f"{run.name}/{k}": v for k, v in m.items()}, step=self.step)
             parts.append(f"{run.name}: loss {m['loss']:.4g} L0 {m['l0']:.1f} FVU {m['fvu']:.3f} "
                          f"dead {m['dead_fraction']:.1%}")
+        if self.config.epochs > 1:
+            parts.insert(0, f"epoch {min(self.step // self.config.steps_per_epoch + 1, self.config.epochs)}/"
+                            f"{self.config.epochs}")
         bar.set_postfix_str(" | ".join(parts), refresh=False)
 
     def _finish(self, rate: float) -> TrainResult:
@@ -878,16 +1099,21 @@ class Trainer:
         for run in self.runs:
             run.sae.release_training_buffers()
             folded = run.sae.folded(self.input_scale)
+            epochs = list(self.epoch_log.get(run.name, []))
             folded.metadata.extra = {**folded.metadata.extra, "training": {
-                "tokens": self.step * self.config.batch_size, "lr": run.base_lr,
-                "dead_window_tokens": self.config.resolved_dead_window, "final_metrics": run.last}}
+                "tokens": self.step * self.config.batch_size, "epochs": self.config.epochs, "lr": run.base_lr,
+                "dead_window_tokens": self.config.resolved_dead_window, "final_metrics": run.last,
+                "final_epoch": epochs[-1] if epochs else None}}
             path = save_sae(folded, self.out_dir / run.name / "sae")
             self._log(run, {"event": "end", "step": self.step, "saved_to": str(path), **run.last})
-            results[run.name] = RunResult(run.name, folded, path, dict(run.last))
-        summary = {"input_scale": self.input_scale, "tokens": self.step * self.config.batch_size, "steps": self.step,
-                   "dead_window_tokens": self.config.resolved_dead_window, "tokens_per_s": rate,
-                   "runs": {name: {"path": str(r.path), **r.metrics} for name, r in results.items()}}
-        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            results[run.name] = RunResult(run.name, folded, path, dict(run.last), epochs)
+        cfg = self.config
+        summary = {"input_scale": self.input_scale, "tokens": self.step * cfg.batch_size, "steps": self.step,
+                   "epochs": cfg.epochs, "tokens_per_epoch": cfg.steps_per_epoch * cfg.batch_size,
+                   "dead_window_tokens": cfg.resolved_dead_window, "tokens_per_s": rate,
+                   "runs": {name: {"path": str(r.path), **r.metrics, "epochs": r.epochs}
+                            for name, r in results.items()}}
+        atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2))
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
