@@ -212,3 +212,12 @@ def test_argparse_errors(capsys):
         cli.main(["harvest", "--dtype", "float32"])
     assert exit_.value.code == 2
     assert "float32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["assets", "harvest", "info", "train", "demo", "scorecard"])
+def test_every_subcommand_answers_help_in_a_fresh_interpreter(command):
+    # each command imports its own module only when run: a broken import path there must fail here, not for users
+    proc = subprocess.run([sys.executable, "-m", "workbench", command, "--help"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"workbench {command}" in proc.stdout

@@ -1,14 +1,27 @@
-"""The HTML report: one self-contained file with the metrics table, the density histogram and feature cards."""
+"""The HTML report: one self-contained file with the metrics table, the density histogram, the scorecard and the
+feature cards of the most readable features.
+
+Ranking and special-token skipping run on a planted toy (an identity SAE over a store whose features fire on known
+tokens, among them BOS and a newline), with hand-set held-out scores; the full report on the real small store.
+"""
 from __future__ import annotations
 
 import html.parser
+import re
 
+import numpy as np
 import pytest
 import torch
 
+from helpers import identity_sae, write_store
+from workbench.analysis.explain import (ExplainedUnit, Explanation, ExplanationScore, ExplanationSet, explain_features,
+                                        heldout_contexts, score_features)
+from workbench.analysis.features import FeatureConfig, compute_features
+from workbench.analysis.scorecard import Scorecard, UnitScores
+from workbench.report.card import HIST_WIDTH, FeatureCard
+from workbench.report.html import STYLE
+from workbench.report.page import metrics_rows, pick_features, rank_features, scorecard_html, write_report
 from workbench.sae.evaluate import evaluate_activations
-from workbench.analysis.explain import explain_features, heldout_contexts, score_features
-from workbench.report.page import metrics_rows, pick_features, write_report
 
 
 class _Tags(html.parser.HTMLParser):
@@ -41,7 +54,7 @@ def test_write_report(tmp_path, real_results, real_sae, small_store):
                    results=real_results)
     feats = pick_features(real_results, expl, n=5)
     assert len(feats) == 5 and all(float(real_results.density[i]) <= 0.01 for i in feats)
-    f1 = [expl[i].score.f1 if i in expl and expl[i].score.n_firing else -1.0 for i in feats]
+    f1 = [expl[i].score.f1 if i in expl and expl[i].score.n_firing >= 5 else -1.0 for i in feats]
     assert f1 == sorted(f1, reverse=True)
 
     path = write_report(tmp_path / "sub" / "report.html", real_results, metrics, expl, n_features=5, title="Tiny <SAE>")
@@ -58,3 +71,116 @@ def test_write_report(tmp_path, real_results, real_sae, small_store):
     assert text.count("plotly.js v") <= 2  # inlined once (its banner)
     with pytest.raises(ValueError, match=".html"):
         write_report(tmp_path / "report.txt", real_results, metrics)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ranking, special-token skipping and the scorecard section, on a planted toy
+# ----------------------------------------------------------------------------------------------------------------
+
+BOS, NL = 2, 3
+PLANTED = {0: 7, 1: 8, 2: BOS, 3: NL, 4: 9}  # feature -> the token it fires on; feature 5 is dead
+
+
+class _Tokenizer:
+    all_special_ids = [0, 1, BOS]
+
+    def batch_decode(self, seqs):
+        names = {0: "<pad>", 1: "<eos>", BOS: "<bos>", NL: "\n"}
+        return ["".join(names.get(int(i), f" w{int(i)}") for i in s) for s in seqs]
+
+
+@pytest.fixture(scope="module")
+def planted_results(tmp_path_factory):
+    rng = np.random.default_rng(1)
+    n_ctx, ctx = 24, 24
+    tokens = rng.integers(10, 40, size=(n_ctx, ctx)).astype(np.int64)
+    for tok in PLANTED.values():
+        tokens[rng.random(tokens.shape) < 0.06] = tok
+    tokens[:, 0] = BOS
+    acts = np.full((n_ctx, ctx, 6), -1.0, dtype=np.float32)
+    for f, tok in PLANTED.items():
+        acts[..., f] = np.where(tokens == tok, 1.0 + f, -1.0)
+    root = tmp_path_factory.mktemp("report-planted")
+    store = write_store(root / "store", acts, tokens, shard_contexts=8)
+    return compute_features(store, identity_sae(6), root / "features", FeatureConfig(progress=False),
+                            tokenizer=_Tokenizer())
+
+
+def _scored(f1_and_firing: dict[int, tuple[float, int]]) -> ExplanationSet:
+    def score(f1: float, n: int) -> ExplanationScore:
+        return ExplanationScore(precision=f1, recall=f1, f1=f1, n_tokens=100, n_firing=n, n_predicted=n,
+                                n_true_positive=int(f1 * n), false_positive_rate=0.0, bucket_edges=[0.0, 1.0],
+                                bucket_counts=[n], bucket_predicted=[n])
+
+    return ExplanationSet({i: ExplainedUnit(Explanation(f"feature {i}", [(PLANTED[i],)]), score(f1, n))
+                           for i, (f1, n) in f1_and_firing.items()})
+
+
+def test_features_rank_by_heldout_f1_and_special_token_detectors_are_skipped(planted_results):
+    res = planted_results
+    expl = _scored({0: (0.5, 20), 1: (0.9, 20), 2: (1.0, 20), 4: (0.99, 3)})
+    rk = rank_features(res, expl, n=10, max_density=1.0)
+    # 2 (BOS) and 3 (newline) are special-token detectors; 4's F1 rests on 3 held-out tokens: after the scored ones
+    assert rk.features == [1, 0, 4]
+    assert rk.special == [2, 3] and rk.n_special_alive == 2 and rk.n_alive == 5 and rk.n_candidates == 5
+    assert rk.n_scored == 2
+    assert pick_features(res, expl, n=2, max_density=1.0) == [1, 0]
+    assert rank_features(res, expl, n=10, max_density=1.0, skip_special=False).features == [2, 1, 0, 4, 3]
+    assert rank_features(res, expl, n=10, max_density=1.0, min_heldout_firing=1).features == [4, 1, 0]
+    # without scores: by max activation (feature f peaks at 1 + f)
+    assert rank_features(res, None, n=10, max_density=1.0).features == [4, 1, 0]
+    # a precomputed special-token mask replaces the detection
+    none = torch.zeros(res.d_sae, dtype=torch.bool)
+    assert rank_features(res, expl, n=10, max_density=1.0, special=none).features == [2, 1, 0, 4, 3]
+
+
+def _toy_scorecard() -> Scorecard:
+    def kind(name: str, f1: list[float | None]) -> UnitScores:
+        n = len(f1)
+        return UnitScores(name, list(range(n)), [f"{name[0]}{i}" for i in range(n)], ["x"] * n, [0.01] * n,
+                          [0.0] * n, [0 if f is None else 10 for f in f1], f1, f1, f1)
+
+    special = {"n_alive_features": 5, "n_alive": 2, "fraction_alive": 0.4, "n_sample": 1, "fraction_sample": 0.25,
+               "features": [2, 3]}
+    langs = {"languages": ["en", "es"], "min_languages": 2, "token_share": {"en": 0.5, "es": 0.5},
+             "fraction_alive": 0.6, "fraction_sample": 0.5}
+    return Scorecard({"features": kind("features", [0.8, 0.6, 0.7, None]), "neurons": kind("neurons", [0.2, 0.3, 0.1]),
+                      "random": kind("random", [0.05, 0.0, 0.1])}, special, langs,
+                     {"explainer": "tokens", "n_train_tokens": 1000, "n_train_contexts": 8, "heldout": "toy <store>",
+                      "n_heldout_tokens": 500, "neuron_layers": [9]})
+
+
+def test_report_shows_the_scorecard_and_the_skipped_detectors(planted_results, tmp_path):
+    res = planted_results
+    expl = _scored({0: (0.5, 20), 1: (0.9, 20), 2: (1.0, 20)})
+    card = _toy_scorecard()
+    frag = scorecard_html(card)
+    assert "SAE features" in frag and "MLP neurons" in frag and "random directions" in frag
+    assert "<td>0.700</td>" in frag and "<td>0.200</td>" in frag and "<td>0.050</td>" in frag  # the medians
+    assert "40.0%" in frag and "60.0%" in frag and "toy &lt;store&gt;" in frag
+    path = write_report(tmp_path / "r.html", res, {"fvu": 0.1}, expl, n_features=3, max_density=1.0,
+                        scorecard=card.save(tmp_path))
+    text = path.read_text(encoding="utf-8")
+    p = _Tags()
+    p.feed(text)
+    p.close()
+    assert p.stack == []
+    assert "Interpretability scorecard" in text and "<td>0.700</td>" in text
+    assert "Skipped as special-token/whitespace detectors: 2 (features 2, 3)" in text
+    assert "such detectors are 2 of all 5 alive features" in text
+    shown = [int(i) for i in re.findall(r"<h3>Feature (\d+)</h3>", text)]
+    assert shown == [1, 0, 4]
+    assert text.count("Plotly.newPlot") == 2 + len(shown)  # density, scorecard, one histogram per card
+    without = write_report(tmp_path / "plain.html", res, {}, None, max_density=1.0).read_text(encoding="utf-8")
+    assert "Interpretability scorecard" not in without and "no held-out explanation scores" in without
+
+
+def test_card_histogram_has_a_fixed_width_box_beside_the_logit_table(planted_results):
+    """The layout bug: a histogram drawn before the table after it was parsed came out as wide as the whole row and
+    covered the table. Its box and the figure now have the same fixed width, and the table has its own column."""
+    html_ = FeatureCard.from_results(planted_results, 0).to_html(include_plotlyjs=False)
+    box = re.search(r'<div class="wb-fig" style="width:(\d+)px">', html_)
+    assert box and int(box.group(1)) == HIST_WIDTH
+    assert f'"width":{HIST_WIDTH}' in html_.replace(" ", "")  # plotly draws at that width, whatever the box measures
+    assert ".wb-fig{flex:0 0 auto;max-width:100%;overflow:hidden}" in STYLE  # and the box never lets it spill
+    assert html_.index('class="wb-fig"') < html_.index('class="wb-side"') < html_.index("top examples")

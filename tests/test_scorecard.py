@@ -229,3 +229,42 @@ def test_cli_scorecard_finds_the_sae_and_writes_the_file(toy, tmp_path, capsys):
     assert card.units["features"].units == [0, 1, 2, 3, 4] and "neurons" not in card.units
     rc = cli.main(["scorecard", str(tmp_path)])
     assert rc == 2 and "feature results" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_scorecard_on_the_real_model(gemma, real_sae, small_store, real_results):
+    cfg = ScorecardConfig(n_units=8, n_train_contexts=8, n_heldout_contexts=4, batch_contexts=4)
+    card = scorecard(real_results, small_store, real_sae, gemma, config=cfg)
+    assert set(card.units) == {"features", "neurons", "random"}
+    assert all(len(u.units) == 8 for u in card.units.values())
+    assert all(lab.startswith("L9 N") for lab in card.units["neurons"].labels)  # the SAE's layer, blocks.9
+    for u in card.units.values():
+        assert all(0.0 <= f <= 1.0 for f in u.scored_f1()) and u.stats()["n_scored"] >= 4
+    assert card.meta["n_heldout_tokens"] == 4 * (small_store.context_size - 1)
+    assert 0.0 <= card.special["fraction_alive"] <= 1.0
+    assert set(card.languages["token_share"]) == {"en", "es", "fr"}
+    assert 0.0 <= card.languages["fraction_alive"] <= 1.0
+
+
+def test_neuron_columns_follow_the_requested_order_across_layers():
+    import transformer_lens as tl
+
+    from workbench.analysis.scorecard import _neuron_acts
+
+    cfg = tl.HookedTransformerConfig(n_layers=2, d_model=16, n_ctx=8, d_head=4, n_heads=4, d_mlp=8, d_vocab=64,
+                                     act_fn="gelu", seed=0)
+    model = tl.HookedTransformer(cfg).eval()
+
+    class Store:
+        context_size = 8
+
+        @staticmethod
+        def token_ids():
+            return np.arange(24, dtype=np.int32).reshape(3, 8)
+
+    neurons = torch.tensor([11, 2, 9, 5])  # layer 1 N3, layer 0 N2, layer 1 N1, layer 0 N5
+    acts = _neuron_acts(model, Store(), [0, 2], [0, 1], neurons, 8, batch=1)
+    _, cache = model.run_with_cache(torch.tensor([list(range(8)), list(range(16, 24))]))
+    want = torch.stack([cache["blocks.1.mlp.hook_post"][..., 3], cache["blocks.0.mlp.hook_post"][..., 2],
+                        cache["blocks.1.mlp.hook_post"][..., 1], cache["blocks.0.mlp.hook_post"][..., 5]], -1)
+    torch.testing.assert_close(acts, want)

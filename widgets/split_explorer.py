@@ -19,6 +19,8 @@ from workbench.analysis.splitting import FamilyMember, SplitAnalysis, SplitFamil
 
 from workbench.report import html as H
 
+from .feature_card import figure_output
+
 __all__ = ["SplitExplorer", "family_figure"]
 
 _COLUMN_COLOURS = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2"]
@@ -188,8 +190,6 @@ class SplitExplorer:
     def _refresh(self) -> None:
         if self._ui is None:
             return
-        from .feature_card import figure_output
-
         ui = self._ui
         if self.family is not None:
             if ui["parent"].value != self.family.parent and any(v == self.family.parent

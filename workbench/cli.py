@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv[:1] == ["train"]:  # its own parser, so `workbench train --help` lists the trainer's options
-            from workbench.sae.model import cli as train_cli
+            from workbench.sae import cli as train_cli
             return train_cli.main(argv)
         args = build_parser().parse_args(argv)
         return args.func(args) or 0

@@ -528,12 +528,3 @@ def explanation_text(explanations: Mapping[str, Any] | None, name: str, feature:
         return ""
     unit = expl[feature]
     return str(getattr(getattr(unit, "explanation", unit), "text", unit))
-
-
-def __getattr__(name: str):
-    # the LLM explainer moved to its own module (it imports this one); old imports from here still resolve
-    if name in ("OpenAIExplainer", "key_token_patterns", "parse_key_tokens"):
-        from workbench.analysis import explain_llm
-
-        return getattr(explain_llm, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -102,7 +102,7 @@ class SparseCodes:
         return tok.to(device), feat.to(device), val.to(device)
 
 
-def _shard_layout(store, n_contexts: int) -> list[tuple[int, int, int]]:
+def shard_layout(store, n_contexts: int) -> list[tuple[int, int, int]]:
     """(shard, first context, contexts to analyse) for the first ``n_contexts`` contexts of the store."""
     out, start = [], 0
     for s in range(store.n_shards):
@@ -114,7 +114,7 @@ def _shard_layout(store, n_contexts: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def _use_fast(config: FeatureConfig, sae, device: torch.device) -> bool:
+def use_fast_encoder(config: FeatureConfig, sae, device: torch.device) -> bool:
     if getattr(sae.cfg, "architecture", None) != "topk":
         return False
     return config.encode_dtype == "bfloat16" or (config.encode_dtype == "auto" and fast_bf16_matmul(device))
@@ -126,7 +126,7 @@ def encode_sparse_codes(store, sae, codes: SparseCodes, layout: Sequence[tuple[i
     ctx = int(store.context_size)
     chunk = max(ctx, (config.chunk_tokens // ctx) * ctx)
     skip_bos = bool(config.exclude_bos and store.prepend_bos)
-    encoder = SparseEncoder(sae, config.threshold, _use_fast(config, sae, device))
+    encoder = SparseEncoder(sae, config.threshold, use_fast_encoder(config, sae, device))
     todo = [(s, first, n) for s, first, n in layout if not codes.has_shard(s, n)]
     total = sum(n for _, _, n in todo) * ctx
     bar = tqdm(total=total, unit="tok", unit_scale=True, desc="encode", disable=not config.progress or not todo,

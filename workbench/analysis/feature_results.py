@@ -99,13 +99,15 @@ class FeatureConfig:
 
 
 # Settings that change the codes cache (the rest only change the reductions).
-_CODE_KEYS = ("threshold", "exclude_bos")
+CODE_KEYS = ("threshold", "exclude_bos")
 # Settings that do not change the results (tested for chunk_tokens).
-_NOT_SEMANTIC = ("progress", "device", "threads", "reduce_threads", "chunk_tokens")
+NOT_SEMANTIC = ("progress", "device", "threads", "reduce_threads", "chunk_tokens")
 
 
-def _semantic(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in _NOT_SEMANTIC}
+def semantic_settings(config: dict) -> dict:
+    """The entries of a FeatureConfig dict that change the results (everything but threads, device, progress...)."""
+    return {k: v for k, v in config.items() if k not in NOT_SEMANTIC}
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Result views

@@ -52,11 +52,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.analysis.feature_codes import (CODES_DIR, CODES_FORMAT, CODES_VERSION, SparseCodes, _shard_layout,
-                                              _use_fast, encode_sparse_codes)
-from workbench.analysis.feature_results import (FORMAT, FORMAT_VERSION, _CODE_KEYS, ActivationBucket,
+from workbench.analysis.feature_codes import (CODES_DIR, CODES_FORMAT, CODES_VERSION, SparseCodes, shard_layout,
+                                              use_fast_encoder, encode_sparse_codes)
+from workbench.analysis.feature_results import (FORMAT, FORMAT_VERSION, CODE_KEYS, ActivationBucket,
                                                 ActivationExample, FeatureConfig, FeatureReport, FeatureResults,
-                                                Histogram, LogitEffect, _semantic)
+                                                Histogram, LogitEffect, semantic_settings)
 from workbench.analysis.feature_kernels import BucketReservoir, bucket_index, hash_keys, merge_topk, shard_topk
 from workbench.analysis.logits import logit_effects
 from workbench.core.hardware import torch_threads
@@ -287,7 +287,7 @@ def compute_features(store, sae, out_dir: str | Path | None = None, config: Feat
     device = _resolve_device(cfg.device, sae)
     d_sae, ctx_size = int(sae.cfg.d_sae), int(store.context_size)
     n_ctx = store.n_contexts if cfg.max_tokens is None else min(store.n_contexts, -(-cfg.max_tokens // ctx_size))
-    layout = _shard_layout(store, n_ctx)
+    layout = shard_layout(store, n_ctx)
     fingerprint = sae_fingerprint(sae)
     identity = _store_identity(store, hook)
     meta_key = {"sae_fingerprint": fingerprint, "store": identity, "config": cfg.to_dict(), "n_logits":
@@ -296,7 +296,7 @@ def compute_features(store, sae, out_dir: str | Path | None = None, config: Feat
     if out_dir is not None and not overwrite:
         try:
             old = FeatureResults.load(out_dir)
-            same_cfg = _semantic(old.meta.get("config", {})) == _semantic(cfg.to_dict())
+            same_cfg = semantic_settings(old.meta.get("config", {})) == semantic_settings(cfg.to_dict())
             if (old.meta.get("sae_fingerprint") == fingerprint and old.meta.get("store") == identity and same_cfg
                     and old.meta.get("n_logits", 0) == meta_key["n_logits"]):
                 return old
@@ -313,8 +313,8 @@ def compute_features(store, sae, out_dir: str | Path | None = None, config: Feat
     try:
         codes = SparseCodes.open_or_reset(codes_dir, {
             "format": CODES_FORMAT, "format_version": CODES_VERSION, "sae_fingerprint": fingerprint, "store": identity,
-            "d_sae": d_sae, "context_size": ctx_size, "fast_encode": _use_fast(cfg, sae, device),
-            **{k: getattr(cfg, k) for k in _CODE_KEYS}})
+            "d_sae": d_sae, "context_size": ctx_size, "fast_encode": use_fast_encoder(cfg, sae, device),
+            **{k: getattr(cfg, k) for k in CODE_KEYS}})
         was_training = sae.training
         sae.eval()
         try:

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from workbench.core.config import known_fields_only
+
 __all__ = ["PowerLawFit", "fit_power_law", "positive_array"]
 
 
@@ -57,7 +59,7 @@ class PowerLawFit:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PowerLawFit":
-        data = dict(data)
+        data = known_fields_only(cls, data, "power-law fit field(s)")
         data["exponent_ci"] = tuple(data["exponent_ci"])
         data["bootstrap_ci"] = tuple(data["bootstrap_ci"]) if data.get("bootstrap_ci") is not None else None
         return cls(**data)

@@ -36,7 +36,6 @@ Fits (pure functions on arrays, tested on synthetic data with known exponents)
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ import numpy as np
 
 from workbench.analysis.powerlaw import PowerLawFit, fit_power_law, positive_array
 from workbench.core.config import known_fields_only
+from workbench.core.persist import read_tagged_json, write_tagged_json
 from workbench.sae.io import load_sae
 
 __all__ = [
@@ -278,7 +278,7 @@ class SurfaceFit:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SurfaceFit":
-        data = dict(data)
+        data = known_fields_only(cls, data, "surface-fit field(s)")
         data["features_exponent_ci"] = tuple(data["features_exponent_ci"])
         data["steps_exponent_ci"] = tuple(data["steps_exponent_ci"])
         return cls(**data)
@@ -483,9 +483,8 @@ class ScalingResults:
         return {r.d_sae: r.dead_fraction for r in sorted(self.runs, key=lambda r: r.d_sae) if r.steps == steps}
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": FORMAT_VERSION, "config": self.config.to_dict(), "d_in": self.d_in,
-                "source": self.source, "seconds": self.seconds, "runs": [asdict(r) for r in self.runs],
-                "fits": {k: v.to_dict() for k, v in self._fits.items()}}
+        return {"config": self.config.to_dict(), "d_in": self.d_in, "source": self.source, "seconds": self.seconds,
+                "runs": [asdict(r) for r in self.runs], "fits": {k: v.to_dict() for k, v in self._fits.items()}}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -493,15 +492,11 @@ class ScalingResults:
             path = path / RESULTS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fits()
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
-        tmp.replace(path)
-        return path
+        return write_tagged_json(path, self.to_dict(), format=FORMAT, format_version=FORMAT_VERSION, indent=1)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ScalingResults":
-        if data.get("format") != FORMAT:
-            raise ValueError(f"not a scaling results file (format {data.get('format')!r}, expected {FORMAT!r})")
+        data = {k: v for k, v in data.items() if k not in ("format", "format_version", "version")}
         out = cls(config=ScalingConfig.from_dict(data["config"]), runs=[ScalingRun(**r) for r in data["runs"]],
                   d_in=int(data["d_in"]), source=data.get("source", {}), seconds=float(data.get("seconds", 0.0)))
         out._fits = {k: ScalingFits.from_dict(v) for k, v in (data.get("fits") or {}).items()}
@@ -515,11 +510,12 @@ class ScalingResults:
         if not path.is_file():
             raise ValueError(f"{path} does not exist: run workbench.studies.sweeps.run_sweep first, or pass the "
                              f"folder it wrote")
+        data = read_tagged_json(path, format=FORMAT, what="a scaling-sweep results file",
+                                fix="delete it and rerun the sweep", max_version=FORMAT_VERSION)
         try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path} is not valid JSON ({err}): delete it and rerun the sweep") from err
-        return cls.from_dict(data)
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path} is corrupt ({type(err).__name__}: {err}): delete it and rerun the sweep") from None
 
 
 def load_run_sae(run: ScalingRun, device: str = "cpu"):

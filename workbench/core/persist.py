@@ -19,13 +19,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "is_temp_name", "load_tensors",
+__all__ = ["atomic_directory", "atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "is_temp_name", "load_tensors",
            "read_tagged_json", "save_tensors", "temp_name", "write_tagged_json"]
 
 
@@ -76,6 +78,30 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any], *, fsync: bool 
     if fsync:
         fsync_dir(path.parent)
     return path
+
+
+@contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Build a folder in a temporary sibling and move it to ``target`` when the block ends without error
+    (replacing a previous ``target``); on an error the temporary folder is removed and ``target`` is untouched.
+
+        with atomic_directory(run / "checkpoint-100") as tmp:
+            save_tensors(weights, tmp / "weights.safetensors")
+    """
+    target = Path(target)
+    tmp = temp_name(target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        fsync_dir(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(target.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:

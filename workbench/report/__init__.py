@@ -5,7 +5,8 @@
 """
 from workbench.core.lazy import lazy_exports
 
-_PAGE = {name: ".page" for name in ("density_figure", "metrics_rows", "pick_features", "write_report")}
+_PAGE = {name: ".page" for name in ("density_figure", "metrics_rows", "pick_features", "rank_features",
+                                     "scorecard_figure", "scorecard_html", "write_report")}
 __all__ = sorted(_PAGE)
 
 __getattr__, __dir__ = lazy_exports(__name__, _PAGE)

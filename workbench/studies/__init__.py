@@ -1,2 +1,3 @@
-"""Study orchestration the notebooks call: run profiles and the standard SAEs they share (``profile``), the demo
-(``demo``), and the case studies' drivers."""
+"""Study orchestration the notebooks call: run profiles and the study SAEs they share, standard and nested sizes
+(``profile``), scaling-law sweeps (``sweeps``), the completeness and multilingual case studies (``completeness``,
+``multilingual``) and the demo (``demo``)."""

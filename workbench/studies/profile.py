@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from torch import Tensor
 
 from workbench.analysis.explain import ExplanationSet, explain_features
-from workbench.analysis.features import FeatureConfig, FeatureResults, _semantic, compute_features
+from workbench.analysis.features import FeatureConfig, FeatureResults, semantic_settings, compute_features
 from workbench.core.home import cache_dir
 from workbench.data.corpus import CorpusSpec
 from workbench.data.harvest import HarvestSpec, harvest_cached
@@ -160,8 +160,8 @@ class StudySAEs:
         the shared one."""
         name = self._name(name)
         given = config.to_dict() if isinstance(config, FeatureConfig) else dict(config or {})
-        default = _semantic(self.feature_config().to_dict())
-        diff = {k: v for k, v in _semantic({**default, **given}).items() if default.get(k) != v}
+        default = semantic_settings(self.feature_config().to_dict())
+        diff = {k: v for k, v in semantic_settings({**default, **given}).items() if default.get(k) != v}
         folder = FEATURES_DIR
         if diff:
             folder += "-" + hashlib.sha256(json.dumps(diff, sort_keys=True, default=str).encode()).hexdigest()[:10]
