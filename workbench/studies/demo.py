@@ -29,9 +29,10 @@ class DemoConfig:
     n_tokens: int = 200_000  # harvested tokens (wiki, train split); the store's first holdout_tokens are held out
     holdout_tokens: int = 16_384  # held-out activations: EV / L0 of the SAE, and its FVU at every epoch end
     heldout_tokens: int = 16_384  # held-out text (the corpus' heldout split) for the spliced-model CE / KL metrics
+    downstream_contexts: int = 32  # of those, the contexts (of 128 tokens) run with the SAE spliced in (3 passes each)
     d_sae: int = 4096
     k: int = 32
-    epochs: int = 12  # passes over the store's training tokens
+    epochs: int = 10  # passes over the store's training tokens
     batch_size: int = 1024
     lr: float | None = None  # None: the TopK default, 2e-4 / sqrt(d_sae / 2^14)
     seed: int = 0
@@ -72,23 +73,43 @@ def _train_step(cfg: DemoConfig, store) -> dict:
                             heldout_eval_tokens=cfg.holdout_tokens, log_every=20, checkpoint_every=500)
     result = train([spec], train_cfg, source, training_dir(out, [spec], train_cfg, source))
     run = next(iter(result.runs.values()))
+    rate = run.metrics.get("tokens_per_s")  # of the run that trained it (a rerun resumes at the end: no steps)
     return {"sae": load_sae(run.path), "sae_dir": str(run.path), "source": source, "epochs": run.epochs,
             "training": {"tokens": result.tokens, "epochs": cfg.epochs, "tokens_per_epoch": per_epoch,
                          "steps": result.steps, "batch_size": cfg.batch_size, "lr": spec.resolved_lr,
-                         "tokens_per_s": round(result.tokens_per_s, 1) if result.tokens_per_s else None}}
+                         "tokens_per_s": round(rate, 1) if rate else None}}
+
+
+_EVALUATION_FORMAT, _EVALUATION_VERSION = "workbench.demo-evaluation", 1
 
 
 def _evaluate_step(cfg: DemoConfig, trained: dict, heldout, model) -> dict:
+    """EV / L0 on the store's held-out activations and CE / KL with the SAE spliced in on held-out text; kept in
+    ``evaluation.json`` beside the SAE, so a rerun of the same demo does not pay for the model passes again."""
     import torch
 
+    from workbench.core.persist import read_tagged_json, write_tagged_json
     from workbench.sae.evaluate import downstream_metrics, evaluate_activations
 
     sae, source = trained["sae"], trained["source"]
+    cache = Path(trained["sae_dir"]).parent / "evaluation.json"
+    key = {"sae": str(Path(trained["sae_dir"]).resolve()), "holdout": source.describe(),
+           "heldout_store": str(Path(heldout.path).resolve()), "downstream_contexts": cfg.downstream_contexts}
+    if cache.is_file():
+        try:
+            saved = read_tagged_json(cache, format=_EVALUATION_FORMAT, what="a demo evaluation", fix="it is recomputed",
+                                     max_version=_EVALUATION_VERSION)
+            if saved.get("key") == key:
+                return dict(saved["metrics"])
+        except (ValueError, KeyError, TypeError):
+            pass  # unreadable or stale: recompute
     metrics = evaluate_activations(sae, source.heldout_batches(4096)).to_dict()
     metrics["train_tokens_per_s"] = trained["training"]["tokens_per_s"]
-    tokens = torch.from_numpy(heldout.token_ids()[:64].astype("int64"))
+    tokens = torch.from_numpy(heldout.token_ids()[:cfg.downstream_contexts].astype("int64"))
     down = downstream_metrics(model, sae, tokens)
     metrics.update({f"downstream_{k}": v for k, v in down.to_dict().items()})
+    write_tagged_json(cache, {"key": key, "metrics": metrics}, format=_EVALUATION_FORMAT,
+                      format_version=_EVALUATION_VERSION, indent=1)
     return metrics
 
 
