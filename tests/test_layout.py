@@ -56,10 +56,6 @@ MAX_LINES = 600
 LONG_MODULES = {
     # one SAE module class for five architectures, with its dense and sparse training paths
     "workbench/sae/model.py": "one class, five architectures",
-    # the multi-SAE trainer: config, sources, per-run state and the checkpointer share the resume invariants
-    "workbench/sae/train.py": "one trainer with crash-safe resume",
-    # one measurement end to end: its config, per-unit scores, the saved result and the function that runs it
-    "workbench/analysis/scorecard.py": "one measurement, end to end",
 }
 
 

@@ -15,16 +15,9 @@ import pytest
 import torch
 
 from workbench.analysis.features import FeatureConfig, compute_features
-from workbench.analysis.scorecard import (
-    Scorecard,
-    ScorecardConfig,
-    _density_thresholds,
-    feature_languages,
-    scorecard,
-    special_token_features,
-    special_token_ids,
-    token_languages,
-)
+from workbench.analysis.feature_traits import (feature_languages, special_token_features, special_token_ids,
+                                               token_languages)
+from workbench.analysis.scorecard import Scorecard, ScorecardConfig, _density_thresholds, scorecard
 from workbench.data.corpus import WIKI_ID_STRIDE
 from workbench.data.store import ActivationStore, StoreWriter
 from workbench.sae.model import SAE, SAEConfig, SAEMetadata

@@ -62,7 +62,8 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_scorecard(args) -> int:
-    from workbench.analysis.scorecard import ScorecardConfig, locate_run, scorecard
+    from workbench.analysis.scorecard import ScorecardConfig, scorecard
+    from workbench.studies.runs import locate_run
 
     found = locate_run(args.path, sae=args.sae, store=args.store, heldout=args.heldout)
     model = None

@@ -23,15 +23,16 @@ What it measures, all in one run:
   distribution and F1 compares like with like.
 * **Special-token detectors**: features whose top examples are mostly (> ``special_majority``) special tokens
   (BOS, EOS, padding and the tokenizer's other special ids) or whitespace-only tokens, over all alive features and
-  over the sample (:func:`special_token_features`, which the report also uses to skip them).
+  over the sample (:func:`~workbench.analysis.feature_traits.special_token_features`, which the report also
+  uses to skip them).
 * **Languages**: the fraction of features whose top examples come from >= 2 languages. Stores do not record a
   language per token, but the embedded wiki corpus encodes it in the document id (``doc_id // WIKI_ID_STRIDE``
-  indexes ``WIKI_LANGUAGES``), and the store keeps every token's ``doc_id``: :func:`token_languages` reads it
-  back. Other corpora have no language: the fraction is then ``None``.
+  indexes ``WIKI_LANGUAGES``), and the store keeps every token's ``doc_id``:
+  :func:`~workbench.analysis.feature_traits.token_languages` reads it back. Other corpora have no language: the fraction
+  is then ``None``.
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,15 +44,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.analysis.explain import TokenExplainer, examples_from_activations, heldout_contexts, score_explanation
+from workbench.analysis.feature_traits import (feature_languages, special_token_features, special_token_ids,
+                                               token_languages)
 from workbench.analysis.features import FeatureResults, encode_contexts, resolve_hook, sae_fingerprint
 from workbench.analysis.neurons import default_neuron_layers
 from workbench.core.config import known_fields_only
 from workbench.core.hardware import torch_threads
 from workbench.core.persist import read_tagged_json, write_tagged_json
-from workbench.data.corpus import WIKI_ID_STRIDE, WIKI_LANGUAGES
 from workbench.data.hooks import stop_layer
-from workbench.data.store import ActivationStore
-from workbench.sae.io import load_sae
 
 __all__ = [
     "KINDS",
@@ -59,13 +59,8 @@ __all__ = [
     "Scorecard",
     "ScorecardConfig",
     "UnitScores",
-    "feature_languages",
     "find_scorecard",
-    "locate_run",
     "scorecard",
-    "special_token_features",
-    "special_token_ids",
-    "token_languages",
 ]
 
 SCORECARD_FORMAT = "workbench-scorecard"
@@ -73,83 +68,6 @@ SCORECARD_VERSION = 1
 SCORECARD_JSON = "scorecard.json"
 KINDS = ("features", "neurons", "random")
 KIND_NAMES = {"features": "SAE features", "neurons": "MLP neurons", "random": "random directions"}
-
-# Special tokens of the tokenizers workbench ships or meets, by their decoded string (used when no tokenizer is
-# at hand: FeatureResults keep the strings of the token ids they mention).
-SPECIAL_TOKEN_STRINGS = frozenset({
-    "<bos>", "<eos>", "<pad>", "<unk>", "<mask>", "<s>", "</s>", "<start_of_turn>", "<end_of_turn>",
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>",
-})
-_SPECIAL_RE = re.compile(r"^<(unused\d+|\|[^|<>\s]+\||(start|end)_of_\w+)>$")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Special tokens and languages (cheap, from the feature pass's top examples)
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def special_token_ids(vocab: Mapping[int, str], tokenizer: Any = None) -> set[int]:
-    """Ids of ``vocab`` (id -> decoded string) that are special tokens (BOS, EOS, padding, ...) or whitespace only,
-    plus the tokenizer's ``all_special_ids`` when one is given."""
-    out = {int(i) for i, s in vocab.items()
-           if not s.strip() or s in SPECIAL_TOKEN_STRINGS or _SPECIAL_RE.match(s)}
-    if tokenizer is not None:
-        out |= {int(i) for i in getattr(tokenizer, "all_special_ids", None) or ()}
-    return out
-
-
-def _top_example_tokens(results: FeatureResults) -> tuple[Tensor, Tensor]:
-    """Per feature and top example: the token id where it fired, and whether the example exists ([d_sae, K])."""
-    before = results.config.context_before
-    ids = results.arrays["top_win_ids"][:, :, before].to(torch.int64)
-    return ids, results.arrays["top_tok"] >= 0
-
-
-def special_token_features(results: FeatureResults, *, tokenizer: Any = None, majority: float = 0.5,
-                           special_ids: set[int] | None = None) -> Tensor:
-    """Bool [d_sae]: alive features whose top examples are mostly (a fraction > ``majority``) special or
-    whitespace tokens (see :func:`special_token_ids`; default from ``results.vocab`` and ``tokenizer``)."""
-    special = special_token_ids(results.vocab, tokenizer) if special_ids is None else set(special_ids)
-    ids, valid = _top_example_tokens(results)
-    if not special:
-        return torch.zeros(results.d_sae, dtype=torch.bool)
-    hit = torch.isin(ids, torch.tensor(sorted(special), dtype=torch.int64)) & valid
-    n = valid.sum(1)
-    return (n > 0) & (hit.sum(1).to(torch.float64) > majority * n.to(torch.float64))
-
-
-def token_languages(store) -> tuple[np.ndarray, tuple[str, ...]] | None:
-    """The language of every token of ``store`` as an index into the returned names ([n_contexts, ctx] int8, -1
-    where unknown), or None when the store's corpus records no language (only the embedded wiki does: its
-    ``doc_id`` encodes the language, see :mod:`workbench.data.corpus`)."""
-    corpus = store.manifest.get("corpus") or {}
-    if corpus.get("source") != "wiki":
-        return None
-    docs = np.asarray(store.doc_ids(), dtype=np.int64)
-    lang = docs // WIKI_ID_STRIDE
-    lang = np.where((docs >= 0) & (lang < len(WIKI_LANGUAGES)), lang, -1).astype(np.int8)
-    return lang, tuple(WIKI_LANGUAGES)
-
-
-def feature_languages(results: FeatureResults, store) -> tuple[Tensor, tuple[str, ...]] | None:
-    """Per feature, how many of its top examples come from each language ([d_sae, n_languages] int64), or None
-    when the store records no language. ``store`` is the one the feature pass read."""
-    langs = token_languages(store)
-    if langs is None:
-        return None
-    lang, names = langs
-    tok = results.arrays["top_tok"].to(torch.int64)
-    valid = tok >= 0
-    flat = torch.from_numpy(lang.reshape(-1).astype(np.int64))
-    if tok.numel() and int(tok.max()) >= flat.numel():
-        raise ValueError(f"the feature results point past the store's {flat.numel()} tokens: pass the store the "
-                         f"feature pass read")
-    li = torch.where(valid, flat[tok.clamp_min(0)], torch.full_like(tok, -1))
-    counts = torch.zeros(results.d_sae, len(names), dtype=torch.int64)
-    for j in range(len(names)):
-        counts[:, j] = (li == j).sum(1)
-    return counts, names
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Results
@@ -621,74 +539,3 @@ def find_scorecard(path: str | Path) -> Scorecard | None:
     p = Path(path)
     p = p / SCORECARD_JSON if p.suffix != ".json" else p
     return Scorecard.load(p) if p.is_file() else None
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Finding what a scorecard needs on disk (the CLI's job)
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _features_dir(path: Path) -> Path:
-    for cand in (path, path / "features"):
-        if (cand / "features.json").is_file():
-            return cand
-    raise ValueError(f"{path} holds no feature results (no features.json in it or in {path / 'features'}): point at "
-                     f"a run folder (e.g. runs/demo) or at the folder compute_features wrote")
-
-
-def _find_sae(results: FeatureResults, roots: Sequence[Path], max_depth: int = 4):
-    want = results.meta.get("sae_fingerprint")
-    seen: set[Path] = set()
-    for root in roots:
-        if not root.is_dir():
-            continue
-        for cfg in sorted(root.rglob("cfg.json")):
-            folder = cfg.parent.resolve()
-            if folder in seen or len(cfg.relative_to(root).parts) > max_depth + 1:
-                continue
-            seen.add(folder)
-            try:
-                sae = load_sae(folder)
-            except ValueError:
-                continue
-            if int(sae.cfg.d_sae) == results.d_sae and (want is None or sae_fingerprint(sae) == want):
-                return sae, folder
-    return None, None
-
-
-def locate_run(path: str | Path, *, sae: str | Path | None = None, store: str | Path | None = None,
-               heldout: str | Path | None = None) -> dict:
-    """What :func:`scorecard` needs, found from a run folder (e.g. ``runs/demo``: ``features/``, an SAE folder
-    below it, ``store/``, ``heldout_store/``) or a feature-results folder.
-
-    The feature results name their store (``meta["store"]["path"]``) and their SAE's fingerprint: the SAE is the
-    ``cfg.json`` folder under the run (or the features folder's parent) whose weights match, unless ``sae`` is
-    given. Held-out text: ``heldout``, else a ``heldout_store`` folder of the run, else the store's contexts the
-    feature pass did not see (``heldout`` None). Returns {"features_dir", "results", "store", "sae", "sae_dir",
-    "heldout"}.
-    """
-    path = Path(path)
-    fdir = _features_dir(path)
-    results = FeatureResults.load(fdir)
-    run = path if fdir != path else fdir.parent
-    if store is not None:
-        store_path = Path(store)
-    else:  # the store the feature pass read, or the run's own if that one moved
-        store_path = Path((results.meta.get("store") or {}).get("path") or run / "store")
-        if not (store_path / "manifest.json").is_file() and (run / "store" / "manifest.json").is_file():
-            store_path = run / "store"
-    st = ActivationStore.open(store_path)
-    if sae is not None:
-        model = load_sae(sae)
-        sae_dir = Path(sae)
-    else:
-        model, sae_dir = _find_sae(results, [run, fdir.parent])
-        if model is None:
-            raise ValueError(f"no SAE under {run} matches the feature results in {fdir} (by its weights' "
-                             f"fingerprint): pass --sae DIR")
-    held = None
-    if heldout is not None:
-        held = ActivationStore.open(heldout)
-    elif (run / "heldout_store" / "manifest.json").is_file():
-        held = ActivationStore.open(run / "heldout_store")
-    return {"features_dir": fdir, "results": results, "store": st, "sae": model, "sae_dir": sae_dir, "heldout": held}

@@ -18,7 +18,8 @@ from typing import Any, Mapping
 import plotly.graph_objects as go
 import torch
 
-from workbench.analysis.scorecard import KIND_NAMES, Scorecard, special_token_features
+from workbench.analysis.feature_traits import special_token_features
+from workbench.analysis.scorecard import KIND_NAMES, Scorecard
 from workbench.core.persist import atomic_write_text
 from workbench.report import html as H
 from workbench.report.card import FeatureCard
@@ -87,7 +88,7 @@ def rank_features(results, explanations=None, n: int = 12, max_density: float = 
     """The features worth a card (see the module docstring) with the counts the report states.
 
     ``special``: a precomputed bool [d_sae] of special-token detectors (default
-    :func:`~workbench.analysis.scorecard.special_token_features` from the results' token strings and
+    :func:`~workbench.analysis.feature_traits.special_token_features` from the results' token strings and
     ``tokenizer``). Features whose explanation was scored on fewer than ``min_heldout_firing`` firing held-out
     tokens (an F1 from a handful of tokens is luck) rank after the scored ones, by max activation.
     """
