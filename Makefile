@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 # $WORKBENCH_PROFILE as you set it (unset: the full profile); `make test TEST_PROFILE=full` runs them full size.
 TEST_PROFILE ?= smoke
 
-.PHONY: demo test lab install assets bench clean-venv
+.PHONY: demo full test lab install assets bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ assets: install
 
 demo: assets
 	$(PY) -m workbench demo --out runs/demo
+
+# The whole-corpus profile (about an hour on 2 CPU cores, resumable): what WORKBENCH_PROFILE=full notebooks load.
+full: assets
+	$(PY) -m workbench full --out runs/full
 
 test: assets
 	WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q tests

@@ -214,7 +214,7 @@ def test_argparse_errors(capsys):
     assert "float32" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["assets", "harvest", "info", "train", "demo", "scorecard"])
+@pytest.mark.parametrize("command", ["assets", "harvest", "info", "train", "demo", "full", "scorecard"])
 def test_every_subcommand_answers_help_in_a_fresh_interpreter(command):
     # each command imports its own module only when run: a broken import path there must fail here, not for users
     proc = subprocess.run([sys.executable, "-m", "workbench", command, "--help"], capture_output=True, text=True,

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from helpers import PLANT_HOOK, identity_sae, write_store
+from workbench.data.corpus import CorpusSpec
 from workbench.sae.model import SAE, SAEConfig, SAEMetadata
 from workbench.studies.profile import (PROFILES, NestedSAEs, Profile, StandardSAE, StudySAEs, current_profile,
-                                       default_sizes, runs_base, standard_training)
+                                       default_sizes, runs_base, standard_harvest_spec, standard_training)
 
 
 def test_profile_comes_from_the_environment(monkeypatch):
@@ -32,6 +33,47 @@ def test_standard_training_is_one_epoch_without_bos_and_holdout():
     assert config.total_tokens == (1270 - 200) // 64 * 64 == 1024
     assert config.batch_size == 64
     assert [(s.architecture, s.d_sae, s.k) for s in specs] == [("batchtopk", 128, 4)]
+
+
+def test_profiles_carry_their_epochs_and_checkpoints_into_training():
+    store = SimpleNamespace(n_tokens=1280, n_contexts=10)
+    _, config = standard_training(Profile("t", holdout_tokens=200, batch_size=64, epochs=3, checkpoint_every=7), store)
+    assert (config.epochs, config.checkpoint_every, config.total_tokens) == (3, 7, 1024)  # total_tokens: per epoch
+    smoke, full = PROFILES["smoke"], PROFILES["full"]
+    assert (smoke.epochs, smoke.checkpoint_every) == (1, 0)  # CI keeps its one-pass, uncheckpointed SAE
+    assert full.n_tokens is None and full.d_sae == 16_384 and full.epochs > 1 and full.checkpoint_every > 0
+
+
+def test_the_whole_corpus_profile_counts_the_corpus_once(tmp_path, monkeypatch):
+    from workbench.data import corpus as corpus_mod
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    tok = _CharTokenizer()
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n\n".join("abcdefghij" * (i + 1) for i in range(20)))  # 2100 characters, 20 documents
+    spec = CorpusSpec(source=str(docs))
+    # 2100 characters + 20 EOS = 2120 stream tokens; contexts of [BOS] + 127: 16 whole ones (the rest is dropped)
+    n = standard_harvest_spec("m", Profile("t", n_tokens=None), corpus=spec, tokenizer=tok).n_tokens
+    assert n == 2120 // 127 * 128 == 2048
+    calls = []
+    monkeypatch.setattr(corpus_mod, "pack_contexts", lambda *a, **k: calls.append(1) or iter(()))
+    again = standard_harvest_spec("m", Profile("t", n_tokens=None), corpus=spec, tokenizer=tok).n_tokens
+    assert again == n and not calls  # the count came from the cache
+    with pytest.raises(ValueError, match="pass the model's tokenizer"):
+        standard_harvest_spec("m", Profile("t", n_tokens=None), corpus=spec)
+
+
+class _CharTokenizer:
+    """One token per character; BOS 1, EOS 2 (enough for packing)."""
+
+    name_or_path = "chars"
+    bos_token_id, eos_token_id = 1, 2
+
+    def __len__(self):
+        return 300
+
+    def __call__(self, texts, add_special_tokens=False, **kwargs):
+        return {"input_ids": [[3 + ord(c) % 250 for c in s] for s in texts]}
 
 
 def test_standard_training_refuses_a_store_too_small():

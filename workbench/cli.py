@@ -6,6 +6,7 @@
     workbench train --store STORE --arch topk --d-sae 8192 --tokens 2000000
     workbench scorecard runs/demo            (or a features folder; --help for options)
     workbench demo
+    workbench full
 """
 from __future__ import annotations
 
@@ -83,6 +84,13 @@ def _cmd_scorecard(args) -> int:
     return 0
 
 
+def _cmd_full(args) -> int:
+    from workbench.studies.full import run_full
+
+    run_full(out=args.out, profile=args.profile)
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from workbench.studies.demo import run_demo
 
@@ -140,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--tokens", type=int, default=200_000)
     p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("full", help="the whole-corpus profile: harvest all of the embedded wiki, train a 16k-latent "
+                                    "SAE for several epochs, analyse and score it (about an hour on 2 cores; "
+                                    "resumable; cached for WORKBENCH_PROFILE=full notebooks)")
+    p.add_argument("--out", default="runs/full", help="where summary.json and report.html go")
+    p.add_argument("--profile", default="full", help="the run profile to build (default: full)")
+    p.set_defaults(func=_cmd_full)
 
     # `train` pulls in torch and TransformerLens: parse its options in train_cli, imported only when used.
     sub.add_parser("train", help="train SAEs on an activation store (see: workbench train --help)")

@@ -14,10 +14,19 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from workbench.core.persist import atomic_write_text
+import torch
+
+from workbench.analysis.features import FeatureConfig, compute_features
+from workbench.analysis.scorecard import ScorecardConfig
+from workbench.core.persist import atomic_write_text, read_tagged_json, write_tagged_json
 from workbench.data.corpus import CorpusSpec
 from workbench.data.harvest import HarvestSpec, harvest
 from workbench.data.models import DEFAULT_MODEL, load_model
+from workbench.report.page import write_report
+from workbench.sae.evaluate import downstream_metrics, evaluate_activations
+from workbench.sae.io import load_sae
+from workbench.sae.train import RunSpec, StoreSource, TrainConfig, train, training_dir
+from workbench.studies.readability import cached_scorecard, scored_explanations
 
 
 @dataclass
@@ -37,6 +46,7 @@ class DemoConfig:
     lr: float | None = None  # None: the TopK default, 2e-4 / sqrt(d_sae / 2^14)
     seed: int = 0
     report_features: int = 12
+    scorecard_units: int = 200  # features (and as many neurons and random directions) the scorecard explains
 
 
 def _harvest_step(cfg: DemoConfig, model) -> dict:
@@ -62,9 +72,6 @@ def _harvest_step(cfg: DemoConfig, model) -> dict:
 
 
 def _train_step(cfg: DemoConfig, store) -> dict:
-    from workbench.sae.io import load_sae
-    from workbench.sae.train import RunSpec, StoreSource, TrainConfig, train, training_dir
-
     out = Path(cfg.out) / "sae"
     source = StoreSource(store.path, seed=cfg.seed, holdout_tokens=cfg.holdout_tokens)
     spec = RunSpec("topk", cfg.d_sae, k=cfg.k, lr=cfg.lr)
@@ -86,11 +93,6 @@ _EVALUATION_FORMAT, _EVALUATION_VERSION = "workbench.demo-evaluation", 1
 def _evaluate_step(cfg: DemoConfig, trained: dict, heldout, model) -> dict:
     """EV / L0 on the store's held-out activations and CE / KL with the SAE spliced in on held-out text; kept in
     ``evaluation.json`` beside the SAE, so a rerun of the same demo does not pay for the model passes again."""
-    import torch
-
-    from workbench.core.persist import read_tagged_json, write_tagged_json
-    from workbench.sae.evaluate import downstream_metrics, evaluate_activations
-
     sae, source = trained["sae"], trained["source"]
     cache = Path(trained["sae_dir"]).parent / "evaluation.json"
     key = {"sae": str(Path(trained["sae_dir"]).resolve()), "holdout": source.describe(),
@@ -155,9 +157,14 @@ def run_demo(out: str | Path = "runs/demo", n_tokens: int | None = None, model_n
     print("\n== SAE (held-out activations; spliced into the model on held-out text) ==\n"
           + json.dumps(summary["sae_metrics"], indent=1), flush=True)
 
-    results, explanations = _features_step(cfg, harvested["store"], trained, model)
+    results = _features_step(cfg, harvested["store"], trained, model)
     lap("features")
-    report = _report_step(cfg, harvested["store"], results, explanations, metrics)
+    explanations, card = _scorecard_step(cfg, harvested["store"], harvested["heldout"], results, trained, model)
+    lap("scorecard")
+    summary["scorecard"] = card.summary()
+    print("\n== interpretability scorecard (held-out F1 of the offline explainer) ==\n" + card.format_table(),
+          flush=True)
+    report = _report_step(cfg, harvested["store"], results, explanations, card, metrics, model)
     lap("report")
     times["total"] = round(time.perf_counter() - t_start, 1)
     summary["report"] = str(report)
@@ -169,17 +176,22 @@ def run_demo(out: str | Path = "runs/demo", n_tokens: int | None = None, model_n
 
 
 def _features_step(cfg: DemoConfig, store, trained: dict, model):
-    from workbench.analysis.explain import explain_features
-    from workbench.analysis.features import FeatureConfig, compute_features
-
     results = compute_features(store, trained["sae"], Path(cfg.out) / "features", FeatureConfig(), model=model)
-    return results, explain_features(results)
+    return results
 
 
-def _report_step(cfg: DemoConfig, store, results, explanations, metrics: dict) -> Path:
-    from workbench.report.page import write_report
+def _scorecard_step(cfg: DemoConfig, store, heldout, results, trained: dict, model):
+    folder = Path(cfg.out) / "features"
+    explanations = scored_explanations(results, trained["sae"], heldout, folder)
+    card = cached_scorecard(results, store, trained["sae"], model, heldout, folder,
+                            ScorecardConfig(n_units=cfg.scorecard_units, n_train_contexts=128, n_heldout_contexts=64,
+                                            seed=cfg.seed))
+    return explanations, card
 
+
+def _report_step(cfg: DemoConfig, store, results, explanations, card, metrics: dict, model) -> Path:
     path = Path(cfg.out) / "report.html"
     write_report(path, results, metrics, explanations=explanations, n_features=cfg.report_features,
-                 title=f"{cfg.model} · {store.hooks[0]} · topk d_sae={cfg.d_sae}")
+                 title=f"{cfg.model} · {store.hooks[0]} · topk d_sae={cfg.d_sae}", scorecard=card,
+                 tokenizer=model.tokenizer)
     return path

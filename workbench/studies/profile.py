@@ -1,7 +1,9 @@
 """Run profiles and the SAEs every case-study notebook starts from.
 
 A profile fixes the sizes a notebook uses: ``smoke`` keeps CI runs to minutes (a tiny, barely trained SAE),
-``full`` is a usable SAE (hours on a CPU, minutes on a GPU). ``WORKBENCH_PROFILE`` picks one (default ``full``).
+``full`` is the whole-corpus profile: every training-split token of the embedded wiki (about 2.4M, en/es/fr),
+a 16,384-latent TopK trained for several epochs over it, checkpointed as it goes (about an hour on 2 CPU cores,
+``make full`` builds it once; minutes on a GPU). ``WORKBENCH_PROFILE`` picks one (default ``full``).
 
 :func:`standard_sae` returns the model, its activation store, the training source (with held-out tokens) and a
 TopK SAE on the middle-layer residual stream, each cached under ``WORKBENCH_HOME``, so notebooks share them
@@ -28,7 +30,7 @@ from torch import Tensor
 from workbench.analysis.explain import ExplanationSet, explain_features
 from workbench.analysis.features import FeatureConfig, FeatureResults, semantic_settings, compute_features
 from workbench.core.home import cache_dir
-from workbench.data.corpus import CorpusSpec
+from workbench.data.corpus import CorpusSpec, whole_corpus_tokens
 from workbench.data.harvest import HarvestSpec, harvest_cached
 from workbench.data.models import load_model
 from workbench.sae.model import SAE
@@ -62,11 +64,13 @@ class Profile:
     """Sizes for one kind of run."""
 
     name: str = "full"
-    n_tokens: int = 2_000_000        # tokens harvested into the standard store
+    n_tokens: int | None = None      # tokens harvested into the standard store; None: the corpus's whole train split
     holdout_tokens: int = 65_536     # kept out of training, for evaluation
     batch_size: int = 4096
-    d_sae: int = 8192
+    d_sae: int = 16_384
     k: int = 32
+    epochs: int = 4                  # passes over the store's training tokens, each reshuffled
+    checkpoint_every: int = 100      # training steps between checkpoints (0: none; a killed run then restarts)
     progress: bool = True            # tqdm bars (off in CI logs)
 
     @property
@@ -75,8 +79,8 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", n_tokens=16_384, holdout_tokens=2_048, batch_size=256, d_sae=1024, k=16,
-                     progress=False),
+    "smoke": Profile("smoke", n_tokens=16_384, holdout_tokens=2_048, batch_size=256, d_sae=1024, k=16, epochs=1,
+                     checkpoint_every=0, progress=False),
     "full": Profile("full"),
 }
 
@@ -224,21 +228,31 @@ NestedSAEs = StudySAEs
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def standard_harvest_spec(model_name: str, profile: Profile, *, hook: str | None = None, corpus=None) -> HarvestSpec:
-    """The :class:`~workbench.data.harvest.HarvestSpec` of the standard store: the wiki corpus, the middle layer."""
-    return HarvestSpec(model=model_name, n_tokens=profile.n_tokens, corpus=corpus or CorpusSpec(source="wiki"),
+def standard_harvest_spec(model_name: str, profile: Profile, *, hook: str | None = None, corpus=None,
+                          tokenizer=None) -> HarvestSpec:
+    """The :class:`~workbench.data.harvest.HarvestSpec` of the standard store: the wiki corpus (train split), the
+    middle layer. A profile without ``n_tokens`` harvests the whole corpus, counted with ``tokenizer``."""
+    spec = HarvestSpec(model=model_name, n_tokens=profile.n_tokens or 1, corpus=corpus or CorpusSpec(source="wiki"),
                        hooks=(hook,) if hook else ())
+    if profile.n_tokens is None:
+        if tokenizer is None:
+            raise ValueError(f"the {profile.name!r} profile harvests the whole corpus: pass the model's tokenizer to "
+                             f"count it")
+        spec = replace(spec, n_tokens=whole_corpus_tokens(spec.corpus, tokenizer, spec.context_size, spec.prepend_bos,
+                                                          cache=cache_dir("corpus")))
+    return spec
 
 
 def standard_training(profile: Profile, store, architecture: str = "topk") -> tuple[list[RunSpec], TrainConfig]:
-    """``(specs, config)`` of the standard SAE: one epoch over ``store`` minus the held-out tokens."""
+    """``(specs, config)`` of the standard SAE: ``profile.epochs`` passes over ``store`` minus the held-out tokens."""
     bs = profile.batch_size
     n_train = (store.n_tokens - store.n_contexts - profile.holdout_tokens) // bs * bs  # BOS tokens are excluded
     if n_train <= 0:
         raise ValueError(f"the store holds {store.n_tokens} tokens, too few for {profile.holdout_tokens} held-out "
                          f"tokens and one batch of {bs}: raise n_tokens")
-    return [RunSpec(architecture, profile.d_sae, k=profile.k)], TrainConfig(total_tokens=n_train, batch_size=bs,
-                                                                             checkpoint_every=0)
+    config = TrainConfig(total_tokens=n_train, epochs=profile.epochs, batch_size=bs,
+                         checkpoint_every=profile.checkpoint_every)
+    return [RunSpec(architecture, profile.d_sae, k=profile.k)], config
 
 
 def runs_base(model_name: str, profile: Profile) -> Path:
@@ -254,7 +268,8 @@ def _profile(profile: Profile | str | None, overrides: Mapping[str, Any]) -> Pro
 def _standard_inputs(model_name: str, prof: Profile, model, hook: str | None, corpus):
     """The model, the profile's standard store (harvested or cached) and its training source."""
     model = model if model is not None else load_model(model_name)
-    store = harvest_cached(standard_harvest_spec(model_name, prof, hook=hook, corpus=corpus), model=model)
+    spec = standard_harvest_spec(model_name, prof, hook=hook, corpus=corpus, tokenizer=model.tokenizer)
+    store = harvest_cached(spec, model=model)
     return model, store, StoreSource(store.path, holdout_tokens=prof.holdout_tokens)
 
 
