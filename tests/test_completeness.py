@@ -317,6 +317,6 @@ def test_study_sizes_bracket_the_profile_size():
     from workbench.studies.profile import PROFILES
 
     assert study_sizes(PROFILES["smoke"]) == [256, 4096]
-    assert study_sizes(PROFILES["full"], factor=2) == [4096, 16384]
+    assert study_sizes(PROFILES["full"], factor=2) == [PROFILES["full"].d_sae // 2, PROFILES["full"].d_sae * 2] == [8192, 32768]
     with pytest.raises(ValueError, match="factor=1 must be >= 2"):
         study_sizes(PROFILES["smoke"], factor=1)

@@ -23,7 +23,7 @@ RESULT_NAME = "completeness.json"  # saved in the standard SAE's run folder
 
 def study_sizes(profile: Profile, factor: int = 4) -> list[int]:
     """The dictionary sizes scored besides the standard SAE's: ``factor`` times smaller and ``factor`` times larger
-    (smoke: 256 and 4096 around 1024; full: 2048 and 32768 around 8192)."""
+    (smoke: 256 and 4096 around 1024; full: 4096 and 65536 around 16384)."""
     if factor < 2:
         raise ValueError(f"factor={factor} must be >= 2 (the sizes must differ from the standard SAE's)")
     if profile.d_sae // factor < 1:

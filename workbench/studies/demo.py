@@ -10,7 +10,6 @@ records the seconds each step took (``times_s``).
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from workbench.analysis.features import FeatureConfig, compute_features
 from workbench.analysis.scorecard import ScorecardConfig
 from workbench.core.persist import atomic_write_text, read_tagged_json, write_tagged_json
+from workbench.core.timing import StepTimer
 from workbench.data.corpus import CorpusSpec
 from workbench.data.harvest import HarvestSpec, harvest
 from workbench.data.models import DEFAULT_MODEL, load_model
@@ -127,15 +127,8 @@ def run_demo(out: str | Path = "runs/demo", n_tokens: int | None = None, model_n
                                **({"n_tokens": int(n_tokens)} if n_tokens is not None else {}))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    times: dict[str, float] = {}
-    t_start = clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        times[step] = round(now - clock, 1)
-        clock = now
-
+    timer = StepTimer()
+    lap, times = timer.lap, timer.times
     model = load_model(cfg.model)
     lap("model_load")
     summary: dict = {"model": cfg.model, "settings": asdict(cfg), "times_s": times}
@@ -166,10 +159,10 @@ def run_demo(out: str | Path = "runs/demo", n_tokens: int | None = None, model_n
           flush=True)
     report = _report_step(cfg, harvested["store"], results, explanations, card, metrics, model)
     lap("report")
-    times["total"] = round(time.perf_counter() - t_start, 1)
+    timer.finish()
     summary["report"] = str(report)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
-    print("\n== time per step (s) ==\n" + "  ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    print("\n== time per step (s) ==\n" + timer.line())
     print(f"\nReport: {report.resolve()}  (open it in a browser)")
     print("Explore interactively: make lab   (JupyterLab on notebooks/, start with 00_quickstart.ipynb)")
     return summary

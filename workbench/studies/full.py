@@ -10,13 +10,13 @@ feature pass by shard of sparse codes, explanations and the scorecard by file. O
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from workbench.analysis.scorecard import ScorecardConfig
 from workbench.core.persist import atomic_write_text
+from workbench.core.timing import StepTimer
 from workbench.data.corpus import CorpusSpec, corpus_stats
 from workbench.data.harvest import HarvestSpec, harvest_cached
 from workbench.data.models import DEFAULT_MODEL, load_model
@@ -38,16 +38,8 @@ def run_full(out: str | Path = "runs/full", model_name: str = DEFAULT_MODEL, *, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prof = current_profile(profile)
-    times: dict[str, float] = {}
-    clock = t_start = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        times[step] = round(now - clock, 1)
-        clock = now
-        print(f"[full] {step} done in {times[step]:.0f} s", flush=True)
-
+    timer = StepTimer(announce="[full]")
+    lap = timer.lap
     model = load_model(model_name)
     lap("model_load")
     stats = corpus_stats(CorpusSpec(source="wiki", split="train"), model.tokenizer)
@@ -72,7 +64,7 @@ def run_full(out: str | Path = "runs/full", model_name: str = DEFAULT_MODEL, *, 
     report = write_report(out / "report.html", results, metrics, explanations=explanations, scorecard=card,
                           tokenizer=model.tokenizer, title=f"{model_name} · {study.hook} · {prof.name} profile")
     lap("report")
-    times["total"] = round(time.perf_counter() - t_start, 1)
+    times = timer.finish()
     summary = {"model": model_name, "profile": prof.name, "run_dir": str(study.run_dir), "store": str(store.path),
                "store_tokens": store.n_tokens, "corpus": stats["languages"], "times_s": times,
                "training": study.metrics(),
@@ -81,6 +73,6 @@ def run_full(out: str | Path = "runs/full", model_name: str = DEFAULT_MODEL, *, 
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
     print("\n== SAE ==\n" + json.dumps(summary["sae_metrics"], indent=1))
     print("\n== interpretability scorecard ==\n" + card.format_table())
-    print("\n== time per step (s) ==\n" + "  ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    print("\n== time per step (s) ==\n" + timer.line())
     print(f"\nReport: {Path(report).resolve()}")
     return summary
