@@ -22,13 +22,20 @@ from workbench.data.harvest import HarvestSpec, harvest_cached
 from workbench.data.models import DEFAULT_MODEL, load_model
 from workbench.report.page import write_report
 from workbench.sae.evaluate import downstream_metrics, evaluate_activations
-from workbench.studies.profile import current_profile, standard_sae
+from workbench.studies.profile import current_profile, standard_harvest_spec, standard_sae
 from workbench.studies.readability import cached_scorecard, scored_explanations
 
 __all__ = ["run_full"]
 
 HELDOUT_TOKENS = 65_536  # held-out-split text: explanation scores, the scorecard, CE/KL with the SAE spliced in
 DOWNSTREAM_CONTEXTS = 32
+
+
+def _trained_tokens(run_dir: Path) -> int | None:
+    try:
+        return int(json.loads((Path(run_dir) / "summary.json").read_text())["tokens"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def run_full(out: str | Path = "runs/full", model_name: str = DEFAULT_MODEL, *, profile: str = "full",
@@ -44,8 +51,10 @@ def run_full(out: str | Path = "runs/full", model_name: str = DEFAULT_MODEL, *, 
     lap("model_load")
     stats = corpus_stats(CorpusSpec(source="wiki", split="train"), model.tokenizer)
     lap("corpus_count")
-    study = standard_sae(model_name, profile=prof, model=model)  # harvest, then training (each cached/resumable)
-    lap("harvest_and_train")
+    harvest_cached(standard_harvest_spec(model_name, prof, tokenizer=model.tokenizer), model=model)
+    lap("harvest")
+    study = standard_sae(model_name, profile=prof, model=model)  # finds the store just harvested; trains (resumable)
+    lap("train")
     sae, store = study.sae, study.store
     heldout = harvest_cached(HarvestSpec(model=model_name, n_tokens=HELDOUT_TOKENS,
                                          corpus=CorpusSpec(source="wiki", split="heldout")), model=model)
@@ -67,7 +76,7 @@ def run_full(out: str | Path = "runs/full", model_name: str = DEFAULT_MODEL, *, 
     times = timer.finish()
     summary = {"model": model_name, "profile": prof.name, "run_dir": str(study.run_dir), "store": str(store.path),
                "store_tokens": store.n_tokens, "corpus": stats["languages"], "times_s": times,
-               "training": study.metrics(),
+               "training": study.metrics(), "training_tokens": _trained_tokens(study.run_dir),
                "sae_metrics": {k: v for k, v in metrics.items() if k != "log10_density_histogram"},
                "scorecard": card.summary(), "report": str(report)}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
