@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.core.home import cache_dir
-from workbench.core.persist import atomic_write
+from workbench.core.persist import atomic_write, atomic_write_text
 
 INSTALL_HINT = "python -m workbench assets install   (or: make demo / make test)"
 
@@ -125,7 +125,7 @@ def verify_file(path: Path, expected: str) -> None:
             f"version. Delete it and run: {INSTALL_HINT}"
         )
     try:
-        marker.write_text(json.dumps({**key, "sha256": expected}))
+        atomic_write_text(marker, json.dumps({**key, "sha256": expected}), fsync=False)
     except OSError:  # a read-only location only costs a re-hash next time
         pass
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import shutil
 import sys
 import time
 import warnings
@@ -33,6 +31,7 @@ import torch
 
 from workbench.data.assets import ASSETS, asset_path, sha256_file
 from workbench.core.home import cache_dir
+from workbench.core.persist import atomic_directory, save_tensors
 
 log = logging.getLogger(__name__)
 
@@ -179,22 +178,16 @@ def _config_from_json(data: dict):
 
 
 def _convert_gguf(gguf: Path, tl_name: str | None, target: Path) -> None:
-    """Dequantise a GGUF with HF, convert to TL weights, write safetensors + JSON + tokenizer."""
-    from safetensors.torch import save_file
-
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    hf_model, tokenizer = _load_hf_from_gguf(gguf)
-    cfg, state_dict = _tl_config_and_weights(hf_model, tl_name, tmp)
-    model = _build_model(cfg, tokenizer, state_dict)
-    weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(weights, str(tmp / "model.safetensors"))
-    (tmp / "tl_config.json").write_text(json.dumps(_config_to_json(cfg), indent=1))
-    tokenizer.save_pretrained(tmp / "tokenizer")
-    (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf), "tl_name": tl_name}))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    """Dequantise a GGUF with HF, convert to TL weights, write safetensors + JSON + tokenizer (all or nothing)."""
+    with atomic_directory(target) as tmp:
+        hf_model, tokenizer = _load_hf_from_gguf(gguf)
+        cfg, state_dict = _tl_config_and_weights(hf_model, tl_name, tmp)
+        model = _build_model(cfg, tokenizer, state_dict)
+        # clones: tied weights share storage, which safetensors refuses to write
+        save_tensors({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        (tmp / "tl_config.json").write_text(json.dumps(_config_to_json(cfg), indent=1))
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf), "tl_name": tl_name}))
 
 
 def _build_model(cfg, tokenizer, state_dict, processing: bool = False):
