@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.core.persist import atomic_write_text
+from workbench.core.persist import read_tagged_json, write_tagged_json
 from workbench.data.corpus_sources import (iter_hf, iter_local, iter_wiki, wiki_language, wiki_document, wiki_article,
                                            wiki_doc_id)
 from workbench.data.corpus_spec import (CORPUS_FORMAT_VERSION, CorpusSpec, Document, LOCAL_EXTENSIONS, PackedBatch,
@@ -262,6 +262,9 @@ def _take_contexts(
     gen.close()
 
 
+_COUNT_FORMAT = "workbench-corpus-token-count"
+
+
 def whole_corpus_tokens(spec: CorpusSpec, tokenizer: Any, context_size: int = 128, prepend_bos: bool = True,
                         *, cache: str | os.PathLike | None = None) -> int:
     """The ``n_tokens`` that harvests all of ``spec``: its packed contexts (the final partial one dropped) times
@@ -274,18 +277,20 @@ def whole_corpus_tokens(spec: CorpusSpec, tokenizer: Any, context_size: int = 12
     if cache is not None:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         path = Path(cache) / f"whole-corpus-{digest}.json"
-        if path.is_file():
-            try:
-                return int(json.loads(path.read_text())["n_tokens"])
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # unreadable: count again and overwrite
+        try:
+            saved = read_tagged_json(path, format=_COUNT_FORMAT, what="a corpus token count", fix="it is recounted")
+            if all(saved.get(k) == v for k, v in key.items()):
+                return int(saved["n_tokens"])
+        except (ValueError, KeyError, TypeError):
+            pass  # missing, unreadable or stale: count again and overwrite
     n_contexts = sum(len(b) for b in pack_contexts(tokenizer, iter_documents(spec), context_size, prepend_bos, 256))
     if n_contexts == 0:
         raise ValueError(f"the {spec.describe()} holds no complete context of {context_size} tokens")
     n_tokens = n_contexts * context_size
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({**key, "n_contexts": n_contexts, "n_tokens": n_tokens}))
+        write_tagged_json(path, {**key, "n_contexts": n_contexts, "n_tokens": n_tokens}, format=_COUNT_FORMAT,
+                          format_version=1)
     return n_tokens
 
 

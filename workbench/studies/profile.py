@@ -35,6 +35,7 @@ from workbench.data.harvest import HarvestSpec, harvest_cached
 from workbench.data.models import load_model
 from workbench.sae.model import SAE
 from workbench.sae.train import RunSpec, StoreSource, TrainConfig, default_lr, train, training_dir
+from workbench.studies.readability import load_explanations
 
 __all__ = [
     "NestedSAEs",
@@ -194,14 +195,9 @@ class StudySAEs:
 
     def _explanations(self, name: str, results: FeatureResults) -> ExplanationSet:
         path = self.features_dir(name, results.meta.get("config", {})) / "explanations.json"
-        fp = results.meta.get("sae_fingerprint")
-        if path.is_file():
-            try:
-                cached = ExplanationSet.load(path)
-                if cached.meta.get("sae_fingerprint") == fp:
-                    return cached
-            except ValueError:
-                pass
+        cached = load_explanations(path, {"sae_fingerprint": results.meta.get("sae_fingerprint")})
+        if cached is not None:
+            return cached
         out = explain_features(results)
         out.save(path)
         return out

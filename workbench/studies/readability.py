@@ -15,7 +15,7 @@ from workbench.analysis.features import FeatureResults, sae_fingerprint
 from workbench.analysis.scorecard import Scorecard, ScorecardConfig, find_scorecard, scorecard
 from workbench.core.hardware import torch_threads
 
-__all__ = ["cached_scorecard", "scored_explanations"]
+__all__ = ["cached_scorecard", "load_explanations", "scored_explanations"]
 
 EXPLANATIONS_JSON = "explanations.json"
 
@@ -23,6 +23,19 @@ EXPLANATIONS_JSON = "explanations.json"
 def _heldout_identity(store) -> dict:
     return {"path": str(Path(store.path).resolve()), "created": store.manifest.get("created"),
             "n_contexts": int(store.n_contexts)}
+
+
+def load_explanations(path: str | Path, key: dict) -> ExplanationSet | None:
+    """The explanations saved at ``path`` when every entry of ``key`` matches their metadata (the SAE's
+    fingerprint, what they were scored on...); None when the file is missing, unreadable or stale."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        cached = ExplanationSet.load(path)
+    except ValueError:
+        return None  # unreadable: the caller explains again and overwrites
+    return cached if all(cached.meta.get(k) == v for k, v in key.items()) else None
 
 
 def scored_explanations(results: FeatureResults, sae, heldout, folder: str | Path, *, threads: int | None = 1,
@@ -33,13 +46,9 @@ def scored_explanations(results: FeatureResults, sae, heldout, folder: str | Pat
     many small ops on a busy machine)."""
     path = Path(folder) / EXPLANATIONS_JSON
     key = {"sae_fingerprint": sae_fingerprint(sae), "scored_on": _heldout_identity(heldout)}
-    if path.is_file():
-        try:
-            cached = ExplanationSet.load(path)
-            if all(cached.meta.get(k) == v for k, v in key.items()):
-                return cached
-        except ValueError:
-            pass  # unreadable: explain again and overwrite
+    cached = load_explanations(path, key)
+    if cached is not None:
+        return cached
     expl = explain_features(results, progress=progress)
     with torch_threads(threads):
         score_features(expl, heldout, sae, range(heldout.n_contexts), results=results, progress=progress)
