@@ -8,10 +8,12 @@ Layers, low to high (a module may import its own layer and the layers below, nev
     2 workbench.sae       model, kernels, io, train, cli, evaluate
     3 workbench.analysis  features, logits, search, explain, neurons, neighborhoods, splitting, ...
     4 workbench.intervene generation, steering, attribution
-    5 workbench.report    html, card, page
-    6 workbench.studies   profile, demo
-    7 workbench           the top level: __init__ (the lazy public API), cli, __main__, _legacy
-    8 widgets             the notebook views, above all of workbench
+    5 workbench.persona   traits, judges, persona vectors, monitoring, fine-tuning checkpoints
+    6 workbench.diffing   paired activations, crosscoders, model diffing
+    7 workbench.report    html, card, page
+    8 workbench.studies   profile, demo
+    9 workbench           the top level: __init__ (the lazy public API), cli, __main__, _legacy
+   10 widgets             the notebook views, above all of workbench
 
 Imports are read with :mod:`ast` from every ``.py`` file of ``workbench/`` and ``widgets/``: module-level and
 function-level ones, absolute (``workbench...``, ``widgets...``) and relative. Imports by computed name
@@ -38,12 +40,14 @@ LAYERS = {
     "workbench.sae": 2,
     "workbench.analysis": 3,
     "workbench.intervene": 4,
-    "workbench.report": 5,
-    "workbench.studies": 6,
+    "workbench.persona": 5,
+    "workbench.diffing": 6,
+    "workbench.report": 7,
+    "workbench.studies": 8,
 }
 TOP_LEVEL = {"workbench", "workbench.cli", "workbench.__main__", "workbench._legacy"}
-TOP_LAYER = 7
-WIDGETS_LAYER = 8
+TOP_LAYER = 9
+WIDGETS_LAYER = 10
 LAYER_NAMES = {**{rank: name for name, rank in LAYERS.items()}, TOP_LAYER: "workbench top level",
                WIDGETS_LAYER: "widgets"}
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from workbench.analysis.explain import (
+    Background,
     Explanation,
     ExplanationSet,
     ScoreAccumulator,
@@ -161,6 +162,36 @@ def test_examples_from_activations_follow_the_streaming_rules(planted_tokens):
         dense_bucket = sorted((e.context_idx, e.position) for e in exs[f].examples[len(want):])
         assert dense_bucket == bucket_tokens
     assert TokenExplainer().explain(exs[0]).patterns == [(T_UNI,)]
+
+
+def test_fitting_on_every_training_token_prefers_the_precise_bigram():
+    """A unit fires on token 9 only right after token 3; token 9 is common elsewhere, but outside the windows the
+    unit fired in. The windows alone cannot tell "9" from "3 9"; every token of the training contexts can."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(20, 40, (64, 32), generator=gen)
+    ids[:32, 10] = 3
+    ids[:32, 11] = 9  # fires here
+    ids[32:, 5::6] = 9  # never fires here
+    acts = torch.zeros(ids.shape)
+    acts[:32, 11] = 2.0
+    windows = examples_from_activations(acts[..., None], ids, top_k=20, per_bucket=0, context_before=3,
+                                        context_after=0)[0]
+    fitted = examples_from_activations(acts[..., None], ids, top_k=20, per_bucket=0, context_before=3,
+                                       context_after=0, background=True)[0]
+    assert isinstance(fitted.background, Background)
+    assert torch.equal(fitted.background.acts, acts)
+    assert TokenExplainer().explain(windows).patterns == [(T_B,)]
+    expl = TokenExplainer().explain(fitted)
+    assert expl.patterns == [(T_A, T_B)]
+    assert expl.meta["train_precision"] == 1.0 and expl.meta["train_recall"] == 1.0
+    # tokens outside ``valid`` are neither candidates nor negatives
+    valid = torch.ones(ids.shape, dtype=torch.bool)
+    valid[:, 11] = False
+    masked = examples_from_activations(acts[..., None], ids, top_k=20, per_bucket=0, background=True,
+                                       valid=valid)[0]
+    assert TokenExplainer().explain(masked).patterns == []
+    with pytest.raises(ValueError, match="same"):
+        Background(ids, acts[:, :5])
 
 
 # ----------------------------------------------------------------------------------------------------------------

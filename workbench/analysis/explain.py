@@ -13,15 +13,14 @@ at a position where one of them ends. That makes every explanation testable the 
   leading space, lower-cased and capitalised) and matched like the offline n-grams. Honest but crude: an
   explanation that is right in words yet names no tokens scores zero.
 
-**Scoring** (:func:`score_explanation`, :class:`ScoreAccumulator`) runs the predictor over held-out tokens: precision
-and recall of "predicted" against "fires" (activation > threshold), and the paper's specificity view with
-activation buckets: for each of ``n_buckets`` linear buckets between 0 and the unit's max, the fraction of the
-tokens in that bucket the predictor calls positive (plus the rate on non-firing tokens).
+**Scoring** (:func:`score_explanation`, :class:`ScoreAccumulator`, in :mod:`workbench.analysis.explain_scoring`)
+runs the predictor over held-out tokens: precision and recall of "predicted" against "fires", and the paper's
+specificity view with activation buckets.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
@@ -32,9 +31,11 @@ from tqdm.auto import tqdm
 from workbench.analysis.feature_kernels import hash_keys
 from workbench.analysis.features import ActivationExample, FeatureResults, encode_contexts
 from workbench.core.config import known_fields_only
+from workbench.analysis.explain_scoring import ExplanationScore, ScoreAccumulator, score_explanation
 from workbench.core.persist import read_tagged_json, write_tagged_json
 
 __all__ = [
+    "Background",
     "Explanation",
     "ExplanationScore",
     "ExplanationSet",
@@ -60,14 +61,36 @@ EXPLANATIONS_VERSION = 1
 
 
 @dataclass
+class Background:
+    """A unit's activations on every token of a set of *training* contexts, beside its example windows.
+
+    ``token_ids`` [n_ctx, ctx] (ids < 0 are left out, e.g. BOS), ``acts`` [n_ctx, ctx] and ``vocab`` (id ->
+    string, for the explanation's text). With it, an explainer can measure how often a candidate token fires the
+    unit among *all* its occurrences, not only inside the windows chosen because the unit fired there: the windows
+    alone overrate common tokens (docs/methods.md §5).
+    """
+
+    token_ids: Tensor
+    acts: Tensor
+    vocab: Mapping[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.token_ids.shape != self.acts.shape or self.token_ids.dim() != 2:
+            raise ValueError(f"Background needs token_ids and acts of the same [n_ctx, ctx] shape, got "
+                             f"{tuple(self.token_ids.shape)} and {tuple(self.acts.shape)}")
+
+
+@dataclass
 class UnitExamples:
-    """What an explainer sees of one unit (a feature or a neuron): example windows with per-token activations."""
+    """What an explainer sees of one unit (a feature or a neuron): example windows with per-token activations,
+    and optionally its activations on every token of the training contexts (:class:`Background`)."""
 
     unit: int
     kind: str  # "feature" or "neuron"
     max_activation: float
     examples: list[ActivationExample]
     label: str = ""  # e.g. "L3 N1021" for a neuron
+    background: Background | None = None
 
 
 @dataclass
@@ -145,12 +168,14 @@ def _f1(tp: Tensor, fp: Tensor, n_pos: int) -> Tensor:
 
 @dataclass
 class TokenExplainer:
-    """Top tokens and n-grams of the examples, chosen greedily by F1 on the example windows.
+    """Top tokens and n-grams of a unit, chosen greedily by F1 on the tokens it was fitted on.
 
-    A position of an example window counts as firing when the unit's activation there is > ``fire_fraction`` of
-    its max (0: any non-zero activation). Candidates are the n-grams (n <= ``max_n``) ending at firing positions
-    with at least ``min_support`` such positions; each round adds the candidate with the largest F1 gain of the
-    union predictor over the windows' tokens, until ``max_patterns`` or a gain below ``min_gain``.
+    A position counts as firing when the unit's activation there is > ``fire_fraction`` of its max (0: any non-zero
+    activation). The fit uses the unit's :class:`Background` when the examples carry one (every token of the
+    training contexts), else the tokens of its example windows. Candidates are the n-grams (n <= ``max_n``)
+    ending at firing positions with at least ``min_support`` such positions (the ``max_candidates`` most frequent
+    of each length); each round adds the candidate with the largest F1 gain of the union predictor, until
+    ``max_patterns`` or a gain below ``min_gain`` (docs/methods.md §5).
     """
 
     max_n: int = 3
@@ -158,46 +183,30 @@ class TokenExplainer:
     min_support: int = 2
     min_gain: float = 0.01
     fire_fraction: float = 0.0
+    max_candidates: int = 256
     name: str = "tokens"
 
     def explain(self, examples: UnitExamples) -> Explanation:
-        exs = examples.examples
         strings = _window_strings(examples)
-        width = max((len(ex.token_ids) for ex in exs), default=0)
-        ids = torch.full((len(exs), width), -1, dtype=torch.int64)
-        acts = torch.zeros((len(exs), width), dtype=torch.float32)
-        for e, ex in enumerate(exs):
-            ids[e, :len(ex.token_ids)] = torch.tensor(ex.token_ids, dtype=torch.int64)
-            acts[e, :len(ex.acts)] = torch.tensor(ex.acts, dtype=torch.float32)
+        bg = examples.background
+        if bg is not None:
+            ids = bg.token_ids.to(torch.int64)
+            acts = bg.acts.to(torch.float32)
+            for t, s in bg.vocab.items():
+                strings.setdefault(int(t), s)
+        else:
+            ids, acts = _window_tensors(examples.examples)
+        return self._fit(ids, acts, max(examples.max_activation, 0.0), strings)
+
+    def _fit(self, ids: Tensor, acts: Tensor, max_activation: float, strings: Mapping[int, str]) -> Explanation:
         valid = ids >= 0
-        y = (acts > self.fire_fraction * max(examples.max_activation, 0.0)) & valid
+        y = (acts > self.fire_fraction * max_activation) & valid
         n_pos = int(y.sum())
         if n_pos == 0:
             return Explanation("(no firing examples)", [], self.name, {"n_firing": 0})
-        need = min(self.min_support, n_pos)
-        # n-grams ending at every position ([E, width, n], -1 where they would start before the window)
-        cands: list[tuple[int, ...]] = []
-        cols: list[Tensor] = []
-        for n in range(1, self.max_n + 1):
-            if n > width:
-                break
-            grams = torch.full((len(exs), width, n), -1, dtype=torch.int64)
-            for j in range(n):
-                grams[:, n - 1:, j] = ids[:, j:width - n + 1 + j]
-            ok = (grams >= 0).all(-1)
-            at_fire = grams[y & ok]  # [P, n]
-            if at_fire.numel() == 0:
-                continue
-            uniq, counts = torch.unique(at_fire, dim=0, return_counts=True)
-            uniq = uniq[counts >= need]
-            if uniq.numel() == 0:
-                continue
-            match = (grams[:, :, None, :] == uniq[None, None, :, :]).all(-1) & ok[..., None]  # [E, width, C_n]
-            cands.extend(tuple(int(t) for t in g) for g in uniq)
-            cols.append(match.reshape(-1, uniq.shape[0]))
+        cands, M = _candidates(ids, y, self.max_n, min(self.min_support, n_pos), self.max_candidates)
         if not cands:
             return Explanation("(no recurring tokens)", [], self.name, {"n_firing": n_pos})
-        M = torch.cat(cols, dim=1)  # [positions, candidates]
         y, valid = y.reshape(-1), valid.reshape(-1)
         chosen: list[int] = []
         current = torch.zeros_like(y)
@@ -226,97 +235,45 @@ class TokenExplainer:
         return Explanation(text, patterns, self.name, meta)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Scoring
-# ----------------------------------------------------------------------------------------------------------------
+def _window_tensors(exs: Sequence[ActivationExample]) -> tuple[Tensor, Tensor]:
+    """Example windows as padded [E, width] token ids (-1 pad) and activations."""
+    width = max((len(ex.token_ids) for ex in exs), default=0)
+    ids = torch.full((len(exs), width), -1, dtype=torch.int64)
+    acts = torch.zeros((len(exs), width), dtype=torch.float32)
+    for e, ex in enumerate(exs):
+        ids[e, :len(ex.token_ids)] = torch.tensor(ex.token_ids, dtype=torch.int64)
+        acts[e, :len(ex.acts)] = torch.tensor(ex.acts, dtype=torch.float32)
+    return ids, acts
 
 
-@dataclass
-class ExplanationScore:
-    """How well a predictor matches where a unit fires, on held-out tokens.
-
-    ``bucket_counts[b]`` tokens had an activation in bucket b of (0, max]; the predictor called
-    ``bucket_predicted[b]`` of them positive: ``bucket_positive_rate`` is the specificity curve of the paper.
-    ``false_positive_rate`` is the rate on the non-firing tokens.
-    """
-
-    precision: float
-    recall: float
-    f1: float
-    n_tokens: int
-    n_firing: int
-    n_predicted: int
-    n_true_positive: int
-    false_positive_rate: float
-    bucket_edges: list[float]
-    bucket_counts: list[int]
-    bucket_predicted: list[int]
-
-    @property
-    def bucket_positive_rate(self) -> list[float | None]:
-        return [p / c if c else None for p, c in zip(self.bucket_predicted, self.bucket_counts)]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "ExplanationScore":
-        return cls(**known_fields_only(cls, dict(d), "explanation-score field(s)"))
-
-
-class ScoreAccumulator:
-    """Streaming counts for :class:`ExplanationScore` over batches of (predictions, activations)."""
-
-    def __init__(self, max_activation: float, n_buckets: int = 10, threshold: float = 0.0):
-        if n_buckets < 1:
-            raise ValueError(f"n_buckets must be positive, got {n_buckets}")
-        self.max_activation = float(max_activation)
-        self.n_buckets, self.threshold = n_buckets, float(threshold)
-        self.n = self.fire = self.pred = self.tp = 0
-        self.b_count = torch.zeros(n_buckets, dtype=torch.int64)
-        self.b_pred = torch.zeros(n_buckets, dtype=torch.int64)
-
-    def update(self, predicted: Tensor, acts: Tensor, valid: Tensor | None = None) -> None:
-        p, a = predicted.reshape(-1).cpu(), acts.reshape(-1).to(torch.float32).cpu()
-        if valid is not None:
-            v = valid.reshape(-1).cpu()
-            p, a = p[v], a[v]
-        fires = a > self.threshold
-        self.n += int(a.numel())
-        self.fire += int(fires.sum())
-        self.pred += int(p.sum())
-        self.tp += int((p & fires).sum())
-        if self.max_activation > 0 and bool(fires.any()):
-            af = a[fires]
-            b = (af / self.max_activation * self.n_buckets).floor().to(torch.int64).clamp_(0, self.n_buckets - 1)
-            self.b_count += torch.bincount(b, minlength=self.n_buckets)
-            self.b_pred += torch.bincount(b[p[fires]], minlength=self.n_buckets)
-
-    def result(self) -> ExplanationScore:
-        prec = self.tp / self.pred if self.pred else 0.0
-        rec = self.tp / self.fire if self.fire else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
-        neg = self.n - self.fire
-        fpr = (self.pred - self.tp) / neg if neg else 0.0
-        mx, nb = self.max_activation, self.n_buckets
-        return ExplanationScore(precision=prec, recall=rec, f1=f1, n_tokens=self.n, n_firing=self.fire,
-                                n_predicted=self.pred, n_true_positive=self.tp, false_positive_rate=fpr,
-                                bucket_edges=[mx * j / nb for j in range(nb + 1)],
-                                bucket_counts=self.b_count.tolist(), bucket_predicted=self.b_pred.tolist())
-
-
-def score_explanation(explanation: Explanation, token_ids: Tensor, acts: Tensor, *, max_activation: float | None = None,
-                      n_buckets: int = 10, threshold: float = 0.0, valid: Tensor | None = None) -> ExplanationScore:
-    """Score ``explanation`` on tokens [n_ctx, ctx] with the unit's activations [n_ctx, ctx] (pure).
-
-    ``max_activation`` sets the bucket scale (default: the max of ``acts``); ``valid`` masks tokens (e.g. BOS).
-    """
-    if token_ids.shape != acts.shape:
-        raise ValueError(f"token_ids {tuple(token_ids.shape)} and acts {tuple(acts.shape)} must have the same shape")
-    mx = float(acts.max()) if max_activation is None and acts.numel() else float(max_activation or 0.0)
-    acc = ScoreAccumulator(mx, n_buckets, threshold)
-    acc.update(explanation.predict(token_ids), acts, valid)
-    return acc.result()
+def _candidates(ids: Tensor, y: Tensor, max_n: int, need: int, max_candidates: int
+                ) -> tuple[list[tuple[int, ...]], Tensor]:
+    """The n-grams ending at firing positions ``y`` seen >= ``need`` times (the most frequent ``max_candidates``
+    per length), and where each matches: [positions, candidates] bool."""
+    n_rows, width = ids.shape
+    cands: list[tuple[int, ...]] = []
+    cols: list[Tensor] = []
+    for n in range(1, max_n + 1):
+        if n > width:
+            break
+        grams = torch.full((n_rows, width, n), -1, dtype=torch.int64)
+        for j in range(n):
+            grams[:, n - 1:, j] = ids[:, j:width - n + 1 + j]
+        ok = (grams >= 0).all(-1)
+        at_fire = grams[y & ok]  # [P, n]
+        if at_fire.numel() == 0:
+            continue
+        uniq, counts = torch.unique(at_fire, dim=0, return_counts=True)
+        keep = counts >= need
+        uniq, counts = uniq[keep], counts[keep]
+        if uniq.numel() == 0:
+            continue
+        if uniq.shape[0] > max_candidates:
+            uniq = uniq[torch.argsort(counts, descending=True, stable=True)[:max_candidates]]
+        match = (grams[:, :, None, :] == uniq[None, None, :, :]).all(-1) & ok[..., None]  # [rows, width, C_n]
+        cands.extend(tuple(int(t) for t in g) for g in uniq)
+        cols.append(match.reshape(-1, uniq.shape[0]))
+    return cands, (torch.cat(cols, dim=1) if cols else torch.zeros(n_rows * width, 0, dtype=torch.bool))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -348,18 +305,25 @@ def examples_from_activations(acts: Tensor, token_ids: Tensor, *, units: Sequenc
                               kind: str = "feature", labels: Sequence[str] | None = None, top_k: int = 20,
                               n_buckets: int = 10, per_bucket: int = 5, context_before: int = 12,
                               context_after: int = 4, threshold: float = 0.0, seed: int = 0,
-                              vocab: Mapping[int, str] | None = None, context_offset: int = 0
-                              ) -> list[UnitExamples]:
+                              vocab: Mapping[int, str] | None = None, context_offset: int = 0,
+                              background: bool = False, valid: Tensor | None = None) -> list[UnitExamples]:
     """Top-K contexts and bucket samples of each unit from dense activations [n_ctx, ctx, n_units] (in memory).
 
     The same selection rules as the streaming pass: one top example per context (its strongest token), bucket
     samples = the ``per_bucket`` smallest hash keys among the tokens of each linear bucket of (0, max].
+    ``background=True`` also attaches every token's activation (a :class:`Background`; tokens outside the bool
+    mask ``valid`` [n_ctx, ctx], e.g. BOS, left out) so that explainers can fit on all of them.
     """
     if acts.dim() != 3 or acts.shape[:2] != token_ids.shape:
         raise ValueError(f"acts must be [n_ctx, ctx, n_units] matching token_ids [n_ctx, ctx]; got "
                          f"{tuple(acts.shape)} and {tuple(token_ids.shape)}")
     n_ctx, c, U = acts.shape
     vocab = vocab or {}
+    bg_ids = token_ids.to(torch.int64)
+    if background and valid is not None:
+        if valid.shape != token_ids.shape:
+            raise ValueError(f"valid {tuple(valid.shape)} must match token_ids {tuple(token_ids.shape)}")
+        bg_ids = bg_ids.masked_fill(~valid.to(torch.bool), -1)
     out = []
     for u in range(U):
         a = acts[:, :, u].to(torch.float32)
@@ -389,7 +353,8 @@ def examples_from_activations(acts: Tensor, token_ids: Tensor, *, units: Sequenc
                                                context_after, vocab))
         unit = int(units[u]) if units is not None else u
         out.append(UnitExamples(unit=unit, kind=kind, max_activation=mx, examples=exs,
-                                label=labels[u] if labels is not None else ""))
+                                label=labels[u] if labels is not None else "",
+                                background=Background(bg_ids, a, vocab) if background else None))
     return out
 
 

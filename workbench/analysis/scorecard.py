@@ -234,7 +234,9 @@ class ScorecardConfig:
     explanation sees, as in the feature pass; ``special_majority``: "mostly special" means a larger fraction of
     the top examples; ``min_languages``: languages a multilingual feature fires in; ``explain_threads``: torch
     threads while explaining and scoring, thousands of small tensor ops that one thread runs fastest (measured: 30x
-    faster than two threads on a busy 2-core machine; None leaves torch's setting)."""
+    faster than two threads on a busy 2-core machine; None leaves torch's setting); ``fit_all_tokens``: fit each
+    explanation on every token of the training contexts (:class:`~workbench.analysis.explain.Background`) instead
+    of the example windows only (docs/methods.md §5 gives the measured effect)."""
 
     n_units: int = 200
     n_train_contexts: int = 256
@@ -251,6 +253,7 @@ class ScorecardConfig:
     f1_bins: int = 10
     batch_contexts: int = 16
     explain_threads: int | None = 1
+    fit_all_tokens: bool = False
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -337,20 +340,21 @@ def _density_thresholds(acts: Tensor, valid: Tensor, densities: Sequence[float])
 
 
 def _explain_and_score(kind: str, units: list[int], labels: list[str], train_acts: Tensor, train_ids: Tensor,
-                       held_acts: Tensor, held_ids: Tensor, held_valid: Tensor, density: list[float],
+                       train_valid: Tensor, held_acts: Tensor, held_ids: Tensor, held_valid: Tensor, density: list[float],
                        threshold: list[float], cfg: ScorecardConfig, explainer, vocab: Mapping[int, str]
                        ) -> UnitScores:
     with torch_threads(cfg.explain_threads):
-        return _explain_and_score_units(kind, units, labels, train_acts, train_ids, held_acts, held_ids, held_valid,
-                                        density, threshold, cfg, explainer, vocab)
+        return _explain_and_score_units(kind, units, labels, train_acts, train_ids, train_valid, held_acts, held_ids,
+                                        held_valid, density, threshold, cfg, explainer, vocab)
 
 
-def _explain_and_score_units(kind, units, labels, train_acts, train_ids, held_acts, held_ids, held_valid, density,
-                             threshold, cfg, explainer, vocab) -> UnitScores:
+def _explain_and_score_units(kind, units, labels, train_acts, train_ids, train_valid, held_acts, held_ids, held_valid,
+                             density, threshold, cfg, explainer, vocab) -> UnitScores:
     exs = examples_from_activations(train_acts, train_ids, units=units, kind=kind.rstrip("s"), labels=labels,
                                     top_k=cfg.top_k, n_buckets=cfg.n_buckets, per_bucket=cfg.per_bucket,
                                     context_before=cfg.context_before, context_after=cfg.context_after,
-                                    threshold=0.0, seed=cfg.seed, vocab=vocab)
+                                    threshold=0.0, seed=cfg.seed, vocab=vocab, background=cfg.fit_all_tokens,
+                                    valid=train_valid)
     texts, prec, rec, f1, n_fire = [], [], [], [], []
     for j, ex in enumerate(tqdm(exs, desc=f"explain {kind}", disable=not cfg.progress, leave=False)):
         expl = explainer.explain(ex)
@@ -476,8 +480,8 @@ def scorecard(results: FeatureResults, store, sae, model=None, *, heldout=None, 
     vocab = _vocab_for(tr_ids, results.vocab, tokenizer)
     units: dict[str, UnitScores] = {}
     t = time.perf_counter()
-    units["features"] = _explain_and_score("features", sample, [f"F{f}" for f in sample], tr_f, tr_ids, he_f, he_ids,
-                                           he_valid, density, [0.0] * n, cfg, explainer, vocab)
+    units["features"] = _explain_and_score("features", sample, [f"F{f}" for f in sample], tr_f, tr_ids, tr_valid,
+                                           he_f, he_ids, he_valid, density, [0.0] * n, cfg, explainer, vocab)
     timings["explain_features_s"] = time.perf_counter() - t
     del tr_f, he_f
 
@@ -485,8 +489,8 @@ def scorecard(results: FeatureResults, store, sae, model=None, *, heldout=None, 
         thr = _density_thresholds(tr, tr_valid, density)
         tr = (tr - thr).clamp_min(0) * tr_valid[..., None]
         he = (he - thr).clamp_min(0) * he_valid[..., None]
-        return _explain_and_score(kind, ids, labels, tr, tr_ids, he, he_ids, he_valid, density, thr.tolist(), cfg,
-                                  explainer, vocab)
+        return _explain_and_score(kind, ids, labels, tr, tr_ids, tr_valid, he, he_ids, he_valid, density, thr.tolist(),
+                                  cfg, explainer, vocab)
 
     # neurons
     layers: list[int] = []
