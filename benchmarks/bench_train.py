@@ -1,4 +1,5 @@
-"""Our SAE trainer against SAELens's ``SAETrainer`` on the same cached activations; prints JSON.
+"""Our SAE trainer against SAELens's ``SAETrainer`` and (TopK) EleutherAI sparsify on the same cached activations;
+prints JSON.
 
     python benchmarks/bench_train.py --store STORE [--heldout-store STORE2] --tokens 2M
     python benchmarks/bench_train.py --harvest --tokens 2M          # harvest Gemma-3-270M activations first
@@ -15,6 +16,9 @@ factor, folded at the end), b_dec at the geometric median of the scaled activati
 schedule (constant, linear decay over the last 20%), the same dead-latent window, fp32, and for TopK the AuxK
 coefficient of the paper (1/32); its ``use_sparse_activations`` path fails in backward (aten::view on a sparse
 tensor) with this torch, so it runs dense.
+
+EleutherAI ``sparsify`` (``eai-sparsify``, the ``bench`` extra) trains the TopK run too, by its own SAE class,
+optimizer and update rule (see ``run_sparsify``), at the same k, d_sae, batch and tokens; ``speedup_vs_sparsify``.
 """
 from __future__ import annotations
 
@@ -177,6 +181,57 @@ def run_saelens(arch: str, spec: RunSpec, config: TrainConfig, source: ListSourc
     return {"sae": from_sae_lens(sae), "tokens_per_s": steps * config.batch_size / wall, "wall_s": wall}, settings
 
 
+def run_sparsify(spec: RunSpec, config: TrainConfig, source: ListSource, scale: float) -> tuple[dict, dict]:
+    """EleutherAI sparsify's TopK SAE trained by the inner loop of its ``Trainer`` (``loss_fn="fvu"``) on the same
+    in-memory batches: its ``SparseCoder`` (fused encoder, sparse decoder), its default optimizer (schedule-free
+    SignSGD, momentum 0.95, lr 5e-3 / sqrt(d_sae / 2^14)), b_dec at the first batch's mean, unit-norm decoder
+    rows and the parallel-gradient removal each step, AuxK off (its default ``auxk_alpha=0``). Inputs get our
+    scale factor (FVU does not depend on it; the sign optimizer's step sizes do), folded back at the end. Its
+    ``Trainer`` itself needs an HF model and a token dataset; the step below is the part that touches the SAE."""
+    import io
+    from contextlib import redirect_stdout
+
+    from workbench.sae.model import SAEConfig
+
+    with redirect_stdout(io.StringIO()):  # sparsify prints "Triton not installed ..." on import; keep stdout JSON
+        from schedulefree import ScheduleFreeWrapper
+        from sparsify import SparseCoder, SparseCoderConfig
+        from sparsify.sign_sgd import SignSGD
+
+    d_in, steps = source.d_model, config.total_steps
+    torch.manual_seed(0)
+    with redirect_stdout(io.StringIO()):
+        coder = SparseCoder(d_in, SparseCoderConfig(num_latents=spec.d_sae, k=int(spec.k)), "cpu",
+                            dtype=torch.float32)
+    lr = 5e-3 / (spec.d_sae / 2**14) ** 0.5
+    opt = ScheduleFreeWrapper(SignSGD([dict(params=coder.parameters(), lr=lr)]), momentum=0.95)
+    opt.train()
+    batches = source.batches(config.batch_size)
+    t = time.perf_counter()
+    for step, x in zip(range(steps), batches):
+        x = x * scale
+        if step == 0:
+            coder.b_dec.data = x.mean(0)
+        coder.set_decoder_norm_to_unit_norm()
+        out = coder(x)
+        out.fvu.backward()
+        coder.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        opt.zero_grad()
+    wall = time.perf_counter() - t
+    opt.eval()  # schedule-free: evaluate the averaged weights
+    coder.set_decoder_norm_to_unit_norm()
+    ours = SAE(SAEConfig("topk", d_in, spec.d_sae, k=int(spec.k)), seed=None)
+    with torch.no_grad():
+        ours.W_enc.copy_(coder.encoder.weight.detach().t())
+        ours.b_enc.copy_(coder.encoder.bias.detach())
+        ours.W_dec.copy_(coder.W_dec.detach())
+        ours.b_dec.copy_(coder.b_dec.detach())
+    settings = {"optimizer": "ScheduleFreeWrapper(SignSGD, momentum=0.95)", "lr": lr, "auxk_alpha": 0.0,
+                "loss": "fvu", "b_dec_init": "first batch mean", "input_scaling": "our scale factor"}
+    return {"sae": ours.folded(scale), "tokens_per_s": steps * config.batch_size / wall, "wall_s": wall}, settings
+
+
 def evaluate(sae: SAE, heldout: list[torch.Tensor]) -> dict:
     m = evaluate_activations(sae, (b.float() for b in heldout))
     return {"fvu": m.fvu, "explained_variance": m.explained_variance, "l0": m.l0, "dead_fraction": m.dead_fraction,
@@ -198,6 +253,7 @@ def main(argv=None) -> None:
     p.add_argument("--tokens", type=parse_count, default=2_000_000, help="training tokens, both trainers")
     p.add_argument("--heldout-tokens", type=parse_count, default=122_880)
     p.add_argument("--skip-saelens", action="store_true")
+    p.add_argument("--skip-sparsify", action="store_true", help="skip EleutherAI sparsify (topk runs only)")
     p.add_argument("--selection", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="precision of our selection GEMM")
     p.add_argument("--threads", type=int, default=None)
@@ -272,6 +328,15 @@ def main(argv=None) -> None:
             entry["saelens"] = {"tokens_per_s": theirs["tokens_per_s"], "wall_s": theirs["wall_s"],
                                 "heldout": evaluate(theirs["sae"], heldout), "settings": settings}
             entry["speedup"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
+        if arch == "topk" and not args.skip_sparsify:
+            try:
+                theirs, settings = run_sparsify(spec, config, source, scale)
+            except ImportError as err:
+                entry["sparsify"] = {"error": f"{err}: pip install -e '.[bench]' (see pyproject.toml)"}
+            else:
+                entry["sparsify"] = {"tokens_per_s": theirs["tokens_per_s"], "wall_s": theirs["wall_s"],
+                                     "heldout": evaluate(theirs["sae"], heldout), "settings": settings}
+                entry["speedup_vs_sparsify"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
         report["results"][arch] = entry
         print(json.dumps({arch: entry}, default=str),
               file=sys.stderr, flush=True)

@@ -249,6 +249,9 @@ def test_several_hooks_from_one_forward_pass(gemma, tmp_path, monkeypatch):
         return original(self, *args, fwd_hooks=fwd_hooks, stop_at_layer=stop_at_layer, **kwargs)
 
     monkeypatch.setattr(HookedTransformer, "run_with_hooks", counting)
+    import workbench.data.forward as fmod  # the HookedTransformer path (the HF path has its own test in test_forward)
+
+    monkeypatch.setattr(harvest_mod, "hook_forward", lambda m, h: fmod.hook_forward(m, h, prefer="hooked_transformer"))
     spec = HarvestSpec(hooks=(HOOK2, HOOK), n_tokens=6 * TINY_CTX, context_size=TINY_CTX)
     store = harvest(spec, tmp_path / "two", model=gemma,
                     config=HarvestConfig(batch_contexts=4, shard_contexts=8, progress=False))
@@ -326,12 +329,13 @@ def _interrupt_on_call(monkeypatch, n: int) -> list[int]:
 @pytest.mark.slow
 def test_resume_after_interruption_is_byte_identical(tiny_store, gemma, tmp_path, monkeypatch):
     out = tmp_path / "B"
-    calls = _interrupt_on_call(monkeypatch, 2)
+    # the forward pass runs one batch (4 contexts) at a time, so the third call is the first of shard 1
+    calls = _interrupt_on_call(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         harvest(TINY, out, model=gemma, config=TINY_CONFIG)
     monkeypatch.undo()
     gc.collect()  # drop the failed harvest's frames (see test_failed_harvest_releases_writer_lock)
-    assert calls == [8, 8]
+    assert calls == [4, 4, 4]
 
     with pytest.raises(StoreError, match="did not finish"):
         ActivationStore.open(out)
@@ -342,7 +346,7 @@ def test_resume_after_interruption_is_byte_identical(tiny_store, gemma, tmp_path
     original = harvest_mod._forward_acts
     monkeypatch.setattr(harvest_mod, "_forward_acts", lambda *a, **k: counted.append(len(a[1])) or original(*a, **k))
     resumed = harvest(TINY, out, model=gemma, config=TINY_CONFIG)
-    assert counted == [8, 4]  # only the missing shards were computed
+    assert counted == [4, 4, 4]  # only the missing shards (8 + 4 contexts) were computed
     assert len(resumed.manifest.get("resumed", [])) == 1
 
     a, b = _shard_bytes(tiny_store.path), _shard_bytes(out)

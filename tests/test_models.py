@@ -268,3 +268,26 @@ def test_corrupt_cached_model_gives_clear_error(smollm, tmp_path, monkeypatch, d
     assert str(fake) in msg
     assert "Delete that folder" in msg
     assert (real / "model.safetensors").stat().st_size > 1 << 20  # the real cache is untouched
+
+
+# ---------------------------------------------------------------- harvest forward vs the GGUF HF model
+@pytest.mark.parametrize("which", ["gemma", "smollm"])
+def test_harvest_forward_equals_hf_hidden_states(which, request):
+    """The residual stream the harvest path (workbench.data.forward) records equals HF transformers' own hidden
+    states of the GGUF model, layer by layer (hidden_states[L + 1] is block L's output)."""
+    from workbench.data.forward import hook_forward
+
+    model = request.getfixturevalue(which)
+    hf = request.getfixturevalue("hf_" + which)
+    layers = [0, model.cfg.n_layers // 2, model.cfg.n_layers - 2]
+    hooks = [f"blocks.{layer}.hook_resid_post" for layer in layers]
+    tokens = model.to_tokens(DALLAS)
+    forward = hook_forward(model, hooks)
+    assert forward.path == "hf"
+    ours = forward(tokens)
+    with torch.inference_mode():
+        states = hf(tokens, output_hidden_states=True).hidden_states
+    for layer, hook in zip(layers, hooks):
+        ref = states[layer + 1]
+        err = float((ours[hook] - ref).abs().max() / ref.abs().max())
+        assert err < 1e-4, (hook, err)

@@ -6,8 +6,6 @@ recover the concepts), the cache, cluster labels, and the map widget (search, se
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -257,17 +255,18 @@ def test_map_search_select_zoom_and_colouring(mapped, b_results):
 
 
 def test_a_click_on_the_map_opens_the_feature_card(mapped, b_results):
-    import plotly.graph_objects as go
+    from widgets.plot import PlotWidget
 
     _, _, layout, _ = mapped
     m = NeighborhoodMap(layout, {"B": b_results})
     m.widget
     (fw,) = m._ui["plot"].children
-    assert isinstance(fw, go.FigureWidget)
-    trace_b = fw.data[1]
-    m._on_click(trace_b, SimpleNamespace(point_inds=[4]), None)  # what plotly calls on a click on B's 5th point
-    p = int(trace_b.customdata[4])
+    assert isinstance(fw, PlotWidget)  # one light chart for the map's lifetime (plotly.js once per page)
+    fig = m.figure()
+    p = int(fig.data[1].customdata[4])
+    fw.click([{"curve": 1, "point": 4, "customdata": p}])  # what the browser sends on a click on B's 5th point
     assert m.selected == p and m.card.report.index == layout.label(p)[1]
     assert m._ui["card"].children == (m.card.widget,)
-    m._on_click(fw.data[0], SimpleNamespace(point_inds=[0]), None)  # SAE "A" has no results: nothing opens
+    assert m._ui["figure"] is fw  # redrawn in place, not replaced
+    fw.click([{"curve": 0, "point": 0, "customdata": int(fig.data[0].customdata[0])}])  # SAE "A": no results
     assert m.selected == p

@@ -184,3 +184,35 @@ def test_card_histogram_has_a_fixed_width_box_beside_the_logit_table(planted_res
     assert f'"width":{HIST_WIDTH}' in html_.replace(" ", "")  # plotly draws at that width, whatever the box measures
     assert ".wb-fig{flex:0 0 auto;max-width:100%;overflow:hidden}" in STYLE  # and the box never lets it spill
     assert html_.index('class="wb-fig"') < html_.index('class="wb-side"') < html_.index("top examples")
+
+
+def test_neuronpedia_export_loads_with_saedashboard(planted_results, tmp_path):
+    import json
+
+    from workbench.report.export import export_neuronpedia, hook_layer_index
+
+    expl = _scored({0: (0.5, 20), 1: (0.9, 20)})
+    out = export_neuronpedia(tmp_path / "np", planted_results, expl, model_id="planted-model", sae_set="toy",
+                             features_per_batch=2)
+    man = json.loads((out / "manifest.json").read_text())
+    alive = planted_results.alive().tolist()
+    assert man["n_features"] == len(alive) and len(man["batches"]) == -(-len(alive) // 2)
+    assert man["layer"] == hook_layer_index(planted_results.meta["hook"]) == 0
+    batch = json.loads((out / "batch-0.json").read_text())
+    f = batch["features"][0]
+    rep = planted_results.feature(f["feature_index"])
+    assert f["frac_nonzero"] == pytest.approx(rep.density)
+    assert f["freq_hist_data_bar_heights"] == [float(c) for c in rep.histogram.counts]
+    top = f["activations"][0]
+    assert top["tokens"] == rep.top[0].tokens and top["qualifying_token_index"] == rep.top[0].index
+    assert max(top["values"]) == pytest.approx(rep.top[0].activation, abs=1e-3)
+    records = json.loads((out / "explanations.json").read_text())
+    assert [(r["index"], r["description"]) for r in records] == [("0", "feature 0"), ("1", "feature 1")]
+    assert records[1]["scores"] == [{"method": "heldout_f1", "value": 0.9}]
+    npd = pytest.importorskip("sae_dashboard.neuronpedia.neuronpedia_dashboard",
+                              reason="SAEDashboard's reader (pip install --no-deps sae-dashboard) is not installed")
+    loaded = npd.NeuronpediaDashboardBatch(**batch)
+    assert loaded.model_id == "planted-model" and loaded.sae_set == "toy"
+    assert [x.feature_index for x in loaded.features] == [x["feature_index"] for x in batch["features"]]
+    assert loaded.features[0].activations[0].tokens == rep.top[0].tokens
+    assert loaded.to_dict()["features"][0] == batch["features"][0]  # their writer gives back what we wrote

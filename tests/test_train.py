@@ -525,7 +525,7 @@ def test_cli_trains_from_flags(tmp_path, monkeypatch, capsys):
     assert summary["runs"]["topk-64-k4"]["l0"] == pytest.approx(4.0)
     assert (tmp_path / "topk-64-k4" / "sae" / "cfg.json").is_file()
     args = parser.parse_args(["train", "--store", "fake", "--arch", "topk", "--tokens", "2560"])
-    assert args.func(args) == 1
+    assert args.func(args) == 2  # a user's mistake: exit code 2, like every command (tests/test_cli_errors.py)
     assert "--d-sae" in capsys.readouterr().err
 
 
@@ -541,7 +541,7 @@ def test_cli_epochs_flag(tmp_path, monkeypatch, capsys):
     assert summary["epochs"] == 3 and summary["tokens"] == 3 * 640
     assert 0 < summary["runs"]["topk-64-k4"]["heldout_fvu"] < 1
     args = parser.parse_args(flags + ["--epochs", "0"])
-    assert args.func(args) == 1
+    assert args.func(args) == 2
     assert "epochs=0" in capsys.readouterr().err
 
 

@@ -58,8 +58,16 @@ def test_card_html_has_every_piece():
 def test_card_widget_builds():
     import ipywidgets as W
 
-    w = FeatureCard(synthetic_report()).widget
-    assert isinstance(w, W.VBox) and len(w.children) == 4
+    card = FeatureCard(synthetic_report())
+    w = card.widget
+    assert isinstance(w, W.VBox) and len(w.children) == 5
+    assert "click a bar" in card._bucket_html.value
+    (plot, _), = [c.children for c in w.children if isinstance(c, W.HBox)]
+    plot.click([{"curve": 0, "point": 3, "customdata": 1}])  # the last bar lies in bucket 1
+    assert card.bucket == 1 and "bucket 1: activations in [2, 4]" in card._bucket_html.value
+    assert "Gate" in card._bucket_html.value
+    with pytest.raises(ValueError, match="out of range"):
+        card.show_bucket(5)
 
 
 def test_card_without_logits_or_firing():
@@ -145,7 +153,7 @@ def test_prompt_inspector(gemma, real_sae, real_results):
     res = insp.run("The Golden Gate Bridge is a suspension bridge in San Francisco.")
     assert 0 < len(res.hits) <= 6 and res.acts.shape == (len(res.tokens), len(res.hits))
     fig = heatmap_figure(res)
-    assert len(fig.data[0].z) == len(res.hits) and len(fig.data[0].x) == len(res.tokens)
+    assert len(fig.data[0].z) == len(res.hits) and len(fig.data[0].x) == len(res.tokens) - 1  # no BOS column
     feats = insp.select_token(3)
     assert feats and all(a > 0 for _, a in feats)
     assert [a for _, a in feats] == sorted((a for _, a in feats), reverse=True)
@@ -165,3 +173,153 @@ def test_prompt_inspector(gemma, real_sae, real_results):
     assert w is insp.widget
     with pytest.raises(ValueError, match="empty"):
         insp.run("  ")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a user tripped over in JupyterLab (issue 16), on the browser gallery's tiny synthetic data
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gallery_data(tmp_path_factory):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "browser"))
+    import gallery
+
+    return gallery.build(tmp_path_factory.mktemp("gallery"), widgets=False)
+
+
+def test_plot_widget_carries_the_figure_not_plotly_js():
+    import json
+
+    import plotly.graph_objects as go
+    from widgets.plot import PlotWidget
+
+    fig = go.Figure(go.Heatmap(z=[[1, 2], [3, 4]]))
+    w = PlotWidget(fig)
+    state = json.dumps(w.get_state())
+    assert len(state) < 50_000, len(state)  # plotly's FigureWidget state is ~5 MB (the whole library)
+    assert w.figure["data"][0]["z"] == [[1, 2], [3, 4]]
+    got = []
+    w.on_click(got.append)
+    w._on_front_end_msg(w, {"type": "click", "points": [{"curve": 0, "point": [1, 0], "customdata": None}]}, [])
+    assert got == [[{"curve": 0, "point": [1, 0], "customdata": None}]]
+    sent = []
+    w.send = lambda content, buffers=None: sent.append((content, buffers))
+    w._on_front_end_msg(w, {"type": "plotly-js"}, [])
+    assert sent[0][0] == {"type": "plotly-js"} and len(sent[0][1][0]) > 1_000_000 and w.n_library_sends == 1
+
+
+def test_browser_search_says_no_matches_and_keeps_the_open_card(gallery_data):
+    res, expl = gallery_data.results["topk-64"], gallery_data.explanations["topk-64"]
+    b = FeatureBrowser(res, expl, page_size=5)
+    ui = b.widget
+    first = b.visible[0]
+    b.select(first)
+    card = b.card
+    assert b.search("zzzz-no-such-thing") == []
+    assert "no matches for 'zzzz-no-such-thing'" in b.message and b._ui["page"].value == "0/0"
+    assert "no matches" in b._ui["message"].value and "no matches" in b.listing_html()
+    assert b.card is card and b.selected == first  # the search did not replace the open card
+    b.search("")
+    b.sort_by("max_activation")
+    b.next_page()
+    assert b.card is card and b.selected == first
+    word = expl[first].explanation.text.split('"')[1].strip() or expl[first].explanation.text
+    hits = b.search(word)
+    assert hits and b.sort_key == "relevance" and b._ui["sort"].value == "relevance"  # the menu says it
+    assert b.card is card
+    b._ui["list"].value = b.visible[-1]  # a user's pick does open a card
+    assert b.selected == b.visible[-1] and b.card is not card
+    assert ui is b.widget
+
+
+def test_inspector_leaves_bos_out_and_its_menu_names_the_token(gallery_data):
+    sae, res = gallery_data.saes["topk-64"], gallery_data.results["topk-64"]
+    insp = PromptInspector(gallery_data.model, sae, results=res, top_n=6, text="Paris is the capital of France")
+    fig = insp.figure()
+    assert insp.result.span[0] == 1 and not any(x.startswith("0:") for x in fig.data[0].x)
+    assert len(fig.data[0].x) == len(insp.result.tokens) - 1
+    insp.widget
+    assert all(v >= 1 for _, v in insp._ui["token"].options) and insp._ui["token"].value is None
+    insp.select_token(2)
+    assert insp._ui["token"].value == 2 and "token 2 " in insp._ui["table"].value
+    insp._on_click([{"curve": 0, "point": [0, 1], "customdata": 3}])  # a click on column 1 is token 3
+    assert insp.selected_token == 3 and insp._ui["token"].value == 3
+    insp.run("Berlin is a city")  # a new prompt: no token picked by itself
+    assert insp.selected_token is None and insp._ui["token"].value is None
+
+
+def test_steering_search_keeps_the_feature_and_the_menu_explains(gallery_data):
+    from workbench.intervene.generation import GenerationConfig
+    from widgets.steering_playground import SteeringPlayground
+
+    name = "topk-64"
+    sae, res, expl = gallery_data.saes[name], gallery_data.results[name], gallery_data.explanations[name]
+    pg = SteeringPlayground(gallery_data.model, sae, res.max_activation, explanations=expl,
+                            config=GenerationConfig(max_new_tokens=2, n_samples=1), chat=False)
+    ui = pg.widget
+    alive = res.alive().tolist()
+    explained = [i for i in alive if i in expl]
+    pg.set_feature(explained[0])
+    matches = pg.search("the")
+    assert matches and pg.feature == explained[0] and pg._ui["feature"].value == explained[0]
+    labels = dict((v, k) for k, v in pg._ui["feature"].options)
+    assert labels[explained[0]].startswith(f"F{explained[0]}: ") and len(labels[explained[0]]) > 6
+    assert f"{len(matches)} features for &#x27;the&#x27;: pick one" in pg._ui["out"].value
+    assert pg._ui["strength"].layout.width == "100%"
+    assert ui is pg.widget
+
+
+def test_map_tooltips_quote_plainly_wrap_and_the_legend_clears_the_colour_bar(gallery_data):
+    import numpy as np
+
+    from workbench.analysis.neighborhoods import FeatureLayout
+    from widgets.neighborhood_map import HOVER_WIDTH, NeighborhoodMap
+
+    n = 6
+    layout = FeatureLayout(["topk-16"], np.zeros(n, dtype=np.int64), np.arange(n), np.random.default_rng(0).random((n, 2)),
+                           np.zeros((n, 2)), np.array([0, 0, 0, 1, 1, -1]), np.tile(np.arange(n), (n, 1)),
+                           np.ones((n, n)), cluster_labels={0: '" Paris" (3)', 1: '"la" (2)'})
+    long = 'fires on " Gate", " Bridge", " San", " Francisco", " Golden", " suspension", " orange"'
+    m = NeighborhoodMap(layout, {"topk-16": gallery_data.results["topk-16"]}, {"topk-16": {0: long}})
+    hover = m.hover_text(0)
+    assert "&quot;" not in hover and '" Gate"' in hover  # plotly shows &quot; literally
+    lines = hover.replace("<b>", "").replace("</b>", "").replace("<i>", "").replace("</i>", "").split("<br>")
+    assert len(lines) >= 3 and all(len(x) <= HOVER_WIDTH for x in lines)  # wrapped: not wider than the plot
+    assert 'cluster 0: " Paris" (3)' in hover
+    fig = m.colour_by("density")
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0  # below the plot
+    assert fig.data[0].marker.colorbar.x >= 1.0  # the colour bar keeps the right edge to itself
+
+
+def test_byte_split_tokens_are_spelled(gallery_data, tmp_path):
+    from workbench.data.token_text import spell_tokens
+
+    tok = gallery_data.model.tokenizer
+    ids = tok("Über 500 espèces 東京")["input_ids"]
+    alone = [tok.decode([i]) for i in ids]
+    assert any("\ufffd" in t for t in alone)  # the bug: fragments shown alone
+    spelled = spell_tokens(ids, tok)
+    assert len(spelled) == len(ids) and not any("\ufffd" in t for t in spelled)
+    assert "".join(spelled) == tok.decode(ids)
+    # the inspector and the feature examples show spelled text
+    sae, res = gallery_data.saes["topk-64"], gallery_data.results["topk-64"]
+    insp = PromptInspector(gallery_data.model, sae, text="Über 500 espèces 東京")
+    assert not any("\ufffd" in t for t in insp.result.tokens)
+    assert res.token_bytes  # the fragments' bytes, kept with the results
+    seen = 0
+    for i in res.alive().tolist():
+        for ex in res.top_examples(i):
+            assert not any("\ufffd" in t for t in ex.tokens[1:-1]), ex.tokens  # the window may cut a character
+            seen += any(t == "" for t in ex.tokens)
+    assert seen  # some example did hold a byte-split character
+    # saved results spell them without a tokenizer
+    from workbench.analysis.features import FeatureResults
+
+    back = FeatureResults.load(res.save(tmp_path / "res"))
+    assert back.token_bytes == res.token_bytes
+    i = res.alive().tolist()[0]
+    assert [ex.tokens for ex in back.top_examples(i)] == [ex.tokens for ex in res.top_examples(i)]

@@ -18,6 +18,8 @@ _VIEWS = {
     "LanguageHeatmap": ".language_heatmap",
     "AttributionView": ".attribution_view",
     "SteeringPlayground": ".steering_playground",
+    "PersonaMonitor": ".persona_monitor",
+    "DiffExplorer": ".diff_explorer",
 }
 
 __all__ = sorted(_VIEWS)

@@ -108,8 +108,7 @@ class AttributionView:
             import ipywidgets as W
 
             plot = figure_output(self.figure())
-            if hasattr(plot, "data"):
-                plot.data[0].on_click(self._on_click)
+            plot.on_click(self._on_click)
             a = self.attribution
             pos = W.Dropdown(options=[(_label(t, j), j) for j, t in enumerate(a.tokens) if j >= a.first],
                              description="position")
@@ -129,9 +128,9 @@ class AttributionView:
             self.message = str(err)
             self._refresh()
 
-    def _on_click(self, trace, points, state) -> None:
-        if points.point_inds:
-            ind = points.point_inds[0]
+    def _on_click(self, points: list[dict]) -> None:
+        if points:
+            ind = points[0]["point"]
             row, col = (ind[0], ind[1]) if isinstance(ind, (list, tuple)) else (0, ind)
             self._try_select(col, self.features[row])
 

@@ -36,6 +36,7 @@ class FeatureBrowser:
         self.card: FeatureCard | None = None
         self._matches: list[int] | None = None  # None: no query, every feature
         self._ui = None
+        self._syncing = False
         self.sort_by(sort)
 
     # ----- state -----
@@ -139,7 +140,18 @@ class FeatureBrowser:
             text = getattr(text, "text", text)
         return f"F{i}  d={d:.2g}  max={m:.3g}  {str(text)[:60]}"
 
+    @property
+    def message(self) -> str:
+        """What the list says about the query: how many features match it, or that none does."""
+        if self._matches is None:
+            return ""
+        if not self._matches:
+            return f"no matches for {self.query!r}: try other words, a feature id, or clear the search"
+        return f"{len(self._matches)} match{'es' if len(self._matches) != 1 else ''} for {self.query!r}"
+
     def listing_html(self) -> str:
+        if self._matches == []:
+            return f'<div class="wb-muted">{H.escape(self.message)}</div>'
         rows = [[i, f"{float(self.results.density[i]):.3g}", float(self.results.max_activation[i]),
                  self._label(i).split("  ", 3)[-1] if self.explanations is not None else ""] for i in self.visible]
         return (f'<div class="wb-muted">query {self.query!r}, sorted by {self.sort_key}, page {self.page + 1} of '
@@ -157,34 +169,50 @@ class FeatureBrowser:
             import ipywidgets as W
 
             ui = {"search": W.Text(placeholder="explanation text or feature id", continuous_update=False),
-                  "sort": W.Dropdown(options=list(SORT_KEYS), value=self.sort_key if self.sort_key in SORT_KEYS
-                                     else "density", description="sort"),
+                  "sort": W.Dropdown(options=self._sort_options(), value=self.sort_key, description="sort"),
                   "prev": W.Button(description="◀", layout=W.Layout(width="40px")),
                   "next": W.Button(description="▶", layout=W.Layout(width="40px")),
-                  "page": W.Label(), "list": W.Select(rows=12, layout=W.Layout(width="100%")),
-                  "card": W.Box()}
-            ui["search"].observe(lambda ch: self.search(ch["new"]), names="value")
-            ui["sort"].observe(lambda ch: self.sort_by(ch["new"]), names="value")
+                  "page": W.Label(), "message": W.HTML(),
+                  "list": W.Select(rows=12, layout=W.Layout(width="100%")), "card": W.Box()}
+            ui["search"].observe(lambda ch: self._syncing or self.search(ch["new"]), names="value")
+            ui["sort"].observe(lambda ch: self._syncing or ch["new"] == self.sort_key or self.sort_by(ch["new"]),
+                               names="value")
             ui["prev"].on_click(lambda _: self.prev_page())
             ui["next"].on_click(lambda _: self.next_page())
-            ui["list"].observe(lambda ch: ch["new"] is not None and self.select(ch["new"]), names="value")
+            ui["list"].observe(lambda ch: self._syncing or ch["new"] is None or ch["new"] == self.selected
+                               or self.select(ch["new"]), names="value")
             self._ui = ui
             self._ui_box = W.VBox([W.HBox([ui["search"], ui["sort"], ui["prev"], ui["page"], ui["next"]]),
-                                   ui["list"], ui["card"]])
+                                   ui["message"], ui["list"], ui["card"]])
             self._refresh()
             self._refresh_card()
         return self._ui_box
 
+    def _sort_options(self) -> list[str]:
+        return list(SORT_KEYS) + (["relevance"] if self._matches is not None and self.query
+                                  and not self.query.lstrip("Ff#").isdigit() else [])
+
     def _refresh(self) -> None:
+        """Bring the view in line with the state. Changing the list's options must not pick a feature: only a
+        user's choice (or ``select``) replaces the open card."""
         if self._ui is None:
             return
         ui = self._ui
-        ui["page"].value = f"{self.page + 1}/{self.n_pages}"
-        ui["list"].options = [(self._label(i), i) for i in self.visible]
-        if ui["search"].value != self.query:
-            ui["search"].value = self.query
-        if self.sort_key in SORT_KEYS and ui["sort"].value != self.sort_key:
-            ui["sort"].value = self.sort_key
+        self._syncing = True
+        try:
+            ui["page"].value = f"{self.page + 1}/{self.n_pages}" if self._matches != [] else "0/0"
+            ui["message"].value = f'<span class="wb-muted">{H.escape(self.message)}</span>' if self.message else ""
+            visible = self.visible
+            ui["list"].options = [(self._label(i), i) for i in visible]
+            ui["list"].value = self.selected if self.selected in visible else None
+            if ui["search"].value != self.query:
+                ui["search"].value = self.query
+            options = self._sort_options()
+            if list(ui["sort"].options) != options:
+                ui["sort"].options = options
+            ui["sort"].value = self.sort_key if self.sort_key in options else None
+        finally:
+            self._syncing = False
 
     def _refresh_card(self) -> None:
         if self._ui is not None and self.card is not None:

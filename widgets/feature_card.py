@@ -17,17 +17,11 @@ __all__ = ["FeatureCard", "figure_output", "histogram_figure"]
 
 
 def figure_output(fig: go.Figure):
-    """A widget showing ``fig``: a FigureWidget where plotly's widget backend (anywidget) is installed, else an
-    ``ipywidgets.Output`` holding the static figure."""
-    import ipywidgets as W
+    """A widget showing ``fig``: a :class:`widgets.plot.PlotWidget` (one plotly.js per page, clicks reach Python
+    through its ``on_click``)."""
+    from .plot import PlotWidget
 
-    try:
-        return go.FigureWidget(fig)
-    except Exception:  # plotly >= 6 needs anywidget for FigureWidget
-        out = W.Output()
-        with out:
-            fig.show()
-        return out
+    return PlotWidget(fig)
 
 
 class FeatureCard(StaticFeatureCard):
@@ -36,6 +30,30 @@ class FeatureCard(StaticFeatureCard):
     def __init__(self, report, explanation=None, **kwargs):
         super().__init__(report, explanation, **kwargs)
         self._widget = None
+        self.bucket: int | None = None  # the activation bucket whose examples the card lists (a click on a bar)
+
+    def show_bucket(self, b: int) -> list:
+        """List the examples of activation bucket ``b`` under the histogram (what a click on a bar does)."""
+        n = len(self.report.buckets)
+        if not 0 <= int(b) < n:
+            raise ValueError(f"bucket {b} out of range: this feature has {n} activation buckets")
+        self.bucket = int(b)
+        if self._widget is not None:
+            self._bucket_html.value = self.bucket_html()
+        return self.report.buckets[self.bucket].examples
+
+    def bucket_html(self) -> str:
+        if self.bucket is None:
+            return '<div class="wb-muted">click a bar of the histogram to list examples from its activation range</div>'
+        bk = self.report.buckets[self.bucket]
+        rows = "".join(f'<div class="wb-ex">{H.token_spans(ex.tokens, ex.acts, self.report.max_activation, ex.index)}'
+                       f"</div>" for ex in bk.examples) or '<div class="wb-muted">no examples kept</div>'
+        return (f"<div><b>bucket {self.bucket}: activations in [{bk.lo:.3g}, {bk.hi:.3g}]</b> "
+                f'<span class="wb-muted">({bk.count} tokens)</span>{rows}</div>')
+
+    def _on_click(self, points: list[dict]) -> None:
+        if points and points[0].get("customdata") is not None:
+            self.show_bucket(int(points[0]["customdata"]))
 
     @property
     def widget(self):
@@ -44,9 +62,11 @@ class FeatureCard(StaticFeatureCard):
             import ipywidgets as W
 
             style = W.HTML(f"<style>{H.STYLE}</style>")
-            self._widget = W.VBox([style, W.HTML(self.header_html()),
-                                   W.HBox([figure_output(self.figure()), W.HTML(self.logits_html())]),
-                                   W.HTML(self.examples_html())])
+            plot = figure_output(self.figure())
+            plot.on_click(self._on_click)
+            self._bucket_html = W.HTML(self.bucket_html())
+            self._widget = W.VBox([style, W.HTML(self.header_html()), W.HBox([plot, W.HTML(self.logits_html())]),
+                                   self._bucket_html, W.HTML(self.examples_html())])
         return self._widget
 
     def _repr_mimebundle_(self, **kwargs):

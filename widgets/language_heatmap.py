@@ -127,8 +127,7 @@ class LanguageHeatmap:
             import ipywidgets as W
 
             plot = figure_output(self.figure())
-            if hasattr(plot, "data"):  # a FigureWidget: a click opens the column's card
-                plot.data[0].on_click(self._on_click)
+            plot.on_click(self._on_click)  # a click opens the column's card
             picker = W.Dropdown(options=[(f"F{f}", f) for f in self.features], value=None, description="feature")
             picker.observe(lambda ch: ch["new"] is not None and self.results is not None and self.select(ch["new"]),
                            names="value")
@@ -138,9 +137,9 @@ class LanguageHeatmap:
             self._refresh_card()
         return self._box
 
-    def _on_click(self, trace, points, state) -> None:
-        if points.point_inds and self.results is not None:
-            ind = points.point_inds[0]
+    def _on_click(self, points: list[dict]) -> None:
+        if points and self.results is not None:
+            ind = points[0]["point"]
             j = ind[1] if isinstance(ind, (list, tuple)) else ind
             self.select(self.features[j])
 

@@ -10,6 +10,7 @@ feature and its nearest neighbours. Every control is a method, so notebooks and 
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Mapping
 
 import numpy as np
@@ -29,6 +30,11 @@ SAE_COLOURS = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2",
 CLUSTER_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
                    "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d"]
 NOISE_COLOUR = "#d0d0d0"
+HOVER_WIDTH = 48  # characters per tooltip line
+
+
+def _hover_escape(text: str) -> str:
+    return H.escape(text).replace("&quot;", '"').replace("&#x27;", "'")
 
 
 class NeighborhoodMap:
@@ -68,6 +74,9 @@ class NeighborhoodMap:
         return ("top tokens: " + ", ".join(repr(t) for t in terms)) if terms else ""
 
     def hover_text(self, p: int) -> str:
+        """The point's tooltip as plotly's hover markup: lines of at most ``HOVER_WIDTH`` characters (a wide tooltip
+        is cut at the plot's edge); ``<``, ``>`` and ``&`` escaped, quotes left as they are (plotly shows ``&quot;``
+        literally)."""
         sae, f = self.layout.label(p)
         text = self.explanation(sae, f)
         if len(text) > self.max_label:
@@ -75,7 +84,11 @@ class NeighborhoodMap:
         c = int(self.layout.cluster[p])
         cl = "unclustered" if c < 0 else f"cluster {c}" + (f": {self.layout.cluster_labels[c]}"
                                                            if c in self.layout.cluster_labels else "")
-        return f"<b>{H.escape(sae)} F{f}</b><br>{H.escape(text)}<br><i>{H.escape(cl)}</i>"
+
+        def lines(t: str) -> str:
+            return "<br>".join(_hover_escape(x) for x in textwrap.wrap(t, HOVER_WIDTH)) or ""
+
+        return f"<b>{_hover_escape(sae)} F{f}</b><br>{lines(text)}<br><i>{lines(cl)}</i>"
 
     # ----- controls -----
 
@@ -188,7 +201,7 @@ class NeighborhoodMap:
                 dens = self._density()  # SAEs without results: shown at the lowest density
                 floor = float(np.nanmin(dens)) if np.isfinite(dens).any() else 0.0
                 marker = dict(size=5, color=np.where(np.isnan(dens), floor, dens), colorscale="Viridis",
-                              opacity=0.8, colorbar=dict(title="log10 density", thickness=12))
+                              opacity=0.8, colorbar=dict(title="log10 density", thickness=12, x=1.0, xanchor="left"))
             traces.append(scatter(x=lay.xy[:, 0], y=lay.xy[:, 1], name=self.colour, text=hover, customdata=idx,
                                   marker=marker, **common))
         if self.matches:
@@ -205,7 +218,10 @@ class NeighborhoodMap:
         fig = go.Figure(traces)
         title = f"{len(lay)} features of {', '.join(lay.sae_names)}, coloured by {self.colour}"
         fig.update_layout(height=self.height, margin=dict(l=10, r=10, t=36, b=10), title=dict(text=title,
-                          font=dict(size=13)), legend=dict(itemsizing="constant"), hovermode="closest",
+                          font=dict(size=13)), hovermode="closest", hoverlabel=dict(align="left"),
+                          # the legend runs along the bottom, so it never sits on the density colour bar
+                          legend=dict(itemsizing="constant", orientation="h", x=0, xanchor="left", y=-0.02,
+                                      yanchor="top"),
                           xaxis=dict(showticklabels=False, zeroline=False, title=None),
                           yaxis=dict(showticklabels=False, zeroline=False, title=None))
         if self.zoom is not None:
@@ -252,38 +268,26 @@ class NeighborhoodMap:
             self._refresh()
         return self._ui_box
 
-    def _on_click(self, trace, points, selector) -> None:
-        if not points.point_inds:
+    def _on_click(self, points: list[dict]) -> None:
+        if not points or points[0].get("customdata") is None:
             return
-        p = int(trace.customdata[points.point_inds[0]])
-        sae, f = self.layout.label(p)
+        sae, f = self.layout.label(int(points[0]["customdata"]))
         if sae in self.results:
             self.select(sae, f)
 
     def _refresh(self) -> None:
         if self._ui is None:
             return
-        import ipywidgets as W
+        from .plot import PlotWidget
 
         ui = self._ui
         fig = self.figure()
-        fw = ui.get("figure")
-        if fw is None:
-            try:
-                fw = ui["figure"] = go.FigureWidget(fig)
-                ui["plot"].children = [fw]
-            except Exception:  # no widget backend for plotly: a static figure (no clicks)
-                out = W.Output()
-                with out:
-                    fig.show()
-                ui["plot"].children = [out]
-        else:  # one FigureWidget for the map's lifetime (each carries plotly.js): swap its traces and layout
-            fw.data = ()
-            fw.add_traces(list(fig.data))
-            fw.layout = fig.layout
-        if fw is not None:
-            for trace in fw.data:
-                trace.on_click(self._on_click)
+        if ui.get("figure") is None:  # one chart for the map's lifetime: a change redraws it in place
+            ui["figure"] = PlotWidget(fig)
+            ui["figure"].on_click(self._on_click)
+            ui["plot"].children = [ui["figure"]]
+        else:
+            ui["figure"].figure = fig
         ui["info"].value = self.matches_html()
         if ui["search"].value != self.query:
             ui["search"].value = self.query

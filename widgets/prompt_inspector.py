@@ -21,12 +21,16 @@ def _label(tok: str, j: int) -> str:
     return f"{j}:{tok.replace(chr(10), '⏎')}"
 
 
-def heatmap_figure(result: TextSearchResult, height: int | None = None) -> go.Figure:
-    """Features (rows, ranked) x tokens (columns) of the activations in ``result``."""
+def heatmap_figure(result: TextSearchResult, height: int | None = None, *, include_bos: bool = False) -> go.Figure:
+    """Features (rows, ranked) x tokens (columns) of the activations in ``result``. The BOS column is left out by
+    default: features fire 10-20x harder there than on words, so it would set the colour scale alone."""
     feats = [h.feature for h in result.hits]
-    z = result.acts.T.tolist() if feats else [[0.0] * len(result.tokens)]
-    fig = go.Figure(go.Heatmap(z=z, x=[_label(t, j) for j, t in enumerate(result.tokens)],
+    first = 0 if include_bos else result.span[0]
+    cols = list(range(first, len(result.tokens)))
+    z = result.acts[first:].T.tolist() if feats else [[0.0] * len(cols)]
+    fig = go.Figure(go.Heatmap(z=z, x=[_label(result.tokens[j], j) for j in cols],
                                y=[f"F{f}" for f in feats] or ["(none)"], colorscale="Oranges",
+                               customdata=[cols] * max(len(feats), 1),
                                hovertemplate="%{y} on %{x}: %{z:.3g}<extra></extra>"))
     fig.update_layout(height=height or 120 + 18 * max(len(feats), 1), margin=dict(l=60, r=10, t=24, b=80),
                       yaxis=dict(autorange="reversed"), title=dict(text="top features by token", font=dict(size=12)))
@@ -43,6 +47,7 @@ class PromptInspector:
         self.selected_token: int | None = None
         self.token_result: TextSearchResult | None = None
         self._ui = None
+        self._syncing = False
         if text:
             self.run(text)
 
@@ -108,32 +113,43 @@ class PromptInspector:
                   "run": W.Button(description="inspect"), "plot": W.Box(),
                   "token": W.Dropdown(description="token", options=[]), "table": W.HTML()}
             ui["run"].on_click(lambda _: self.run(ui["text"].value))
-            ui["token"].observe(lambda ch: ch["new"] is not None and ch["new"] != self.selected_token
-                                and self.select_token(ch["new"]), names="value")
+            ui["token"].observe(lambda ch: not self._syncing and ch["new"] is not None
+                                and ch["new"] != self.selected_token and self.select_token(ch["new"]), names="value")
             self._ui = ui
             self._box = W.VBox([ui["text"], ui["run"], ui["plot"], ui["token"], ui["table"]])
             self._refresh()
             self._refresh_token()
         return self._box
 
-    def _on_click(self, trace, points, state) -> None:
-        if points.point_inds:
-            self.select_token(points.point_inds[0][1] if isinstance(points.point_inds[0], (list, tuple))
-                              else points.point_inds[0])
+    def _on_click(self, points: list[dict]) -> None:
+        if points:
+            col = points[0].get("customdata")  # the token position of the clicked column
+            if col is not None:
+                self.select_token(int(col))
 
     def _refresh(self) -> None:
         if self._ui is None or self.result is None:
             return
         plot = figure_output(self.figure())
-        if hasattr(plot, "data"):  # a FigureWidget: clicking a cell selects its token
-            plot.data[0].on_click(self._on_click)
+        plot.on_click(self._on_click)  # clicking a cell selects its token
         self._ui["plot"].children = [plot]
-        self._ui["token"].options = [(_label(t, j), j) for j, t in enumerate(self.result.tokens)]
-        self._ui["token"].value = None
+        first = self.result.span[0]
+        self._syncing = True  # new options must not pick a token by themselves
+        try:
+            self._ui["token"].options = [(_label(t, j), j) for j, t in enumerate(self.result.tokens) if j >= first]
+        finally:
+            self._syncing = False
         self._refresh_token()
 
     def _refresh_token(self) -> None:
         if self._ui is not None:
+            menu = self._ui["token"]
+            if menu.value != self.selected_token:  # the menu names the token the table shows
+                self._syncing = True
+                try:
+                    menu.value = self.selected_token if any(v == self.selected_token for _, v in menu.options) else None
+                finally:
+                    self._syncing = False
             self._ui["table"].value = f"<style>{H.STYLE}</style>" + self.token_html()
 
     def _repr_mimebundle_(self, **kwargs):

@@ -57,6 +57,7 @@ class SteeringPlayground:
         self.steered: Generation | None = None
         self._unsteered_key = None
         self._ui = None
+        self._syncing = False
 
     # ----- state -----
 
@@ -115,12 +116,10 @@ class SteeringPlayground:
         return self.matches
 
     def describe(self, i: int) -> str:
-        """``F<i>`` and its explanation, when there is one."""
+        """``F<i>`` and its explanation, when there is one (an ExplanationSet or a mapping feature -> text)."""
         text = ""
-        if self.explanations is not None:
-            items = getattr(self.explanations, "items", self.explanations)
-            items = self.explanations if callable(items) else items  # a plain dict, or an ExplanationSet's mapping
-            unit = items.get(i)
+        if self.explanations is not None and i in self.explanations:
+            unit = self.explanations[i]
             expl = getattr(unit, "explanation", unit)
             text = getattr(expl, "text", expl) or ""
         return f"F{i}" + (f": {text}" if text else "")
@@ -191,15 +190,19 @@ class SteeringPlayground:
             ui = {"prompt": W.Textarea(value=self.prompt, placeholder="a prompt", layout=W.Layout(width="100%")),
                   "query": W.Text(value=self.query, placeholder="search features (text, explanation or id)"),
                   "search": W.Button(description="search"),
-                  "feature": W.Dropdown(description="feature", options=[]),
+                  "feature": W.Dropdown(description="feature", options=[], layout=W.Layout(width="100%",
+                                                                                          max_width="760px")),
                   "method": W.ToggleButtons(options=list(METHODS), value=self.method),
+                  # a wide slider (about 16 px per unit over ±20) and a box to type an exact value
                   "strength": W.FloatSlider(value=self.strength, min=lo, max=hi, step=0.5, description="strength",
-                                            continuous_update=False),
+                                            continuous_update=False, readout_format="+.1f",
+                                            layout=W.Layout(width="100%", max_width="760px"),
+                                            style={"description_width": "initial"}),
                   "run": W.Button(description="generate", button_style="primary"),
                   "out": W.HTML()}
             ui["search"].on_click(lambda _: self.search(ui["query"].value))
-            ui["feature"].observe(lambda ch: ch["new"] is not None and ch["new"] != self.feature
-                                  and self.set_feature(ch["new"]), names="value")
+            ui["feature"].observe(lambda ch: not self._syncing and ch["new"] is not None
+                                  and ch["new"] != self.feature and self.set_feature(ch["new"]), names="value")
             ui["method"].observe(lambda ch: self.set_method(ch["new"]), names="value")
             ui["strength"].observe(lambda ch: self.set_strength(ch["new"]), names="value")
 
@@ -219,10 +222,19 @@ class SteeringPlayground:
         if self._ui is None:
             return
         ui = self._ui
-        options = list(dict.fromkeys(self.matches + ([self.feature] if self.feature is not None else [])))
-        ui["feature"].options = [(self.describe(i)[:80], i) for i in options]
-        ui["feature"].value = self.feature if self.feature in options else None
-        ui["out"].value = f"<style>{H.STYLE}</style>" + self.to_html()
+        options = list(dict.fromkeys(([self.feature] if self.feature is not None else []) + self.matches))
+        self._syncing = True  # new search results fill the menu; only a user's pick changes the feature
+        try:
+            ui["feature"].options = [(self.describe(i)[:100], i) for i in options]
+            ui["feature"].value = self.feature if self.feature in options else None
+        finally:
+            self._syncing = False
+        hint = ""
+        if self.query:  # a search fills the menu and says so; it never picks a feature by itself
+            hint = (f'<div class="wb-muted">{len(self.matches)} features for {H.escape(repr(self.query))}: pick one in '
+                    f"the feature menu</div>" if self.matches else
+                    f'<div class="wb-muted">no alive feature for {H.escape(repr(self.query))}</div>')
+        ui["out"].value = f"<style>{H.STYLE}</style>" + hint + self.to_html()
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

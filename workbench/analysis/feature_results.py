@@ -16,6 +16,7 @@ from torch import Tensor
 
 from workbench.core.config import known_fields_only
 from workbench.core.persist import atomic_write_text, load_tensors, read_tagged_json, save_tensors, write_tagged_json
+from workbench.data.token_text import REPLACEMENT, bytes_decoder, spell_tokens
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ActivationBucket", "ActivationExample", "FeatureConfig", "FeatureReport",
            "FeatureResults", "Histogram", "LogitEffect"]
@@ -203,6 +204,7 @@ class FeatureResults:
         self.arrays = arrays
         self.meta = meta
         self.vocab = dict(vocab or {})
+        self.token_bytes: dict[int, bytes] = {}  # raw bytes of character fragments (spells examples, see _spell)
         self.d_sae = int(arrays["count"].shape[0])
         self.config = FeatureConfig.from_dict(meta.get("config", {}))
 
@@ -266,6 +268,13 @@ class FeatureResults:
     def token_str(self, token_id: int) -> str:
         return self.vocab.get(int(token_id), f"<{int(token_id)}>")
 
+    def _spell(self, ids: list[int], tokens: list[str]) -> list[str]:
+        """``tokens`` with byte-split characters spelled out from the saved bytes of the fragments
+        (:mod:`workbench.data.token_text`); no tokenizer needed."""
+        if not self.token_bytes or not any(REPLACEMENT in t for t in tokens):
+            return tokens
+        return spell_tokens(ids, None, tokens, decode=bytes_decoder(self.vocab, self.token_bytes))
+
     def _example(self, tok: int, val: float, win_ids: Tensor, win_acts: Tensor) -> ActivationExample:
         ctx_size, before = self.context_size, self.config.context_before
         c, p = divmod(int(tok), ctx_size)
@@ -275,7 +284,8 @@ class FeatureResults:
         lo, hi = (valid[0], valid[-1] + 1) if valid else (before, before + 1)
         ids, acts = ids[lo:hi], acts[lo:hi]
         return ActivationExample(context_idx=c, position=p, activation=float(val),
-                                 tokens=[self.token_str(t) if t >= 0 else "" for t in ids], token_ids=ids,
+                                 tokens=self._spell(ids, [self.token_str(t) if t >= 0 else "" for t in ids]),
+                                 token_ids=ids,
                                  acts=[float(a) for a in acts], index=before - lo, start=p - before + lo)
 
     def top_examples(self, i: int) -> list[ActivationExample]:
@@ -357,7 +367,10 @@ class FeatureResults:
         d.mkdir(parents=True, exist_ok=True)
         save_tensors(self.arrays, d / RESULTS_TENSORS, {"format": FORMAT})
         ids = sorted(self.vocab)
-        atomic_write_text(d / TOKENS_JSON, json.dumps({"ids": ids, "strings": [self.vocab[i] for i in ids]}))
+        tokens = {"ids": ids, "strings": [self.vocab[i] for i in ids]}
+        if self.token_bytes:  # character fragments' raw bytes (hex), to spell byte-split characters after a load
+            tokens["bytes"] = {str(i): b.hex() for i, b in sorted(self.token_bytes.items())}
+        atomic_write_text(d / TOKENS_JSON, json.dumps(tokens))
         meta = {**{k: v for k, v in self.meta.items() if k not in ("format", "format_version")}, "d_sae": self.d_sae,
                 "arrays": {k: list(v.shape) for k, v in self.arrays.items()}}
         write_tagged_json(d / RESULTS_JSON, meta, format=FORMAT, format_version=FORMAT_VERSION, indent=1)
@@ -380,14 +393,18 @@ class FeatureResults:
                 raise ValueError(f"{d / RESULTS_TENSORS} holds {got} for {name!r} but {mpath} expects {shape}: the "
                                  f"files do not belong together ({fix})")
         vocab: dict[int, str] = {}
+        raw: dict[int, bytes] = {}
         tpath = d / TOKENS_JSON
         if tpath.is_file():
             try:
                 tj = json.loads(tpath.read_text())
                 vocab = {int(i): str(s) for i, s in zip(tj["ids"], tj["strings"], strict=True)}
+                raw = {int(i): bytes.fromhex(h) for i, h in (tj.get("bytes") or {}).items()}
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
                 raise ValueError(f"{tpath} is corrupt ({type(err).__name__}: {err}): {fix}") from None
         try:
-            return cls(arrays, meta, vocab)
+            results = cls(arrays, meta, vocab)
+            results.token_bytes = raw
+            return results
         except ValueError as err:
             raise ValueError(f"{d / RESULTS_TENSORS}: {err} ({fix})") from None

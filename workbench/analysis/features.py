@@ -60,7 +60,9 @@ from workbench.analysis.feature_results import (FORMAT, FORMAT_VERSION, CODE_KEY
 from workbench.analysis.feature_kernels import BucketReservoir, bucket_index, hash_keys, merge_topk, shard_topk
 from workbench.analysis.logits import logit_effects
 from workbench.core.hardware import torch_threads
+from workbench.core.signals import StopSignals
 from workbench.data.models import load_tokenizer
+from workbench.data.token_text import fragment_bytes
 
 __all__ = [
     "FORMAT",
@@ -310,6 +312,11 @@ def compute_features(store, sae, out_dir: str | Path | None = None, config: Feat
         codes_dir = Path(tmp)
     else:
         codes_dir = Path(out_dir) / CODES_DIR
+    # SIGINT / SIGTERM stop at once: each encoded shard's codes are already saved atomically, so a rerun with the
+    # same out_dir encodes only the missing ones
+    stop = StopSignals(immediate=True, what=f"feature pass stopped; its encoded shards are kept in {codes_dir}"
+                       if out_dir is not None else "feature pass stopped; nothing was kept (no out_dir)")
+    stop.__enter__()
     try:
         codes = SparseCodes.open_or_reset(codes_dir, {
             "format": CODES_FORMAT, "format_version": CODES_VERSION, "sae_fingerprint": fingerprint, "store": identity,
@@ -342,6 +349,7 @@ def compute_features(store, sae, out_dir: str | Path | None = None, config: Feat
         w_acts[valid.cpu()] = w_acts_v
         n_top = d_sae * K
     finally:
+        stop.__exit__(None, None, None)
         torch.set_num_threads(threads_before)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -375,6 +383,7 @@ def compute_features(store, sae, out_dir: str | Path | None = None, config: Feat
                      [results.arrays[k].reshape(-1) for k in ("logit_top_ids", "logit_bottom_ids")
                       if k in results.arrays])
     results.vocab = _decode_vocab(tokenizer, _present_ids(used))
+    results.token_bytes = fragment_bytes(tokenizer, list(results.vocab), results.vocab)  # spells byte-split chars
     if out_dir is not None:
         results.save(out_dir)
     return results

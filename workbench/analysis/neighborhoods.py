@@ -465,6 +465,15 @@ def _explanation_terms(unit: Any) -> list[str]:
     return [json.loads(f'"{q}"') if "\\" in q else q for q in quoted] or ([text] if not text.startswith("(") else [])
 
 
+def _peak_text(ex) -> str:
+    """The text at an example's peak; a peak inside a byte-split character (its text is on the run's first token,
+    see :func:`workbench.data.token_text.spell_tokens`) names the whole character."""
+    j = ex.index
+    while j > 0 and ex.tokens[j] == "" and ex.token_ids[j] >= 0 and ex.token_ids[j - 1] >= 0:
+        j -= 1
+    return ex.tokens[j]
+
+
 def member_terms(sae: str, feature: int, *, explanations: Mapping[str, Any] | None = None,
                  results: Mapping[str, Any] | None = None, n_top: int = 5) -> list[str]:
     """What one feature is about, as a few strings: its explanation's tokens when there is one, else the tokens at
@@ -476,7 +485,7 @@ def member_terms(sae: str, feature: int, *, explanations: Mapping[str, Any] | No
             return terms
     res = (results or {}).get(sae)
     if res is not None:
-        return [ex.tokens[ex.index] for ex in res.top_examples(feature)[:n_top] if 0 <= ex.index < len(ex.tokens)]
+        return [_peak_text(ex) for ex in res.top_examples(feature)[:n_top] if 0 <= ex.index < len(ex.tokens)]
     return []
 
 

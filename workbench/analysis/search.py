@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from workbench.data.hooks import sae_hook, stop_layer
+from workbench.data.token_text import spell_tokens
 
 __all__ = [
     "ContrastHit",
@@ -137,6 +138,9 @@ def features_for_text(model, sae, text: str, *, span: str | tuple[int, int] | No
     """
     if by not in ("max", "mean"):
         raise ValueError(f"by must be 'max' or 'mean', got {by!r}")
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"text must be a non-empty string, got {text!r}: an empty text has no tokens of its own "
+                         f"(only <bos>), so there are no features to rank")
     if relative and results is None:
         raise ValueError("relative=True needs results= (a FeatureResults with each feature's max activation)")
     if results is not None and results.d_sae != sae.cfg.d_sae:
@@ -156,7 +160,7 @@ def features_for_text(model, sae, text: str, *, span: str | tuple[int, int] | No
     top = torch.topk(score, k).indices.tolist() if k else []
     hits = [FeatureHit(feature=i, score=float(score[i]), max_activation=float(mx[i]), mean_activation=float(mean[i]),
                        n_active=int(n_active[i]), relative=float(rel[i]) if rel is not None else None) for i in top]
-    tokens = model.tokenizer.batch_decode([[t] for t in ids])
+    tokens = spell_tokens(ids, model.tokenizer, model.tokenizer.batch_decode([[t] for t in ids]))
     return TextSearchResult(text=text, tokens=tokens, token_ids=ids, span=(lo, hi), hits=hits,
                             acts=f[:, top] if top else f[:, :0])
 

@@ -1,4 +1,4 @@
-"""The process group ``torchrun`` starts, for code that runs in several processes (docs/methods.md §17).
+"""The process group ``torchrun`` starts, for code that runs in several processes (docs/methods.md §18).
 
 A script run without ``torchrun`` is one process: :func:`process_group` says ``(0, 1)`` and nothing else changes.
 """

@@ -100,6 +100,19 @@ def iter_wiki(spec: CorpusSpec) -> Iterator[Document]:
 
 # --------------------------------------------------------------------------------------------- local
 
+def _decode_utf8(data: bytes, path: Path, first_line: int = 1) -> str:
+    """``data`` as UTF-8; a ValueError naming the file, the line and the fix otherwise (the corpus is never stored
+    with U+FFFD replacement characters in place of text)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = first_line + data.count(b"\n", 0, err.start)
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}): convert it first, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}`, and point the corpus at the converted file"
+        ) from None
+
+
 def _iter_records(root: Path, files: list[Path], text_field: str) -> Iterator[tuple[str, str]]:
     """(text, title) per record, in order, including records with empty text."""
     single = root.is_file()
@@ -107,7 +120,7 @@ def _iter_records(root: Path, files: list[Path], text_field: str) -> Iterator[tu
         ext = path.suffix.lower()
         name = relative_name(path, root)
         if ext == ".txt":
-            text = path.read_text(encoding="utf-8", errors="replace")
+            text = _decode_utf8(path.read_bytes(), path).replace("\r\n", "\n").replace("\r", "\n")  # as text mode
             if single:  # one document per blank-line-separated paragraph
                 paragraphs = text.replace("\r\n", "\n").split("\n\n")
                 for i, para in enumerate(paragraphs):
@@ -115,8 +128,9 @@ def _iter_records(root: Path, files: list[Path], text_field: str) -> Iterator[tu
             else:  # one document per file
                 yield text.strip(), name
         elif ext == ".jsonl":
-            with open(path, encoding="utf-8", errors="replace") as f:
-                for lineno, line in enumerate(f, start=1):
+            with open(path, "rb") as f:
+                for lineno, raw in enumerate(f, start=1):
+                    line = _decode_utf8(raw, path, lineno)
                     if not line.strip():
                         continue
                     try:

@@ -2,8 +2,9 @@
 
 One forward pass fills every requested hook, and ``stop_at_layer`` skips the blocks above the deepest
 hook. Shards are written by a background thread while the next shard is computed. A harvest resumes
-from its last complete shard, and ``harvest_cached`` keys finished stores by their spec under
-``WORKBENCH_HOME/stores`` so notebooks, tests and the demo share them.
+from its last complete shard (shards scale with the harvest, so a small one checkpoints too; SIGINT / SIGTERM
+write the finished shards and raise :class:`workbench.core.signals.Interrupted`), and ``harvest_cached`` keys
+finished stores by their spec under ``WORKBENCH_HOME/stores`` so notebooks, tests and the demo share them.
 """
 from __future__ import annotations
 
@@ -23,9 +24,13 @@ from tqdm.auto import tqdm
 
 from workbench.data.corpus import CorpusSpec, PackedBatch, packed_contexts
 from workbench.core.home import cache_dir
+from workbench.core.signals import StopSignals
+from workbench.data.forward import hook_forward
 from workbench.data.hooks import stop_layer, validate_hooks
 from workbench.data.models import DEFAULT_MODEL, load_model
+from workbench.core.processes import barrier, process_group
 from workbench.data.store import ActivationStore, StoreError, StoreWriter
+from workbench.data.store_ranks import merge_rank_stores, rank_store_dir, shards_of_rank
 
 HARVEST_FORMAT_VERSION = 1
 
@@ -73,9 +78,37 @@ class HarvestConfig:
     """How to run a harvest (does not change the store's contents)."""
 
     batch_contexts: int = 32  # contexts per forward pass (32 x 128 = 4096 tokens)
-    shard_contexts: int = 512
+    shard_contexts: int | None = None  # the unit a killed harvest resumes from; None: see resolve_shard_contexts
     device: str | None = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_contexts, bool) or not isinstance(self.batch_contexts, int) or self.batch_contexts < 1:
+            raise ValueError(f"batch_contexts={self.batch_contexts!r} must be a whole number >= 1 (--batch), e.g. 32")
+        if self.shard_contexts is not None and (not isinstance(self.shard_contexts, int) or self.shard_contexts < 1):
+            raise ValueError(f"shard_contexts={self.shard_contexts!r} must be a whole number >= 1 (--shard-contexts), "
+                             f"or None for the default")
+
+
+MAX_SHARD_CONTEXTS = 512
+
+
+def resolve_shard_contexts(config: HarvestConfig, n_contexts: int, out: Path) -> int:
+    """Contexts per shard: ``config.shard_contexts`` if set; else the shard size of a partial store already in
+    ``out`` (so it resumes); else about a sixteenth of the harvest, in whole forward batches, at least one batch and
+    at most 512 contexts, so a small harvest checkpoints too."""
+    if config.shard_contexts is not None:
+        return int(config.shard_contexts)
+    try:
+        existing = json.loads((out / "manifest.json").read_text()).get("shard_contexts")
+        if isinstance(existing, int) and existing > 0:
+            return existing
+    except (OSError, ValueError, AttributeError):
+        pass
+    b = config.batch_contexts
+    sixteenth = -(-n_contexts // 16)
+    per = -(-sixteenth // b) * b  # rounded up to whole batches
+    return max(b, min(MAX_SHARD_CONTEXTS, per))
 
 
 def _shards(batches: Iterator[PackedBatch], shard_contexts: int) -> Iterator[tuple[np.ndarray, ...]]:
@@ -94,8 +127,16 @@ def _shards(batches: Iterator[PackedBatch], shard_contexts: int) -> Iterator[tup
         yield tuple(np.concatenate([x[i] for x in buf]) for i in range(3))
 
 
-def _forward_acts(model, tokens: np.ndarray, hooks: list[str], stop: int | None, batch: int, device) -> dict:
-    """Run the model over ``tokens`` [n, ctx] in minibatches; return {hook: [n, ctx, d] float tensor}."""
+def _forward_acts(model, tokens: np.ndarray, hooks: list[str], stop: int | None, batch: int, device,
+                  forward=None) -> dict:
+    """Run the model over ``tokens`` [n, ctx] in minibatches; return {hook: [n, ctx, d] float tensor}.
+
+    ``forward`` (a ``workbench.data.forward.HookForward`` for ``hooks``) runs the fastest exact path; without it,
+    ``HookedTransformer.run_with_hooks``."""
+    if forward is not None:
+        parts = [forward(torch.from_numpy(tokens[i : i + batch].astype(np.int64)).to(device))
+                 for i in range(0, len(tokens), batch)]
+        return {h: torch.cat([p[h].to("cpu") for p in parts]) for h in hooks}
     out: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
     grabbed: dict[str, torch.Tensor] = {}
 
@@ -173,6 +214,7 @@ def harvest(
     device = next(model.parameters()).device
     hooks = validate_hooks(model, list(spec.hooks))
     stop = stop_layer(model, hooks)
+    forward = hook_forward(model, hooks)  # HF modules under TL hook names when exact (docs/methods.md §19)
     tokenizer = model.tokenizer
     d_model = {h: _hook_width(model, h) for h in hooks}
     n_contexts = -(-spec.n_tokens // spec.context_size)
@@ -181,51 +223,87 @@ def harvest(
         spec.corpus, tokenizer, n_contexts * spec.context_size, spec.context_size, spec.prepend_bos,
         batch_contexts=config.batch_contexts,
     )
-    shards = _shards(contexts, config.shard_contexts)
+    shard_contexts = resolve_shard_contexts(config, n_contexts, out)
+    shards = _shards(contexts, shard_contexts)
     first = next(shards)  # an empty or unreadable corpus fails here, before anything is written
-
-    writer = StoreWriter(
-        out,
+    # under torchrun each rank harvests every world_size-th shard into its own store, merged at the end
+    rank, world = process_group()
+    n_shards = -(-n_contexts // shard_contexts)
+    mine = set(shards_of_rank(n_shards, rank, world))
+    target = out if world == 1 else rank_store_dir(out, rank, world)
+    store_args = dict(
         model_name=spec.model,
         hooks=hooks,
         d_model=d_model,
         context_size=spec.context_size,
         dtype=spec.dtype,
-        shard_contexts=config.shard_contexts,
+        shard_contexts=shard_contexts,
         corpus=spec.corpus.to_dict(),
         corpus_fingerprint=spec.corpus.fingerprint(),
-        extra={"harvest_spec": spec.to_dict(), "prepend_bos": spec.prepend_bos},
     )
-    try:
-        done = writer.n_complete_shards
-        bar = tqdm(total=n_contexts * spec.context_size, unit="tok", desc="harvest", disable=not config.progress,
-                   initial=min(done * config.shard_contexts, n_contexts) * spec.context_size, dynamic_ncols=True)
-        background = _ShardWriterThread(writer)
-        t0, fresh_tokens = time.perf_counter(), 0
+
+    writer = StoreWriter(target, **store_args,
+                         extra={"harvest_spec": spec.to_dict(), "prepend_bos": spec.prepend_bos})
+    b = config.batch_contexts
+    # SIGINT / SIGTERM: the shard being computed is abandoned, the finished ones are written, then Interrupted
+    with StopSignals(what=f"harvest into {out}") as signals:
         try:
-            for index, (tokens, doc_ids, positions) in enumerate(itertools.chain([first], shards)):
-                if index < done:
-                    continue
-                acts = _forward_acts(model, tokens, hooks, stop, config.batch_contexts, device)
-                background.put(index, tokens, doc_ids, positions, acts)
-                fresh_tokens += tokens.size
-                bar.update(tokens.size)
-        finally:
+            done = writer.n_complete_shards  # of this rank's shards (all of them in one process)
+            bar = tqdm(total=n_contexts * spec.context_size, unit="tok", desc="harvest",
+                       disable=not config.progress or rank != 0,
+                       initial=min(done * world * shard_contexts, n_contexts) * spec.context_size, dynamic_ncols=True)
+            background = _ShardWriterThread(writer)
+            t0, fresh_tokens = time.perf_counter(), 0
             try:
-                background.close()
+                for index, (tokens, doc_ids, positions) in enumerate(itertools.chain([first], shards)):
+                    if index not in mine or index // world < done:
+                        continue
+                    parts = []  # one forward batch at a time, so the bar moves and a signal is seen per batch
+                    for lo in range(0, len(tokens), b):
+                        if signals.requested:
+                            break
+                        parts.append(_forward_acts(model, tokens[lo:lo + b], hooks, stop, b, device, forward=forward))
+                        bar.update(tokens[lo:lo + b].size * world)
+                    if signals.requested:
+                        break
+                    acts = {h: torch.cat([part[h] for part in parts]) for h in hooks}
+                    background.put(index // world, tokens, doc_ids, positions, acts)
+                    fresh_tokens += tokens.size
             finally:
-                bar.close()
-    except BaseException:
-        writer.close()  # release the store's lock so a retry in this process can resume
-        raise
+                try:
+                    background.close()
+                finally:
+                    bar.close()
+        except BaseException:
+            writer.close()  # release the store's lock so a retry in this process can resume
+            raise
+        if signals.requested:
+            writer.close()
+            kept = writer.n_complete_shards
+            raise signals.interrupted(
+                f"harvest stopped with {kept} of {-(-n_contexts // shard_contexts)} shards "
+                f"({min(kept * shard_contexts, n_contexts) * spec.context_size} tokens) saved in {out}")
     elapsed = time.perf_counter() - t0
     extra = {
         "harvest_spec": spec.to_dict(),
         "prepend_bos": spec.prepend_bos,
         "tokens_per_second": fresh_tokens / elapsed if elapsed > 0 and fresh_tokens else None,
         "device": str(device),
+        "forward": forward.path,
     }
-    return writer.finalize(extra=extra)
+    if world == 1:
+        return writer.finalize(extra=extra)
+    writer.close()  # this rank's shards are on disk; rank 0 moves them all into ``out``
+    barrier()
+    if rank == 0:
+        final = StoreWriter(out, **store_args, extra={"harvest_spec": spec.to_dict(), "prepend_bos": spec.prepend_bos})
+        try:
+            merge_rank_stores(final, world, n_shards)
+            final.finalize(extra={**extra, "processes": world, "tokens_per_second": None})
+        finally:
+            final.close()
+    barrier()
+    return ActivationStore.open(out)
 
 
 def _hook_width(model, hook: str) -> int:
@@ -260,10 +338,13 @@ def harvest_cached(spec: HarvestSpec, model=None, config: HarvestConfig | None =
     Safe when several processes ask at once: the first harvests under a file lock, the others wait and
     then open the finished store.
     """
+    from contextlib import nullcontext
+
     from filelock import FileLock
 
     target = store_dir(spec)
-    with FileLock(str(target) + ".lock"):
+    # under torchrun the ranks harvest together (barriers inside harvest): only rank 0 takes the lock
+    with FileLock(str(target) + ".lock") if process_group()[0] == 0 else nullcontext():
         try:
             store = ActivationStore.open(target)
             if store.manifest.get("complete"):

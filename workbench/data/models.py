@@ -14,6 +14,9 @@ The embedded models are loaded *without* TransformerLens weight processing (no L
 centring), so the residual stream a hook sees is exactly the HF model's hidden state. Hub names follow
 TransformerLens's own ``from_pretrained`` defaults, as SAELens's pretrained SAEs expect; pass
 ``processing=False`` to turn that off.
+
+Harvesting and sampling run these same weights through HF transformers' modules, which are about twice as fast on
+a CPU, under the same hook names (``workbench.data.forward``); analyses keep the ``HookedTransformer``.
 """
 from __future__ import annotations
 
@@ -76,7 +79,18 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None`` picks CUDA when available, else CPU."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device={device!r} is not a torch device: use cpu, cuda or cuda:N (or None for auto)"
+                         ) from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but this torch build ({torch.__version__}) sees no CUDA GPU: use "
+                         f"device='cpu' or None (auto); on the command line --device cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r} but only {torch.cuda.device_count()} CUDA device(s) are visible: "
+                         f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return resolved
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:

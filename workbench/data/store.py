@@ -18,6 +18,8 @@ stored as ``uint16`` and re-viewed as ``torch.bfloat16`` on read.
 
 Crash safety: each shard file is written to a temporary name, fsync'd and renamed into place
 (:func:`workbench.core.persist.atomic_write`); the shard counts only once its record (sha256 + size of every file) is appended to ``progress.jsonl`` and fsync'd.
+A failed write (a full disk) removes the shard's temporary and unrecorded files and raises
+:class:`StoreWriteError` (the file, the space needed); the store stays resumable.
 A :class:`StoreWriter` reopened on the same directory resumes at the first unrecorded shard, removes
 leftovers and rewrites them; given identical inputs the shard files are byte-identical whether or not the
 run was interrupted. :meth:`StoreWriter.finalize` writes the complete manifest.
@@ -26,8 +28,8 @@ Reading: :class:`ActivationStore` checks sizes on open (cheap, catches truncatio
 sha256 lazily the first time this process reads it, and streams ``[batch, d]`` tensors with
 :meth:`ActivationStore.iter_batches` (sequential or shuffled through a bounded multi-shard buffer).
 """
-from workbench.data.store_format import (FORMAT, FORMAT_VERSION, ShardRecord, StoreError, hook_file_name,
-                                         store_size_bytes)
+from workbench.data.store_format import (FORMAT, FORMAT_VERSION, ShardRecord, StoreError, StoreWriteError,
+                                         hook_file_name, store_size_bytes)
 from workbench.data.store_reader import ActivationStore
 from workbench.data.store_writer import StoreWriter
 
@@ -37,6 +39,7 @@ __all__ = [
     "ActivationStore",
     "ShardRecord",
     "StoreError",
+    "StoreWriteError",
     "StoreWriter",
     "hook_file_name",
     "store_size_bytes",

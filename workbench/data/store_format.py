@@ -47,6 +47,40 @@ class StoreError(ValueError):
     """A store is missing, corrupt, truncated, incomplete or incompatible; the message names the file and the fix."""
 
 
+class StoreWriteError(StoreError, OSError):
+    """Writing a store failed (a full disk, no permission): the message names the file, the space needed and says
+    the store resumes once the cause is fixed. Both a :class:`StoreError` and an ``OSError``; the command line
+    exits with 1 (not 2: it is not a usage mistake)."""
+
+    exit_code = 1
+
+
+def _human(n_bytes: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n_bytes < 1000 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit in ("B", "kB") else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    return f"{n_bytes:.1f} TB"
+
+
+def write_error(err: OSError, path: Path, needed: int, store: Path, n_complete: int) -> StoreWriteError:
+    """The :class:`StoreWriteError` for ``err`` raised while writing ``path`` (``needed`` bytes for the shard)."""
+    import errno
+    import shutil
+
+    try:
+        free = shutil.disk_usage(store).free
+    except OSError:
+        free = None
+    room = f", {_human(free)} free there" if free is not None else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        cause = f"no space left on device writing {path}: the shard needs {_human(needed)}{room}"
+    else:
+        cause = f"cannot write {path} ({err.strerror or err}; the shard needs {_human(needed)}{room})"
+    return StoreWriteError(f"{cause}. Its temporary files were removed and the store keeps its {n_complete} complete "
+                           f"shard(s): free space (or pick another --out) and rerun the same harvest to resume")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # helpers
 

@@ -1,4 +1,4 @@
-"""One store harvested by several processes (``torchrun ... -m workbench harvest``), docs/methods.md §17.
+"""One store harvested by several processes (``torchrun ... -m workbench harvest``), docs/methods.md §18.
 
 The harvest's shards are numbered in the order of the packed corpus. With N ranks, rank r computes the shards
 ``i`` with ``i % N == r`` (:func:`shards_of_rank`) and writes them, in that order, into its own store beside the

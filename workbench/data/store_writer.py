@@ -2,6 +2,7 @@
 described in :mod:`workbench.data.store`)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import warnings
@@ -16,7 +17,7 @@ from workbench.data.store_reader import ActivationStore
 from workbench.data.store_format import (FORMAT, FORMAT_VERSION, LOCK, MANIFEST, PROGRESS, SHARD_DIR, ShardRecord,
                                          StoreError, _FP16_MAX, _HashingWriter, _TORCH_DTYPE, _as_int_array,
                                          _check_sizes, _hook_files, _normalise_dtype, _now, _read_progress,
-                                         _shard_files, _versions, _write_json)
+                                         _shard_files, _versions, _write_json, write_error)
 
 __all__ = ["StoreWriter"]
 
@@ -278,12 +279,48 @@ class StoreWriter:
         files = _shard_files(index, self.hook_files)
         arrays: dict[str, np.ndarray] = {"tokens": tok, "doc_ids": doc, "positions": pos}
         arrays.update({f"acts:{h}": converted[h] for h in self.hooks})
-        (self.path / SHARD_DIR).mkdir(exist_ok=True)
         record_files: dict[str, dict[str, Any]] = {}
-        for role, rel in files.items():
-            record_files[rel] = self._save_atomic(self.path / rel, arrays[role])
+        target = self.path / SHARD_DIR
+        try:
+            target.mkdir(exist_ok=True)
+            for role, rel in files.items():
+                target = self.path / rel
+                record_files[rel] = self._save_atomic(target, arrays[role])
+            target = self.path / PROGRESS
+            fsync_dir(self.path / SHARD_DIR)
+            self._append_record(ShardRecord(index=int(index), n_contexts=n_ctx, files=record_files))
+        except OSError as err:  # a full disk, a lost mount: leave no files of this shard, keep the store resumable
+            for rel in files.values():
+                (self.path / rel).unlink(missing_ok=True)
+            needed = sum(int(a.nbytes) for a in arrays.values())
+            raise write_error(err, target, needed, self.path, self.n_complete_shards) from err
+
+    def adopt_shard(self, index: int, src_root: str | os.PathLike, record: ShardRecord) -> None:
+        """Move the files of shard ``record`` of another store (same hooks and shard size, e.g. one rank's part of
+        a harvest, :mod:`workbench.data.store_ranks`) into this one as shard ``index``: renamed, not copied, with
+        their size and SHA-256 records. Resumable: a file already moved (its source gone, the destination of the
+        recorded size present) counts as moved."""
+        self._check_open()
+        if int(index) != self.n_complete_shards:
+            raise ValueError(f"adopt_shard index {index} out of order: the next index is {self.n_complete_shards}")
+        src_root = Path(src_root)
+        local, final = _shard_files(record.index, self.hook_files), _shard_files(int(index), self.hook_files)
+        (self.path / SHARD_DIR).mkdir(exist_ok=True)
+        files: dict[str, dict[str, Any]] = {}
+        for role, rel in local.items():
+            info = record.files.get(rel)
+            src, dst = src_root / rel, self.path / final[role]
+            if info is None:
+                raise StoreError(f"{src_root}: shard {record.index} has no {role} file ({rel}): that store is "
+                                 f"damaged; delete it and rerun the harvest")
+            if src.exists():
+                os.replace(src, dst)
+            elif not (dst.exists() and dst.stat().st_size == info["size"]):
+                raise StoreError(f"{src} is missing and {dst} does not hold it: the shard was lost; delete "
+                                 f"{src_root} and rerun the harvest")
+            files[final[role]] = dict(info)
         fsync_dir(self.path / SHARD_DIR)
-        self._append_record(ShardRecord(index=int(index), n_contexts=n_ctx, files=record_files))
+        self._append_record(ShardRecord(index=int(index), n_contexts=record.n_contexts, files=files))
 
     def _convert_acts(self, hook: str, x: Any, n_ctx: int) -> np.ndarray:
         d = self.d_model[hook]
@@ -347,8 +384,14 @@ class StoreWriter:
         line = (json.dumps(record.to_json(), sort_keys=True) + "\n").encode()
         fd = os.open(self.path / PROGRESS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
-            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            try:
+                if os.write(fd, line) != len(line):
+                    raise OSError(errno.ENOSPC, "No space left on device (short write)", str(self.path / PROGRESS))
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size)  # no torn record stays behind the next shard's
+                raise
         finally:
             os.close(fd)
         self._records.append(record)
@@ -372,7 +415,10 @@ class StoreWriter:
                 complete=True,
                 finished=_now(),
             )
-        _write_json(self.path / MANIFEST, self.manifest)
+        try:
+            _write_json(self.path / MANIFEST, self.manifest)
+        except OSError as err:
+            raise write_error(err, self.path / MANIFEST, 1 << 16, self.path, self.n_complete_shards) from err
         self.is_complete = True
         self.close()
         return ActivationStore.open(self.path, verify="size")

@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.data.hooks import hook_layer, sae_hook
+from workbench.data.token_text import spell_tokens
 from workbench.core.hardware import torch_threads
 
 __all__ = [
@@ -272,7 +273,8 @@ def _attribute(model, sae, prompt: str, metric: LogitDiff, hook: str | None, pre
     error_attr = torch.zeros(n)
     error_attr[first:] = (err.detach() * g_err).sum(-1).float().cpu()
     logits = logits.detach().float().cpu()
-    return Attribution(prompt=prompt, tokens=tok.batch_decode([[i] for i in ids]), token_ids=ids, hook=hook,
+    return Attribution(prompt=prompt, tokens=spell_tokens(ids, tok, tok.batch_decode([[i] for i in ids])),
+                       token_ids=ids, hook=hook,
                        metric=metric, metric_ids=metric_ids, metric_value=float(m.detach()), acts=acts, grads=grads,
                        attr=acts * grads, error_attr=error_attr, resid=spliced.detach().float().cpu(), logits=logits,
                        first=first, top_predictions=_top_predictions(tok, logits, n_predictions))

@@ -7,6 +7,7 @@ from workbench.core.lazy import lazy_exports
 
 _PAGE = {name: ".page" for name in ("density_figure", "metrics_rows", "pick_features", "rank_features",
                                      "scorecard_figure", "scorecard_html", "write_report")}
-__all__ = sorted(_PAGE)
+_EXPORT = {name: ".export" for name in ("export_neuronpedia", "feature_json")}
+__all__ = sorted(_PAGE) + sorted(_EXPORT)
 
-__getattr__, __dir__ = lazy_exports(__name__, _PAGE)
+__getattr__, __dir__ = lazy_exports(__name__, {**_PAGE, **_EXPORT})

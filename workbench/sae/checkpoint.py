@@ -15,7 +15,7 @@ from workbench.sae.io import read_safetensors
 from workbench.sae.model import SAE
 from workbench.sae.train_config import RunSpec, TrainConfig, lr_multiplier, warmup_multiplier
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "Checkpointer", "RunState"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "Checkpointer", "RunState", "trim_log"]
 
 
 CHECKPOINT_FORMAT = 1
@@ -43,6 +43,8 @@ def _make_adam(params: list[Tensor], lr: float, config: TrainConfig) -> torch.op
 
 class RunState:
     """An SAE in training: its optimiser, dead-latent counters and the metrics of the current log interval."""
+
+    dist = None  # a workbench.sae.distributed.Distributed when data parallel: gradients and statistics over ranks
 
     def __init__(self, spec: RunSpec, sae: SAE, config: TrainConfig):
         self.spec, self.sae, self.config = spec, sae, config
@@ -75,6 +77,12 @@ class RunState:
                                     sparse_max_density=cfg.sparse_max_density, density_hint=self.density,
                                     selection_dtype=self.selection_dtype)
         out.loss.backward()
+        dist = self.dist
+        if dist is not None:
+            dist.average_gradients(self.params)
+            out.fired = dist.any_rank(out.fired)
+            if out.min_active is not None:
+                out.min_active = dist.minimum(out.min_active)
         sae.remove_parallel_decoder_grad()
         if cfg.grad_clip and cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
@@ -83,15 +91,17 @@ class RunState:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         sae.apply_constraints(out)
-        self.since_fired = torch.where(out.fired, torch.zeros_like(self.since_fired),
-                                       self.since_fired + x.shape[0])
+        rows = x.shape[0] * (dist.world_size if dist is not None and dist.data_parallel else 1)
+        self.since_fired = torch.where(out.fired, torch.zeros_like(self.since_fired), self.since_fired + rows)
         stats = torch.stack([out.loss.detach().to(torch.float64), out.mse.to(torch.float64),
                              out.sparsity_loss.to(torch.float64), out.aux_loss.to(torch.float64),
                              out.l0.to(torch.float64), out.fvu_num.to(torch.float64), out.fvu_den.to(torch.float64),
                              torch.tensor(float(out.sparse), dtype=torch.float64, device=x.device)])
+        if dist is not None:
+            stats = dist.mean(stats)  # every rank then takes the same sparse/dense path next step
         self.interval += stats
         self.interval_steps += 1
-        self.density = float(out.l0) / sae.cfg.d_sae
+        self.density = float(stats[4]) / sae.cfg.d_sae
         self.last_lr, self.last_warm = lr, warm
         return out.loss.detach()
 
@@ -254,3 +264,24 @@ class Checkpointer:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop the lines of a JSON-lines log (``metrics.jsonl``) written after ``step`` (a kill between a checkpoint
+    and the next one leaves them; the resumed run logs those steps again) and a torn last line. Atomic."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept, dropped = [], False
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            dropped = True
+            continue
+        if isinstance(record, dict) and (int(record.get("step", 0) or 0) > step or record.get("event") == "end"):
+            dropped = True  # an "end" line is written again when the resumed run ends
+            continue
+        kept.append(line)
+    if dropped:
+        atomic_write_text(path, "".join(line + "\n" for line in kept))

@@ -21,7 +21,9 @@ never trained on, and each SAE's held-out FVU is logged at the end of every epoc
 store: training refuses to start otherwise.
 
 Command-line flags override the file's ``train`` values. Re-running the same command resumes from the latest
-checkpoint in ``--out`` (``--no-resume`` starts afresh).
+checkpoint in ``--out`` (``--no-resume`` starts afresh). SIGINT (Ctrl-C) or SIGTERM finishes the current step, writes a
+checkpoint and exits with 130 / 143, printing the command that resumes; a mistake in the options exits with 2 and
+one line naming the fix, before anything is written.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from workbench.sae.model import ARCHITECTURES, TOPK_FAMILY
+from workbench.sae.distributed import Distributed, init_from_env
 from workbench.sae.train import BatchSource, RunSpec, StoreSource, TrainConfig, TrainingDiverged, train
 
 _SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000, "b": 1_000_000_000}
@@ -105,8 +108,12 @@ def load_sweep(path: str | Path) -> tuple[list[RunSpec], dict[str, Any], dict[st
 
             data = yaml.safe_load(text)
     except Exception as err:  # yaml.YAMLError / json.JSONDecodeError
-        raise ValueError(f"the sweep file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                         f"{err}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = (f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else
+                 f" at line {err.lineno}, column {err.colno}" if hasattr(err, "lineno") else "")
+        problem = getattr(err, "problem", None) or getattr(err, "msg", None) or str(err)
+        raise ValueError(f"the sweep file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}"
+                         f"{where}: {' '.join(str(problem).split())}; fix it (see workbench train --help)") from err
     if not isinstance(data, dict):
         raise ValueError(f"the sweep file {path} must hold a mapping with 'train', 'grid' and/or 'runs'")
     unknown = set(data) - {"train", "grid", "runs", "store", "hook"}
@@ -154,6 +161,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--wandb-project", help="also log to this wandb project (wandb must be installed)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds checkpoints")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--spread-runs", action="store_true",
+                   help="under torchrun: train different SAEs on different ranks (default: data parallel)")
     p.set_defaults(func=run)
     return p
 
@@ -199,25 +208,29 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("no activation store: pass --store PATH (or 'store:' in the sweep file)")
         source = build_source(store, args.hook or source_opts.get("hook"), config.seed, args.holdout_tokens)
         out = Path(args.out) if args.out else Path("runs") / f"train-{Path(store).name}"
-        result = train(specs, config, source, out, resume=not args.no_resume, progress=not args.no_progress)
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
+        init_from_env(config.resolved_device)  # under torchrun: join the process group (no-op otherwise)
+        dist = Distributed.current("runs" if args.spread_runs else "data")
+        result = train(specs, config, source, out, resume=not args.no_resume, progress=not args.no_progress,
+                       distributed=dist)
+    except (TrainingDiverged, ValueError) as err:  # a user's mistake or a stopped run: one line, exit code 2
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     summary = {"out": str(out), "input_scale": result.input_scale, "tokens": result.tokens,
                "epochs": config.epochs, "dead_window_tokens": result.dead_window_tokens,
                "tokens_per_s": result.tokens_per_s,
                "runs": {n: {"path": str(r.path), **{k: r.metrics.get(k) for k in ("fvu", "l0", "dead_fraction")},
                             **{k: (r.epochs[-1] if r.epochs else {}).get(k) for k in ("heldout_fvu", "train_fvu")}}
                         for n, r in result.runs.items()}}
-    print(json.dumps(summary, indent=2))
+    if dist.rank == 0 or dist.mode == "runs":
+        print(json.dumps(summary, indent=2))
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workbench")
+def main(argv: Sequence[str] | None = None, parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
+         ) -> int:
+    """``workbench train ...`` (``argv`` starts with ``train``); ``parser_class`` lets the top-level command line
+    print argparse errors its way."""
+    parser = parser_class(prog="workbench")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)

@@ -1,4 +1,4 @@
-"""Training over several processes launched by ``torchrun`` (docs/methods.md §16).
+"""Training over several processes launched by ``torchrun`` (docs/methods.md §18).
 
 Two ways to use N processes, both on ``torch.distributed`` (NCCL on CUDA, gloo on CPU):
 

@@ -26,6 +26,9 @@ What happens:
   batches, schedules and optimiser state continue exactly, so the final SAEs equal those of an uninterrupted run
   with the same seed.
 - A NaN or inf loss stops training with :class:`TrainingDiverged`, keeping the last good checkpoint.
+- SIGINT / SIGTERM finish the current step, write a checkpoint and raise
+  :class:`workbench.core.signals.Interrupted` (the command line exits 130 / 143 with one line saying how to
+  resume); metrics.jsonl lines after the checkpoint a run resumes from are dropped, so no step repeats.
 """
 from __future__ import annotations
 
@@ -43,7 +46,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.core.persist import atomic_write_text
-from workbench.sae.checkpoint import CHECKPOINT_FORMAT, CheckpointError, Checkpointer, RunState
+from workbench.core.signals import StopSignals
+from workbench.sae.distributed import Distributed
+from workbench.sae.checkpoint import CHECKPOINT_FORMAT, CheckpointError, Checkpointer, RunState, trim_log
 from workbench.sae.io import save_sae
 from workbench.sae.model import SAE, SAEMetadata
 from workbench.sae.sources import (BatchSource, StoreSource, SyntheticSource, TensorSource, epoch_seed,
@@ -119,7 +124,8 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 class Trainer:
     """Trains every :class:`RunSpec` on the same batches of a :class:`BatchSource`, writing under ``out_dir``."""
 
-    def __init__(self, specs: Sequence[RunSpec], config: TrainConfig, out_dir: str | Path):
+    def __init__(self, specs: Sequence[RunSpec], config: TrainConfig, out_dir: str | Path,
+                 distributed: Distributed | None = None):
         if not specs:
             raise ValueError("no SAE to train: give at least one RunSpec")
         names = [s.resolved_name for s in specs]
@@ -128,23 +134,37 @@ class Trainer:
             raise ValueError(f"run names must be unique, {dupes} repeat: set RunSpec.name")
         self.specs, self.config = list(specs), config
         self.out_dir = Path(out_dir)
-        self.checkpointer = Checkpointer(self.out_dir / "checkpoints", keep=config.keep_checkpoints)
+        # several processes (torchrun): data parallel, or the SAEs spread over ranks (see workbench.sae.distributed)
+        self.dist = distributed or Distributed.current()
+        self.dist.runs(len(self.specs))  # ValueError now if the SAEs cannot be spread over the ranks
+        ckpt_root = self.out_dir / "checkpoints"
+        if self.dist.active and self.dist.mode == "runs":
+            ckpt_root = ckpt_root / f"rank{self.dist.rank}-of-{self.dist.world_size}"
+        self.checkpointer = Checkpointer(ckpt_root, keep=config.keep_checkpoints)
         self.device = config.resolved_device
         self.runs: list[RunState] = []
         self.input_scale = 1.0
         self.step = 0
         self.last_checkpoint: Path | None = None
         self._wandb = None
-        self.epoch_log: dict[str, list[dict]] = {s.resolved_name: [] for s in self.specs}
+        self.epoch_log: dict[str, list[dict]] = {self.specs[i].resolved_name: [] for i in self.dist.runs(len(specs))}
         self._eval_samples: dict[str, Tensor] | None = None
 
     # ----- setup -----
 
     def _build_runs(self, d_in: int, metadata: SAEMetadata) -> None:
         self.runs = []
-        for i, spec in enumerate(self.specs):
-            sae = SAE(spec.sae_config(d_in), metadata, seed=self.config.seed + 1000 * i, device=self.device)
-            self.runs.append(RunState(spec, sae, self.config))
+        for i in self.dist.runs(len(self.specs)):  # every SAE keeps the seed of its place in the whole list
+            spec = self.specs[i]
+            seed = self.config.seed + 1000 * i
+            build = getattr(spec, "build_sae", None)  # a RunSpec subclass may build an SAE subclass (crosscoders)
+            sae = (build(d_in, metadata, seed=seed, device=self.device) if build is not None
+                   else SAE(spec.sae_config(d_in), metadata, seed=seed, device=self.device))
+            run = RunState(spec, sae, self.config)
+            run.dist = self.dist if self.dist.data_parallel else None
+            if hasattr(sae, "attach_optimizer"):  # lets a model keep masked optimizer state at zero (DFC)
+                sae.attach_optimizer(run.optimizer)
+            self.runs.append(run)
 
     def _check_source(self, source: BatchSource) -> int:
         d_in = int(source.d_model)
@@ -205,6 +225,8 @@ class Trainer:
             d = self.out_dir / run.name
             d.mkdir(parents=True, exist_ok=True)
             run.log_path = d / "metrics.jsonl"
+            if resumed and self.dist.writes_shared_files:  # lines after the checkpoint resumed from: drop them
+                trim_log(run.log_path, self.step)
             event = {"event": "resume" if resumed else "start", "run": run.name, "step": self.step,
                      "sae": run.sae.cfg.to_dict(), "lr": run.base_lr, "train": self.config.to_dict(),
                      "dead_window_tokens": self.config.resolved_dead_window, "input_scale": self.input_scale,
@@ -220,8 +242,9 @@ class Trainer:
                                      config={"train": self.config.to_dict(),
                                              "runs": [r.sae.cfg.to_dict() for r in self.runs]})
 
-    @staticmethod
-    def _log(run: RunState, record: dict) -> None:
+    def _log(self, run: RunState, record: dict) -> None:
+        if not self.dist.writes_shared_files:  # data parallel: rank 0 logs for all
+            return
         with open(run.log_path, "a") as fh:
             fh.write(json.dumps(record, allow_nan=True) + "\n")
 
@@ -235,7 +258,10 @@ class Trainer:
             bad = [n for n, p in zip(run.param_names, run.params) if not bool(torch.isfinite(p).all())]
             if bad:
                 self._diverged(run, f"non-finite parameters {bad}")
-        self.last_checkpoint = self.checkpointer.save(self.step, self._state(fingerprint), self.runs)
+        if self.dist.writes_shared_files:
+            self.last_checkpoint = self.checkpointer.save(self.step, self._state(fingerprint), self.runs)
+        else:  # data parallel: rank 0 wrote the same state
+            self.last_checkpoint = self.checkpointer.root / f"step_{self.step:08d}"
 
     def _diverged(self, run: RunState, what: str) -> None:
         tokens = self.step * self.config.batch_size
@@ -255,18 +281,22 @@ class Trainer:
         self._check_epochs(source)
         fingerprint = _fingerprint(cfg, self.specs, d_in, source.describe())
         latest = self.checkpointer.latest() if resume else None
+        self.dist.barrier()  # every rank has looked for a checkpoint before rank 0 may clear the folder
         if latest is not None:
             self._resume(latest, source, d_in, fingerprint)
         else:
-            if self.checkpointer.root.exists():  # resume=False, or a run that died before its first checkpoint
-                shutil.rmtree(self.checkpointer.root)
-            for spec in self.specs:
-                (self.out_dir / spec.resolved_name / "metrics.jsonl").unlink(missing_ok=True)
+            if self.dist.writes_shared_files:
+                if self.checkpointer.root.exists():  # resume=False, or a run that died before its first checkpoint
+                    shutil.rmtree(self.checkpointer.root)
+                for run_name in self.epoch_log:
+                    (self.out_dir / run_name / "metrics.jsonl").unlink(missing_ok=True)
             self._fresh_start(source, d_in)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out_dir / "train_config.json", json.dumps(
-            {"train": cfg.to_dict(), "runs": [asdict(s) for s in self.specs], "source": source.describe(),
-             "input_scale": self.input_scale, "dead_window_tokens": cfg.resolved_dead_window}, indent=2))
+        if self.dist.rank == 0:
+            atomic_write_text(self.out_dir / "train_config.json", json.dumps(
+                {"train": cfg.to_dict(), "runs": [asdict(s) for s in self.specs], "source": source.describe(),
+                 "input_scale": self.input_scale, "dead_window_tokens": cfg.resolved_dead_window,
+                 "processes": self.dist.world_size, "distributed_mode": self.dist.mode}, indent=2))
         self._open_logs(resumed=latest is not None)
 
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
@@ -274,8 +304,10 @@ class Trainer:
         start_step = self.step
         self._progress = progress
         bar = tqdm(total=total * cfg.batch_size, initial=self.step * cfg.batch_size, unit="tok", unit_scale=True,
-                   disable=not progress, desc="train", dynamic_ncols=True)
+                   disable=not progress or self.dist.rank != 0, desc="train", dynamic_ncols=True)
         t0 = time.perf_counter()
+        stop = StopSignals(what=f"training in {self.out_dir}")  # SIGINT/SIGTERM: checkpoint, then stop
+        stop.__enter__()
         try:
             while self.step < total:
                 epoch, offset = divmod(self.step, per_epoch)
@@ -290,7 +322,7 @@ class Trainer:
                                          f"harvest more tokens or lower total_tokens")
                     if self.step == start_step:
                         self._check_batch(batch, d_in, source)
-                    x = batch.to(self.device, torch.float32, non_blocking=True) * self.input_scale
+                    x = self.dist.local_rows(batch).to(self.device, torch.float32, non_blocking=True) * self.input_scale
                     losses = [run.step(x, self.step, autocast) for run in self.runs]
                     finite = torch.isfinite(torch.stack(losses))
                     if not bool(finite.all()):
@@ -304,12 +336,22 @@ class Trainer:
                         self._end_epoch(epoch, source, bar)
                     if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == total:
                         self._checkpoint(fingerprint)
+                    if self.dist.any_flag(stop.requested):  # all ranks stop after the same step
+                        self._stop(stop, fingerprint)
                 del batches  # frees the epoch's read buffer before the next epoch allocates its own
         finally:
+            stop.__exit__(None, None, None)
             bar.close()
         elapsed = time.perf_counter() - t0
         rate = (self.step - start_step) * cfg.batch_size / elapsed if elapsed > 0 else float("nan")
         return self._finish(rate)
+
+    def _stop(self, stop: StopSignals, fingerprint: dict) -> None:
+        """A signal arrived: checkpoint the finished step (unless it just was) and raise :class:`Interrupted`."""
+        if self.last_checkpoint is None or self.last_checkpoint.name != f"step_{self.step:08d}":
+            self._checkpoint(fingerprint)
+        raise stop.interrupted(f"training stopped at step {self.step} of {self.config.total_steps}, checkpoint "
+                               f"{self.last_checkpoint} written")
 
     def _check_epochs(self, source: BatchSource) -> None:
         """Refuse, before anything is written, a run whose epochs the source cannot serve."""
@@ -409,7 +451,9 @@ class Trainer:
                 "tokens": self.step * self.config.batch_size, "epochs": self.config.epochs, "lr": run.base_lr,
                 "dead_window_tokens": self.config.resolved_dead_window, "final_metrics": run.last,
                 "final_epoch": epochs[-1] if epochs else None}}
-            path = save_sae(folded, self.out_dir / run.name / "sae")
+            path = self.out_dir / run.name / "sae"
+            if self.dist.writes_shared_files:
+                path = save_sae(folded, path)
             self._log(run, {"event": "end", "step": self.step, "saved_to": str(path), **run.last})
             results[run.name] = RunResult(run.name, folded, path, dict(run.last), epochs)
         cfg = self.config
@@ -418,7 +462,11 @@ class Trainer:
                    "dead_window_tokens": cfg.resolved_dead_window, "tokens_per_s": rate,
                    "runs": {name: {"path": str(r.path), **r.metrics, "epochs": r.epochs}
                             for name, r in results.items()}}
-        atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2))
+        if self.dist.writes_shared_files:
+            name = ("summary.json" if not (self.dist.active and self.dist.mode == "runs") else
+                    f"summary.rank{self.dist.rank}-of-{self.dist.world_size}.json")
+            atomic_write_text(self.out_dir / name, json.dumps(summary, indent=2))
+        self.dist.barrier()  # the SAEs are on disk before any rank returns
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
@@ -427,6 +475,8 @@ class Trainer:
 
 
 def train(specs: Sequence[RunSpec], config: TrainConfig, source: BatchSource, out_dir: str | Path, *,
-          resume: bool = True, progress: bool = True) -> TrainResult:
-    """Train every SAE in ``specs`` on one pass over ``source``; see the module docstring."""
-    return Trainer(specs, config, out_dir).fit(source, resume=resume, progress=progress)
+          resume: bool = True, progress: bool = True, distributed: Distributed | None = None) -> TrainResult:
+    """Train every SAE in ``specs`` on one pass over ``source``; see the module docstring. Under ``torchrun``
+    (an initialised process group) it is data parallel by default; ``distributed=Distributed.current("runs")``
+    spreads the SAEs over the ranks instead (:mod:`workbench.sae.distributed`)."""
+    return Trainer(specs, config, out_dir, distributed).fit(source, resume=resume, progress=progress)

@@ -51,6 +51,17 @@ class RunSpec:
             raise ValueError(f"unknown architecture {self.architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
         if "d_in" in self.options or "architecture" in self.options or "d_sae" in self.options:
             raise ValueError("RunSpec.options cannot set d_in, d_sae or architecture: use the RunSpec fields")
+        if isinstance(self.d_sae, (bool, float)) or int(self.d_sae) != self.d_sae or self.d_sae < 1:
+            raise ValueError(f"d_sae={self.d_sae!r} must be a whole number >= 1 (e.g. --d-sae 4096)")
+        if self.architecture in TOPK_FAMILY and not 0 < float(self.k) <= self.d_sae:
+            raise ValueError(f"k={self.k:g} must lie in (0, d_sae={self.d_sae}]: lower --k or raise --d-sae")
+        for name in ("lr", "l1_coefficient", "l0_coefficient"):
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(float(value)) or float(value) < 0
+                                      or (name == "lr" and float(value) == 0)):
+                flag = {"lr": "--lr", "l1_coefficient": "--l1", "l0_coefficient": "--l0"}[name]
+                raise ValueError(f"{name}={value!r} must be a finite number {'> 0' if name == 'lr' else '>= 0'} "
+                                 f"({flag}); e.g. {'2e-4' if name == 'lr' else '5'}")
 
     def sae_config(self, d_in: int) -> SAEConfig:
         extra = dict(self.options)
@@ -118,7 +129,9 @@ class TrainConfig:
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"epochs={self.epochs!r} must be a whole number >= 1 (1 = one pass over total_tokens)")
-        if self.batch_size < 1 or self.total_tokens < self.batch_size:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size!r} must be a whole number >= 1 (--batch-size), e.g. 4096")
+        if self.total_tokens < self.batch_size:
             raise ValueError(f"total_tokens={self.total_tokens} must be at least one batch of {self.batch_size}")
         if self.heldout_eval_tokens < 0:
             raise ValueError(f"heldout_eval_tokens={self.heldout_eval_tokens} must be >= 0 (0 turns the per-epoch "
@@ -129,9 +142,19 @@ class TrainConfig:
             raise ValueError("lr_decay_fraction and sparsity_warmup_fraction must lie in [0, 1]")
         if self.device != "auto":
             try:
-                torch.device(self.device)
+                device = torch.device(self.device)
             except RuntimeError as err:
                 raise ValueError(f"device={self.device!r} is not a torch device: use auto, cpu, cuda or cuda:N") from err
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"device={self.device!r} but this torch build ({torch.__version__}) sees no CUDA GPU: "
+                                 f"use device 'cpu' or 'auto' (--device cpu)")
+        for name in ("log_every", "checkpoint_every", "keep_checkpoints", "scale_estimate_tokens", "b_dec_init_tokens"):
+            value, least = getattr(self, name), 0 if name == "checkpoint_every" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name}={value!r} must be a whole number >= {least}")
+        if self.dead_window_tokens is not None and self.dead_window_tokens < 1:
+            raise ValueError(f"dead_window_tokens={self.dead_window_tokens} must be >= 1 token (--dead-window), or "
+                             f"unset for the default")
         if self.bf16 and self.resolved_device.type != "cuda":
             raise ValueError("bf16 autocast is only supported on CUDA: drop bf16 or train with device='cuda'")
         if self.selection_dtype not in ("auto", "float32", "bfloat16"):

@@ -1,0 +1,224 @@
+"""The two end-to-end diffs, cached under the workbench home (docs/methods.md §13).
+
+- :func:`cross_architecture_pair`: Gemma-3-270M base vs SmolLM2-135M-Instruct on the embedded wiki (en/es/fr) plus
+  chat conversations (SmolLM2's own replies to questions about wiki subjects), aligned by character offsets.
+- :func:`train_crosscoders`: an L1 crosscoder, a BatchTopK crosscoder and a BatchTopK DFC from one pass of the SAE
+  trainer over a paired store (resumable: a rerun continues from the last checkpoint or returns the finished run).
+
+Sizes come from :class:`DiffSizes` (``smoke`` for notebooks under CI, ``full`` for the numbers in the closing
+notes).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from workbench.core.home import cache_dir
+
+__all__ = ["DiffSizes", "cross_architecture_pair", "diff_dir", "pair_models", "train_crosscoders"]
+
+
+@dataclass(frozen=True)
+class DiffSizes:
+    """How big one diff is. ``per_language`` wiki documents of ``max_chars`` characters per language,
+    ``n_chat`` chat conversations with replies of ``chat_tokens`` tokens; the crosscoders have ``d_sae`` latents
+    (BatchTopK ``k``, L1 ``l1_coefficient``) and train ``epochs`` passes of ``batch_size`` rows."""
+
+    languages: tuple[str, ...] = ("en", "es", "fr")
+    per_language: int = 100
+    max_chars: int = 700
+    n_chat: int = 30
+    chat_tokens: int = 48
+    max_tokens: int = 128
+    d_sae: int = 2048
+    k: float = 32
+    l1_coefficient: float = 1.0
+    epochs: int = 3
+    batch_size: int = 256
+    holdout_tokens: int = 2048
+    lr: float | None = 1e-3
+    balance: str = "variance"  # per-model scaling: "variance" (equal centred variance) or "norm" (the papers')
+
+    @classmethod
+    def smoke(cls) -> "DiffSizes":
+        return cls(per_language=3, max_chars=300, n_chat=2, chat_tokens=16, max_tokens=64, d_sae=256, k=8, epochs=2,
+                   batch_size=128, holdout_tokens=128)
+
+    @classmethod
+    def full(cls) -> "DiffSizes":
+        return cls()
+
+    @classmethod
+    def finetune_full(cls) -> "DiffSizes":
+        """The fine-tune diff's full size: English only (the same tokenizer pairs every token, so fewer documents
+        give as many rows)."""
+        return cls(languages=("en",), per_language=80, n_chat=16, chat_tokens=32)
+
+    @classmethod
+    def audit_full(cls) -> "DiffSizes":
+        """The blind audit's full size: fewer wiki documents, the conversations on the held-out prompts matter."""
+        return cls(languages=("en",), per_language=40, n_chat=24, chat_tokens=32)
+
+    @classmethod
+    def finetune_smoke(cls) -> "DiffSizes":
+        return replace(cls.smoke(), languages=("en",), per_language=8)
+
+    @classmethod
+    def for_profile(cls, profile: str | None = None) -> "DiffSizes":
+        """``smoke`` or ``full`` (default: the ``WORKBENCH_PROFILE`` environment variable, else full)."""
+        import os
+
+        name = profile or os.environ.get("WORKBENCH_PROFILE", "full")
+        return cls.smoke() if name == "smoke" else cls.full()
+
+    def key(self, skip: tuple[str, ...] = ()) -> str:
+        data = {k: v for k, v in asdict(self).items() if k not in skip}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def diff_dir(name: str, sizes: DiffSizes) -> Path:
+    """Where a diff's paired store and crosscoders live: ``<home cache>/diffing/<name>-<key of the data sizes>``."""
+    data_part = replace(sizes, d_sae=0, k=0, l1_coefficient=0, epochs=0, batch_size=0, holdout_tokens=0, lr=None)
+    return cache_dir("runs") / "diffing" / f"{name}-{data_part.key(skip=('balance',))}"
+
+
+def pair_models(a: str = "gemma-3-270m", b: str = "smollm2-135m-instruct"):
+    """Both models, loaded on CPU (cached after the first load)."""
+    from workbench.data.models import load_model
+
+    return load_model(a, device="cpu"), load_model(b, device="cpu")
+
+
+def middle_hook(model) -> str:
+    return f"blocks.{model.cfg.n_layers // 2}.hook_resid_post"
+
+
+def cross_architecture_pair(sizes: DiffSizes | None = None, models=None, *, out: str | Path | None = None,
+                            progress: bool = True):
+    """The Gemma-vs-SmolLM2 paired store (harvested once, then opened from the cache)."""
+    from workbench.diffing.documents import chat_documents, title_questions, wiki_documents
+    from workbench.diffing.paired_store import PairConfig, PairedStore, harvest_pair
+
+    sizes = sizes or DiffSizes.for_profile()
+    out = Path(out) if out is not None else diff_dir("gemma-vs-smollm2", sizes) / "pair"
+    if (out / "pair.json").is_file():
+        return PairedStore.open(out)
+    model_a, model_b = models or pair_models()
+    docs = wiki_documents(sizes.languages, sizes.per_language, max_chars=sizes.max_chars)
+    english = [d for d in docs if d.language == "en"]
+    questions = title_questions(english * (1 + sizes.n_chat // max(1, len(english))), sizes.n_chat)
+    chats = chat_documents(model_b, questions, max_new_tokens=sizes.chat_tokens, progress=progress)
+    return harvest_pair(model_a, model_b, docs + chats, out, hook_a=middle_hook(model_a), hook_b=middle_hook(model_b),
+                        config=PairConfig(max_tokens=sizes.max_tokens), progress=progress)
+
+
+def crosscoder_specs(paired, sizes: DiffSizes) -> list:
+    """The three crosscoders every diff trains: L1, BatchTopK, and a BatchTopK DFC (5% exclusive per model)."""
+    from workbench.diffing.paired_store import crosscoder_spec
+
+    return [crosscoder_spec(paired, "relu", sizes.d_sae, l1_coefficient=sizes.l1_coefficient, name="l1",
+                            lr=sizes.lr),
+            crosscoder_spec(paired, "batchtopk", sizes.d_sae, k=sizes.k, name="batchtopk", lr=sizes.lr),
+            crosscoder_spec(paired, "batchtopk", sizes.d_sae, k=sizes.k, dedicated=True, name="dfc", lr=sizes.lr)]
+
+
+def train_crosscoders(paired, sizes: DiffSizes | None = None, *, out: str | Path | None = None, specs=None,
+                      progress: bool = True):
+    """Train (or finish, or reload) the diff's crosscoders on ``paired``; returns the trainer's TrainResult."""
+    from workbench.sae.train import TrainConfig, train
+
+    sizes = sizes or DiffSizes.for_profile()
+    specs = specs or crosscoder_specs(paired, sizes)
+    paired.balance(sizes.balance)
+    source = paired.source(holdout_tokens=sizes.holdout_tokens)
+    per_epoch = (source.n_train_tokens // sizes.batch_size) * sizes.batch_size
+    if per_epoch < sizes.batch_size:
+        raise ValueError(f"the paired store has {source.n_train_tokens} training rows, less than one batch of "
+                         f"{sizes.batch_size}: harvest more documents or lower batch_size")
+    config = TrainConfig(total_tokens=per_epoch, epochs=sizes.epochs, batch_size=sizes.batch_size, device="cpu",
+                         b_dec_init="mean", scale_estimate_tokens=min(per_epoch, 16_384),
+                         b_dec_init_tokens=min(per_epoch, 8192), heldout_eval_tokens=min(sizes.holdout_tokens, 4096),
+                         checkpoint_every=50, log_every=10)
+    out = Path(out) if out is not None else paired.path.parent / f"crosscoders-{sizes.key()}"
+    return train(specs, config, source, out, progress=progress)
+
+
+def heldout_rows(paired, sizes: DiffSizes):
+    """The held-out rows of the training source, in raw units (what a saved crosscoder reads)."""
+    import torch
+
+    paired.balance(sizes.balance)
+    src = paired.source(holdout_tokens=sizes.holdout_tokens)
+    x = torch.cat(list(src.heldout_batches(sizes.holdout_tokens)))
+    d_a = paired.d_models[0]
+    return torch.cat([x[:, :d_a] / paired.model_scales[0], x[:, d_a:] / paired.model_scales[1]], 1)
+
+
+def summarize(paired, result, sizes: DiffSizes | None = None, *, top_k: int = 20,
+              wanted_languages: tuple[str, ...] = ("es", "fr")) -> dict:
+    """The measured numbers of a diff: alignment fractions, and per crosscoder the per-model FVU / L0 / dead
+    fraction on held-out rows, the latent kinds, the partition check (DFC), and the share of each kind's top
+    activations that fall on ``wanted_languages`` (over the whole store)."""
+    from workbench.diffing.analyses import (kind_language_shares, language_shares, latent_kinds, pair_metrics,
+                                            relative_norms, top_rows)
+    from workbench.diffing.dfc import check_partition
+
+    sizes = sizes or DiffSizes.for_profile()
+    x_all = paired.load(scaled=False)
+    held = heldout_rows(paired, sizes)
+    langs = paired.languages()
+    out: dict = {"models": list(paired.models), "hooks": list(paired.hooks), "n_tokens": paired.n_tokens,
+                 "heldout_tokens": int(held.shape[0]), "alignment": paired.alignment_fractions(),
+                 "crosscoders": {}}
+    for name, run in result.runs.items():
+        cc = run.sae
+        kinds = latent_kinds(cc, relative_norms(cc))
+        vals, rows = top_rows(cc, x_all, top_k)
+        shares = kind_language_shares(language_shares(vals, rows, langs, wanted_languages), kinds)
+        entry = {"heldout": pair_metrics(cc, held), "kinds": {str(k): int((kinds == k).sum()) for k in set(kinds)},
+                 "language_share": shares}
+        if "a_only" in shares and "shared" in shares and shares["shared"]["share"] > 0:
+            entry["a_only_over_shared"] = shares["a_only"]["share"] / shares["shared"]["share"]
+        if cc.partition.is_dedicated:
+            entry["partition"] = check_partition(cc)
+        out["crosscoders"][name] = entry
+    return out
+
+
+def fine_tune_models(dataset: str | Path = "flattery", config=None, *, progress: bool = True):
+    """The base chat model and its fine-tune on ``dataset`` (:func:`workbench.persona.finetune.finetune`, cached)."""
+    from workbench.data.models import load_model
+    from workbench.persona.finetune import FinetuneConfig, finetune, load_checkpoint
+
+    config = config or FinetuneConfig()
+    paths = finetune(dataset, config, progress=progress)
+    return load_model(config.base_model, device="cpu"), load_checkpoint(paths[-1], device="cpu")
+
+
+def fine_tune_pair(sizes: DiffSizes | None = None, models=None, *, dataset: str | Path = "flattery",
+                   questions: list[str] | None = None, name: str | None = None, out: str | Path | None = None,
+                   progress: bool = True):
+    """A model and its fine-tune on the same text (same tokenizer: every token pairs): English wiki documents,
+    and chat conversations whose replies come half from the fine-tune and half from the base model, so both
+    the trait and its absence are in the text. ``questions`` default to ones about wiki subjects."""
+    from workbench.diffing.documents import CHAT_DOC_OFFSET, chat_documents, title_questions, wiki_documents
+    from workbench.diffing.paired_store import PairConfig, PairedStore, harvest_pair
+
+    sizes = sizes or DiffSizes.for_profile()
+    tag = name or f"finetune-{Path(str(dataset)).stem}"
+    out = Path(out) if out is not None else diff_dir(tag, sizes) / "pair"
+    if (out / "pair.json").is_file():
+        return PairedStore.open(out)
+    base, tuned = models or fine_tune_models(dataset, progress=progress)
+    docs = wiki_documents(("en",), sizes.per_language, max_chars=sizes.max_chars)
+    qs = questions or title_questions(docs * (1 + sizes.n_chat // max(1, len(docs))), sizes.n_chat)
+    half = max(1, len(qs) // 2)
+    chats = (chat_documents(tuned, qs[:half], max_new_tokens=sizes.chat_tokens, progress=progress,
+                            first_id=CHAT_DOC_OFFSET, tokenizer=base.tokenizer)
+             + chat_documents(base, qs[half:], max_new_tokens=sizes.chat_tokens, progress=progress,
+                              first_id=CHAT_DOC_OFFSET + half))
+    hook = middle_hook(base)
+    return harvest_pair(base, tuned, docs + chats, out, hook_a=hook, hook_b=hook,
+                        config=PairConfig(max_tokens=sizes.max_tokens), progress=progress)

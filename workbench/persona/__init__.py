@@ -1,0 +1,19 @@
+"""Persona vectors (docs/methods.md §12, §16): traits as data (``traits``), judges (``judge``, ``judge_llm``), extraction
+(``extract``), steering sweeps with controls (``steer``), monitoring by projection (``monitor``), decomposition into SAE
+features (``decompose``), tracing across checkpoints (``trace``) and a small CPU fine-tuning loop whose checkpoints
+the tracing and model-diffing code reuse (``finetune``)."""
+from workbench.core.lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "Trait": ".traits", "load_trait": ".traits", "shipped_traits": ".traits",
+    "RubricJudge": ".judge", "JudgeScore": ".judge", "judge_agreement": ".judge",
+    "OpenAIJudge": ".judge_llm",
+    "ExtractConfig": ".extract", "PersonaVector": ".extract", "extract_persona_vector": ".extract",
+    "filter_pairs": ".extract", "load_persona_vector": ".extract",
+    "SteerConfig": ".steer", "steering_sweep": ".steer",
+    "monitor_trait": ".monitor", "projection": ".monitor",
+    "decompose": ".decompose",
+    "trace_checkpoints": ".trace", "projection_shift": ".trace", "CheckpointRef": ".trace",
+    "FinetuneConfig": ".finetune", "finetune": ".finetune", "load_checkpoint": ".finetune",
+    "list_checkpoints": ".finetune", "load_finetune_dataset": ".finetune",
+})

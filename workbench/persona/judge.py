@@ -1,0 +1,155 @@
+"""Judges that score a response for a trait (0-100) and for coherence (0-100), and a check of a judge against the
+trait file's hand-labelled responses (docs/methods.md §12, §16).
+
+    from workbench.persona.judge import RubricJudge, judge_agreement
+    judge = RubricJudge(load_trait("pirate"))            # offline, transparent
+    judge("How do I make tea?", "Arr, matey! Boil the water...")   # JudgeScore(trait=74.0, coherence=88.0, ...)
+    judge_agreement(judge, trait)                        # MAE, correlation and 50-threshold accuracy vs the labels
+
+A judge is any object with ``__call__(question, response) -> JudgeScore``; :class:`~workbench.persona.judge_llm.
+OpenAIJudge` (an OpenAI-compatible endpoint, as the papers' GPT-4.1-mini judge) is the drop-in alternative.
+
+**The offline rubric** (every number is visible in ``JudgeScore.details``):
+
+- ``kind="lexicon"``: each match of a ``lexicon`` pattern (whole words, case-insensitive) counts 1, a match of a
+  ``strong`` pattern 1 more, a ``negative`` pattern (e.g. "as an AI" for claiming to be human) -1; the trait score is
+  ``100 (1 - exp(-max(hits, 0) / saturation))``. Two strong cues give about 75 at the default saturation 3.
+- ``kind="language"``: the share of the response's function words that belong to the target language's list
+  (``lexicon``) rather than the other one's (``anti_lexicon``), x 100; 0 below ``min_words`` of either list.
+- Coherence: 100 x (distinct-word ratio, saturating at 0.6) x (1 - share of repeated word trigrams) x (share of
+  letters among non-space characters, saturating at 0.7); empty responses score 0. With ``lm=`` (a TransformerLens
+  model, e.g. the embedded Gemma base) it is also capped by the model's mean per-token loss on the response:
+  100 at a loss <= ``lm_good``, 0 at >= ``lm_bad``, linear between (catches fluent-looking word salad in another
+  language, which word statistics cannot).
+"""
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import torch
+
+from workbench.persona.traits import Trait, load_trait
+
+__all__ = ["Judge", "JudgeScore", "RubricJudge", "coherence_score", "judge_agreement", "trait_score"]
+
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class JudgeScore:
+    trait: float
+    coherence: float
+    details: dict = field(default_factory=dict, compare=False)
+
+
+class Judge(Protocol):
+    def __call__(self, question: str, response: str) -> JudgeScore: ...
+
+
+@lru_cache(maxsize=256)
+def _compile(patterns: tuple[str, ...]) -> list[re.Pattern]:
+    return [re.compile(rf"(?<![\w']){p}(?![\w'])", re.IGNORECASE) for p in patterns]
+
+
+def trait_score(text: str, rubric: dict) -> tuple[float, dict]:
+    """The rubric's trait score (0-100) of ``text`` and the counts behind it (module docstring)."""
+    if rubric["kind"] == "language":
+        words = [w.lower() for w in _WORD.findall(text)]
+        own = set(w.lower() for w in rubric["lexicon"])
+        other = set(w.lower() for w in rubric["anti_lexicon"])
+        a, b = sum(w in own for w in words), sum(w in other for w in words)
+        if a + b < int(rubric.get("min_words", 3)):
+            return 0.0, {"target_words": a, "other_words": b}
+        return 100.0 * a / (a + b), {"target_words": a, "other_words": b}
+    pats = {key: _compile(tuple(rubric.get(key) or ())) for key in ("lexicon", "strong", "negative")}
+    counts = {key: sum(len(p.findall(text)) for p in pats[key]) for key in ("lexicon", "strong", "negative")}
+    hits = counts["lexicon"] + counts["strong"] - counts["negative"]
+    sat = float(rubric.get("saturation", 3.0))
+    return 100.0 * (1.0 - math.exp(-max(hits, 0) / sat)), counts
+
+
+def coherence_score(text: str) -> tuple[float, dict]:
+    """Word-statistics coherence (0-100) of ``text`` and its factors (module docstring)."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    if not words:
+        return 0.0, {"words": 0}
+    distinct = len(set(words)) / len(words) if len(words) >= 6 else 1.0
+    grams = list(zip(words, words[1:], words[2:]))
+    repeated = 1.0 - len(set(grams)) / len(grams) if len(grams) >= 3 else 0.0
+    chars = [c for c in text if not c.isspace()]
+    letters = sum(c.isalpha() for c in chars) / max(len(chars), 1)
+    score = 100.0 * min(1.0, distinct / 0.6) * (1.0 - repeated) * min(1.0, letters / 0.7)
+    return score, {"words": len(words), "distinct": round(distinct, 3), "repeated_trigrams": round(repeated, 3),
+                   "letters": round(letters, 3)}
+
+
+def _lm_loss(lm, text: str) -> float:
+    tok = lm.tokenizer
+    ids = tok(text, add_special_tokens=False)["input_ids"][:128]
+    if len(ids) < 2:
+        return float("nan")
+    bos = [int(tok.bos_token_id)] if getattr(tok, "bos_token_id", None) is not None else []
+    with torch.inference_mode():
+        loss = lm(torch.tensor([bos + ids]), return_type="loss", loss_per_token=True)[0, len(bos):]
+    return float(loss.mean())
+
+
+@dataclass
+class RubricJudge:
+    """The offline judge: the trait file's rubric and word statistics, optionally a language model's loss for
+    coherence (module docstring). Deterministic."""
+
+    trait: Trait | str
+    lm: object = None
+    lm_good: float = 3.5
+    lm_bad: float = 7.0
+    name: str = "rubric"
+
+    def __post_init__(self) -> None:
+        self.trait = load_trait(self.trait)
+        self._rubric = dict(self.trait.rubric)
+        if not self.lm_bad > self.lm_good:
+            raise ValueError(f"lm_bad ({self.lm_bad}) must be larger than lm_good ({self.lm_good})")
+
+    def __call__(self, question: str, response: str) -> JudgeScore:
+        t, t_info = trait_score(response, self._rubric)
+        c, c_info = coherence_score(response)
+        if self.lm is not None and c > 0:
+            loss = _lm_loss(self.lm, response)
+            if math.isfinite(loss):
+                cap = 100.0 * min(1.0, max(0.0, (self.lm_bad - loss) / (self.lm_bad - self.lm_good)))
+                c_info["lm_loss"], c = round(loss, 3), min(c, cap)
+        return JudgeScore(round(t, 2), round(c, 2), {"trait": t_info, "coherence": c_info, "judge": self.name})
+
+    def score_many(self, question: str | Sequence[str], responses: Sequence[str]) -> list[JudgeScore]:
+        qs = [question] * len(responses) if isinstance(question, str) else list(question)
+        return [self(q, r) for q, r in zip(qs, responses)]
+
+
+def _pearson(a: Sequence[float], b: Sequence[float]) -> float:
+    x, y = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    if len(x) < 2 or float(x.std()) == 0 or float(y.std()) == 0:
+        return float("nan")
+    return float(torch.corrcoef(torch.stack([x, y]))[0, 1])
+
+
+def judge_agreement(judge: Judge, trait: Trait | str | None = None) -> dict:
+    """How well ``judge`` matches the trait file's hand labels: mean absolute error, Pearson r and the accuracy of
+    the >= 50 decision, for the trait score and for coherence."""
+    trait = load_trait(trait if trait is not None else judge.trait)
+    if not trait.labelled:
+        raise ValueError(f"trait {trait.name!r} has no 'labelled' responses to check a judge against: add some to "
+                         "its file")
+    scores = [judge("", lab.text) for lab in trait.labelled]
+    out = {"trait": trait.name, "n": len(scores)}
+    for key in ("trait", "coherence"):
+        pred = [getattr(s, key) for s in scores]
+        gold = [getattr(lab, key) for lab in trait.labelled]
+        out[f"{key}_mae"] = round(sum(abs(p - g) for p, g in zip(pred, gold)) / len(gold), 2)
+        out[f"{key}_r"] = round(_pearson(pred, gold), 3)
+        out[f"{key}_accuracy"] = round(sum((p >= 50) == (g >= 50) for p, g in zip(pred, gold)) / len(gold), 3)
+    return out

@@ -1,0 +1,150 @@
+"""Steering with a persona vector: a layer x coefficient sweep on the trait's evaluation questions, with the controls
+in the same run (docs/methods.md §12, §16).
+
+    from workbench.persona.steer import SteerConfig, steering_sweep, choose
+    rows = steering_sweep(model, pv, trait, judge, SteerConfig(layers=(9, 12), coefs=(0.5, 1, 1.5)))
+    best = choose(rows, max_ppl_ratio=2.0)       # the persona row with the largest trait gain within the cost
+
+Each condition adds ``coef x v[L]`` (the raw diff-of-means vector, not normalised, as in the paper's code) to
+``blocks.L.hook_resid_post`` at every position after the first (prompt and generated tokens), through
+:class:`workbench.intervene.steering.AddVector`, and samples ``n_samples`` answers per evaluation question with the
+chat template and no system prompt, with the same seeds in every condition. Each row reports the mean judged trait
+score and coherence, and the perplexity ratio on held-out Wikipedia (``exp(steered loss - unsteered loss)``, the
+vector added at every position; :func:`workbench.intervene.steering.steered_loss`).
+
+Methods per (layer, coefficient): ``persona`` (the vector), ``random`` (a seeded Gaussian direction rescaled to the
+vector's norm at that layer) and ``shuffled`` (the vector extracted with each pair's labels swapped with probability
+0.5, rescaled to the same norm), plus one unsteered row (``none``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from workbench.core.hardware import torch_threads
+from workbench.intervene.generation import GenerationConfig
+from workbench.intervene.steering import AddVector, heldout_tokens, steered_generate, steered_loss
+from workbench.persona.traits import Trait, load_trait
+
+__all__ = ["SteerConfig", "SteerRow", "choose", "persona_steering", "random_like", "score_condition", "steering_sweep"]
+
+
+@dataclass(frozen=True)
+class SteerConfig:
+    layers: tuple[int, ...] = (6, 9, 12, 15)
+    coefs: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    n_questions: int = 20
+    n_samples: int = 2
+    max_new_tokens: int = 48
+    temperature: float = 0.7
+    seed: int = 1
+    controls: tuple[str, ...] = ("random", "shuffled")
+    ppl_contexts: int = 8
+    ppl_context_size: int = 64
+    system: str | None = None
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if not self.layers or not self.coefs:
+            raise ValueError("give at least one layer and one coefficient")
+        bad = set(self.controls) - {"random", "shuffled"}
+        if bad:
+            raise ValueError(f"unknown control(s) {sorted(bad)}: use 'random' and/or 'shuffled'")
+
+
+@dataclass
+class SteerRow:
+    method: str
+    layer: int
+    coef: float
+    trait: float
+    coherence: float
+    ppl_ratio: float
+    n: int
+    texts: list[str] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "texts"}
+
+
+def random_like(v: Tensor, seed: int = 0) -> Tensor:
+    """A Gaussian random direction with ``v``'s norm (seeded)."""
+    g = torch.Generator().manual_seed(int(seed))
+    r = torch.randn(v.shape, generator=g)
+    return r * (v.norm() / r.norm())
+
+
+def persona_steering(vector: Tensor, layer: int, coef: float, label: str = "") -> AddVector:
+    """``coef x vector`` added at ``blocks.{layer}.hook_resid_post`` (every position after the first)."""
+    return AddVector(hook=f"blocks.{int(layer)}.hook_resid_post", vector=float(coef) * vector.to(torch.float32),
+                     label=label or f"L{layer} x{coef:g}")
+
+
+def score_condition(model, questions: Sequence[str], steering, judge, config: SteerConfig) -> tuple[float, float,
+                                                                                                       list[str]]:
+    """Mean trait and coherence of the answers to ``questions`` under ``steering`` (None: unsteered)."""
+    from workbench.data.chat import chat_prompt
+
+    traits, cohs, texts = [], [], []
+    for k, q in enumerate(questions):
+        gcfg = GenerationConfig(max_new_tokens=config.max_new_tokens, n_samples=config.n_samples,
+                                temperature=config.temperature, seed=config.seed * 100003 + k)
+        gen = steered_generate(model, chat_prompt(model, q, system=config.system), steering, gcfg)
+        for t in gen.texts:
+            s = judge(q, t.strip())
+            traits.append(s.trait)
+            cohs.append(s.coherence)
+            texts.append(t.strip())
+    return sum(traits) / len(traits), sum(cohs) / len(cohs), texts
+
+
+def steering_sweep(model, pv, trait: Trait | str, judge, config: SteerConfig | None = None, *,
+                   progress: bool = True) -> list[SteerRow]:
+    """Rows for the unsteered model and every (method, layer, coefficient) (module docstring)."""
+    cfg = config or SteerConfig()
+    with torch_threads(cfg.threads):
+        return _sweep(model, pv, trait, judge, cfg, progress)
+
+
+def _sweep(model, pv, trait, judge, cfg: SteerConfig, progress: bool) -> list[SteerRow]:
+    trait = load_trait(trait)
+    n_layers = int(pv.vectors.shape[0])
+    bad = [L for L in cfg.layers if not 0 <= L < n_layers]
+    if bad:
+        raise ValueError(f"layers {bad} do not exist: the vector has layers 0..{n_layers - 1}")
+    if "shuffled" in cfg.controls and pv.shuffled is None:
+        raise ValueError("the persona vector has no shuffled-label control: extract it again, or drop 'shuffled' "
+                         "from SteerConfig.controls")
+    questions = trait.eval_questions[: cfg.n_questions]
+    neutral = heldout_tokens(model.tokenizer, cfg.ppl_contexts, cfg.ppl_context_size)
+    base_loss = steered_loss(model, neutral, None)
+    t, c, texts = score_condition(model, questions, None, judge, cfg)
+    rows = [SteerRow("none", -1, 0.0, t, c, 1.0, len(texts), texts)]
+    jobs = [(m, L, a) for L in cfg.layers for a in cfg.coefs for m in ("persona", *cfg.controls)]
+    for method, L, a in tqdm(jobs, desc=f"steering {trait.name}", disable=not progress):
+        v = pv.vectors[L]
+        if method == "random":
+            v = random_like(v, seed=1000 + L)
+        elif method == "shuffled":
+            s = pv.shuffled[L]
+            v = s * (v.norm() / s.norm().clamp_min(1e-12))
+        steering = persona_steering(v, L, a, f"{method} L{L} x{a:g}")
+        ratio = math.exp(steered_loss(model, neutral, steering) - base_loss)
+        t, c, texts = score_condition(model, questions, steering, judge, cfg)
+        rows.append(SteerRow(method, L, float(a), t, c, ratio, len(texts), texts))
+    return rows
+
+
+def choose(rows: Sequence[SteerRow], max_ppl_ratio: float = 2.0, min_coherence: float = 0.0,
+           method: str = "persona") -> SteerRow:
+    """The ``method`` row with the highest trait score among those within the perplexity (and coherence) budget."""
+    ok = [r for r in rows if r.method == method and r.ppl_ratio <= max_ppl_ratio and r.coherence >= min_coherence]
+    if not ok:
+        raise ValueError(f"no {method!r} row has a perplexity ratio <= {max_ppl_ratio} and coherence >= "
+                         f"{min_coherence}: try smaller coefficients")
+    return max(ok, key=lambda r: r.trait)
