@@ -78,3 +78,43 @@ def assert_balanced(fragment: str) -> None:
     c.feed(fragment)
     c.close()
     assert c.stack == [], c.stack
+
+
+class ChatStub:
+    """A local OpenAI-compatible ``/v1/chat/completions`` server that answers every request with ``reply`` and
+    records each one (``requests``: path, JSON body, Authorization header). Use as a context manager; ``url`` is
+    the base URL (``http://127.0.0.1:PORT/v1``)."""
+
+    def __init__(self, reply: str):
+        import json
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        stub = self
+        self.reply, self.requests = reply, []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server API)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])).decode())
+                stub.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": stub.reply}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> "ChatStub":
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

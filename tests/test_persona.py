@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import torch
@@ -20,6 +18,8 @@ from workbench.persona.monitor import pearson, projection, token_projections
 from workbench.persona.steer import persona_steering, random_like
 from workbench.persona.trace import CheckpointRef, trace_checkpoints
 from workbench.persona.traits import TraitFileError, load_trait, shipped_traits, trait_from_dict
+
+from helpers import ChatStub
 
 
 @pytest.fixture(scope="module")
@@ -109,38 +109,15 @@ def test_judge_agreement_on_the_labelled_sets():
         assert agree["n"] >= 10 and agree["trait_accuracy"] >= 0.9 and agree["trait_r"] > 0.8, agree
 
 
-class _Stub(BaseHTTPRequestHandler):
-    requests: list = []
-    reply = "Trait: 87\nCoherence: 64"
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])).decode())
-        type(self).requests.append({"path": self.path, "body": body})
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": type(self).reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_openai_judge_against_a_local_stub():
-    server = HTTPServer(("127.0.0.1", 0), _Stub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        judge = OpenAIJudge("pirate", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", model="j")
+    with ChatStub("Trait: 87\nCoherence: 64") as stub:
+        judge = OpenAIJudge("pirate", base_url=stub.url, model="j")
         s = judge("How do I make tea?", "Arr, boil it.")
-        req = _Stub.requests[-1]
+        req = stub.requests[-1]
         assert req["path"] == "/v1/chat/completions" and req["body"]["model"] == "j"
         assert "Arr, boil it." in req["body"]["messages"][1]["content"]
         assert "pirate" in req["body"]["messages"][1]["content"]
         assert (s.trait, s.coherence) == (87.0, 64.0)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert parse_scores("trait = 120\ncoherence: 3.5") == (100.0, 3.5)
     with pytest.raises(ValueError, match="Coherence"):
         parse_scores("Trait: 50")

@@ -6,9 +6,6 @@ the neuron comparison.
 """
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pytest
@@ -32,7 +29,7 @@ from workbench.analysis.explain_llm import OpenAIExplainer, parse_key_tokens
 from workbench.analysis.features import ActivationExample, FeatureConfig, compute_features
 from workbench.analysis.search import contrast_features, features_for_text, hook_activations, search_explanations
 
-from helpers import identity_sae, write_store
+from helpers import ChatStub, identity_sae, write_store
 
 T_UNI, T_A, T_B = 7, 3, 9  # feature 0 fires on token 7; feature 1 on token 9 right after token 3
 
@@ -199,33 +196,10 @@ def test_fitting_on_every_training_token_prefers_the_precise_bigram():
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    requests: list = []
-    reply = 'Explanation: the token "Paris" in running text.\nKey tokens: "Paris", "France"'
-
-    def do_POST(self):  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])).decode())
-        type(self).requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": type(self).reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def llm_server():
-    _Handler.requests = []
-    server = HTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with ChatStub('Explanation: the token "Paris" in running text.\nKey tokens: "Paris", "France"') as stub:
+        yield stub
 
 
 class _FakeTokenizer:
@@ -243,9 +217,9 @@ def _example_units() -> UnitExamples:
 
 def test_openai_explainer_talks_to_a_local_endpoint(llm_server, monkeypatch):
     monkeypatch.setenv("WORKBENCH_LLM_API_KEY", "sekret")
-    explainer = OpenAIExplainer(base_url=llm_server, model="tiny", tokenizer=_FakeTokenizer())
+    explainer = OpenAIExplainer(base_url=llm_server.url, model="tiny", tokenizer=_FakeTokenizer())
     e = explainer.explain(_example_units())
-    req = _Handler.requests[-1]
+    req = llm_server.requests[-1]
     assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer sekret"
     assert req["body"]["model"] == "tiny" and req["body"]["messages"][0]["role"] == "system"
     assert "[[ Paris]](3.00)" in req["body"]["messages"][1]["content"]
