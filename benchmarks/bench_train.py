@@ -249,6 +249,8 @@ def main(argv=None) -> None:
     p.add_argument("--d-sae", type=int, default=8192)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--l1", type=float, default=None, help="relu lambda (default: SAEConfig's)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="our learning rate (default: the recipe's, scaled for long runs; docs/methods.md §3)")
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--tokens", type=parse_count, default=2_000_000, help="training tokens, both trainers")
     p.add_argument("--heldout-tokens", type=parse_count, default=122_880)
@@ -303,7 +305,7 @@ def main(argv=None) -> None:
                                          "bfloat16": gemm_gflops(torch.bfloat16, bs, source.d_model, args.d_sae)},
                     "results": {}}
     for arch in args.archs:
-        spec = RunSpec(arch, args.d_sae, k=args.k, l1_coefficient=args.l1 if arch == "relu" else None)
+        spec = RunSpec(arch, args.d_sae, k=args.k, l1_coefficient=args.l1 if arch == "relu" else None, lr=args.lr)
         config = TrainConfig(total_tokens=len(train_batches) * bs, batch_size=bs, checkpoint_every=0, log_every=20,
                              selection_dtype=args.selection)
         entry: dict = {"d_sae": args.d_sae, "batch_size": bs, "tokens": config.total_steps * bs,

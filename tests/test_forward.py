@@ -96,6 +96,7 @@ def test_unsupported_hooks_fall_back_to_hooked_transformer(gemma):
 def test_a_wrong_mapping_is_caught_and_falls_back(gemma, monkeypatch):
     """The build-time check compares with HookedTransformer: a hook read at the wrong HF site is refused."""
     gemma.__dict__.pop("_workbench_hf_checked", None)  # forget what earlier tests verified for these weights
+    gemma.__dict__.pop("_workbench_hf_forwards", None)  # and the HF builds they kept, so this one is built afresh
     original = fwd._hf_site
     monkeypatch.setattr(fwd, "_hf_site", lambda layer, point, gemma_: original(
         layer, "hook_resid_pre" if point == "hook_resid_mid" else point, gemma_))
@@ -110,10 +111,34 @@ def test_a_wrong_mapping_is_caught_and_falls_back(gemma, monkeypatch):
     assert set(hooks) <= set().union(*gemma.__dict__["_workbench_hf_checked"].values())
 
 
+def test_the_hf_build_is_kept_for_the_same_weights_and_rebuilt_when_they_change(smollm):
+    """Repeated harvests reuse one HF copy of the weights; an in-place edit of any weight forces a rebuild."""
+    hooks = ["blocks.1.hook_resid_post"]
+    first = fwd.hook_forward(smollm, hooks)
+    assert first.path == "hf" and fwd.hook_forward(smollm, hooks) is first
+    w = smollm.blocks[0].mlp.W_out
+    tokens = _tokens(smollm)
+    before = first(tokens)[hooks[0]]
+    with torch.no_grad():
+        w.mul_(2.0)
+    try:
+        rebuilt = fwd.hook_forward(smollm, hooks)
+        assert rebuilt is not first
+        after = rebuilt(tokens)[hooks[0]]
+        expect = fwd.tl_forward(smollm, hooks)(tokens)[hooks[0]]
+        assert not torch.allclose(after, before)
+        assert fwd.max_relative_error({"x": after}, {"x": expect})["x"] < fwd.CHECK_RTOL
+    finally:
+        with torch.no_grad():
+            w.div_(2.0)
+
+
 def test_harvest_uses_hf_path_and_cached_stores_stay_valid(gemma, tmp_path, monkeypatch):
-    """Same spec, same key, stored bf16 values equal within one bf16 step whichever forward ran."""
+    """Same spec, same key, stored bf16 values equal within one bf16 step whichever forward ran, for every hook kind
+    the project harvests (their widths taken from the config, d_model or d_mlp)."""
     spec = HarvestSpec(n_tokens=256, context_size=32, corpus=CorpusSpec(source="wiki"),
-                       hooks=("blocks.4.hook_resid_post", "blocks.4.hook_mlp_out", "blocks.4.hook_resid_mid"))
+                       hooks=("blocks.4.hook_resid_post", "blocks.4.hook_mlp_out", "blocks.4.hook_resid_mid",
+                              "blocks.3.hook_resid_pre", "blocks.3.hook_attn_out", "blocks.3.mlp.hook_post"))
     config = HarvestConfig(batch_contexts=4, shard_contexts=8, progress=False)
     new = harvest(spec, tmp_path / "hf", model=gemma, config=config)
     assert new.manifest["extra"]["forward"] == "hf"
@@ -128,6 +153,7 @@ def test_harvest_uses_hf_path_and_cached_stores_stay_valid(gemma, tmp_path, monk
         a = torch.cat([new.activations(i, hook=hook, dtype=None) for i in range(new.n_contexts)])
         b = torch.cat([old.activations(i, hook=hook, dtype=None) for i in range(old.n_contexts)])
         assert a.dtype == torch.bfloat16 and a.shape == b.shape
+        assert a.shape[-1] == (gemma.cfg.d_mlp if hook.endswith("mlp.hook_post") else gemma.cfg.d_model), hook
         assert _bf16_agree(a.float(), b.float()) == 1.0, hook
         assert float((a.float() - b.float()).abs().max()) <= 2.0**-7 * float(b.float().abs().max())
 

@@ -3,6 +3,7 @@ summaries, local ``.txt``/``.jsonl``/``.parquet`` files, and streamed Hugging Fa
 the Hub cannot be reached)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -73,19 +74,25 @@ def wiki_article(lang: str, title: str) -> Document | None:
     return wiki_document(lang, rank)
 
 
-def _wiki_order(spec: CorpusSpec) -> list[tuple[str, int]]:
+def _wiki_order(spec: CorpusSpec) -> tuple[tuple[str, int], ...]:
     """The selected (lang, rank) pairs of the spec's split, interleaved by a seeded hash sort."""
+    return _wiki_order_of(tuple(spec.languages), spec.split, float(spec.heldout_fraction), spec.seed)
+
+
+@functools.lru_cache(maxsize=16)  # the embedded articles are pinned by hash: the order of a selection never changes
+def _wiki_order_of(languages: tuple[str, ...], split: str, heldout_fraction: float,
+                   seed: int) -> tuple[tuple[str, int], ...]:
     keyed = []
-    for lang in spec.languages:
+    for lang in languages:
         w = wiki_language(lang)
-        held = w.heldout_score < spec.heldout_fraction
+        held = w.heldout_score < heldout_fraction
         for rank, key in enumerate(w.keys):
-            if not w.extracts[rank].strip() or not in_split(bool(held[rank]), spec.split):
+            if not w.extracts[rank].strip() or not in_split(bool(held[rank]), split):
                 continue
-            order = hashlib.blake2b(f"{spec.seed}\x1f{lang}\x1f{key}".encode(), digest_size=8).digest()
+            order = hashlib.blake2b(f"{seed}\x1f{lang}\x1f{key}".encode(), digest_size=8).digest()
             keyed.append((order, lang, rank))
     keyed.sort()
-    return [(lang, rank) for _, lang, rank in keyed]
+    return tuple((lang, rank) for _, lang, rank in keyed)
 
 
 def iter_wiki(spec: CorpusSpec) -> Iterator[Document]:

@@ -309,9 +309,9 @@ def hook_forward(model, hooks: list[str], prefer: str = "auto", check: bool = Tr
             raise ValueError(f"The HF forward cannot run here: {reason}")
         log.info("harvest forward: HookedTransformer (%s)", reason)
         return tl_forward(model, hooks)
-    forward = hf_forward(model, hooks)
-    checked = model.__dict__.setdefault("_workbench_hf_checked", {})  # {weights fingerprint: hooks verified}
     key = _fingerprint(model)
+    forward = _cached_hf_forward(model, hooks, key)
+    checked = model.__dict__.setdefault("_workbench_hf_checked", {})  # {weights fingerprint: hooks verified}
     if check and set(hooks) <= checked.get(key, set()):
         return forward  # verified for these weights by an earlier call (a probe costs seconds on a busy CPU)
     if check:
@@ -320,6 +320,7 @@ def hook_forward(model, hooks: list[str], prefer: str = "auto", check: bool = Tr
         errors = max_relative_error(forward(probe), tl_forward(model, hooks)(probe))
         worst = max(errors.values())
         if worst > (CHECK_RTOL if next(model.parameters()).dtype == torch.float32 else HALF_CHECK_RTOL):
+            model.__dict__["_workbench_hf_forwards"].pop((key, tuple(hooks)), None)  # never reuse a refused build
             if prefer == "hf":
                 raise RuntimeError(f"The HF forward disagrees with HookedTransformer: {errors}")
             import warnings
@@ -329,6 +330,23 @@ def hook_forward(model, hooks: list[str], prefer: str = "auto", check: bool = Tr
             return tl_forward(model, hooks)
         checked[key] = checked.get(key, set()) | set(hooks)
     return forward
+
+
+HF_FORWARDS_KEPT = 2  # truncated HF copies kept per model (a Gemma-3-270M one is about 200 MB in float32)
+
+
+def _cached_hf_forward(model, hooks: list[str], key: tuple) -> HookForward:
+    """``hf_forward(model, hooks)``, kept on ``model`` for the same weights and hooks, so repeated harvests do not
+    rebuild the HF copy of the weights; rebuilt when any parameter was replaced or changed in place."""
+    cache = model.__dict__.setdefault("_workbench_hf_forwards", {})  # a plain attribute: not a submodule
+    entry = (key, tuple(hooks))
+    if entry not in cache:
+        for stale in [k for k in cache if k[0] != key]:
+            del cache[stale]
+        while len(cache) >= HF_FORWARDS_KEPT:
+            del cache[next(iter(cache))]
+        cache[entry] = hf_forward(model, hooks)
+    return cache[entry]
 
 
 def _fingerprint(model) -> tuple:

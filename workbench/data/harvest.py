@@ -306,8 +306,19 @@ def harvest(
     return ActivationStore.open(out)
 
 
+_D_MODEL_POINTS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
+_D_MLP_POINTS = ("mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post")
+
+
 def _hook_width(model, hook: str) -> int:
-    """The last dimension of a hook's activation, found by a one-token forward."""
+    """The last dimension of a hook's activation: from the config for the per-token block hooks whose width it
+    fixes (d_model, or d_mlp inside the MLP), else found by a one-token forward (which also rejects hooks that are
+    not one vector per token)."""
+    point = hook.split(".", 2)[2] if hook.startswith("blocks.") and hook.count(".") >= 2 else ""
+    if point in _D_MODEL_POINTS:
+        return int(model.cfg.d_model)
+    if point in _D_MLP_POINTS and model.cfg.d_mlp:
+        return int(model.cfg.d_mlp)
     seen = {}
 
     def grab(act, hook):

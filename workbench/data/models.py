@@ -21,6 +21,7 @@ a CPU, under the same hook names (``workbench.data.forward``); analyses keep the
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import sys
@@ -297,7 +298,8 @@ def load_model(
         model = _load_local_hf_dir(Path(name).expanduser(), processing=bool(processing))
     else:
         model = _load_hub_model(name, device, torch_dtype, processing, from_pretrained_kwargs)
-    model = model.to(device=device, dtype=torch_dtype) if torch_dtype != torch.float32 else model.to(device)
+    with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to device" on stdout
+        model = model.to(device=device, dtype=torch_dtype) if torch_dtype != torch.float32 else model.to(device)
     model.cfg.device = str(device)
     model.cfg.dtype = torch_dtype
     model.eval()
