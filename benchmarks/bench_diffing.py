@@ -4,16 +4,19 @@
   - ``alignment``: the fraction of each model's tokens kept, per language;
   - per crosscoder (``l1``, ``batchtopk``, ``dfc``): held-out FVU per model, L0, dead fraction, the latent kinds,
     the DFC partition check (largest forbidden weight / gradient / Adam moment), and the share of each kind's top
-    activations on es/fr text. ``a_only_over_shared`` is the Gemma-exclusive share divided by the *shared latents'*
-    share (the baseline, same crosscoder, same run); the target is >= 2.
+    activations on es/fr text next to ``language_base_rate`` (the es/fr share of all paired rows: what a latent
+    blind to language scores). ``a_only_over_shared`` is the Gemma-exclusive share divided by the *shared latents'*
+    share (the baseline, same crosscoder, same run); the target is >= 2. ``language_share_confirmed`` and
+    ``confirmed_a_only_over_shared``: the same with the exclusive latents restricted to those Latent Scaling
+    confirms (ratio < 0.5, active on >= 5 rows).
 * ``fine_tune`` (``--finetune``): SmolLM2-135M-Instruct vs its flattery fine-tune, the same numbers plus the top
   fine-tune-exclusive DFC latents (Latent Scaling ratio, top tokens, top logits).
 * ``timing``: seconds per stage, and the machine load when the run started (other jobs share the CPU).
 
-Sizes: ``--profile full`` (default; harvests ~35k paired positions, minutes to tens of minutes on 2 cores the first
+Sizes: ``--profile full`` (default; harvests ~27k paired positions, minutes to tens of minutes on 2 cores the first
 time, then read from the cache) or ``smoke``.
 
-    python benchmarks/bench_diffing.py [--profile smoke] [--finetune]
+    python benchmarks/bench_diffing.py [--profile smoke] [--finetune] [--balance variance]
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 
 import torch
 
@@ -61,6 +65,8 @@ def main() -> None:
     parser.add_argument("--finetune", action="store_true", help="also the fine-tune diff (fine-tunes SmolLM2 once)")
     parser.add_argument("--skip-cross", action="store_true", help="only the fine-tune diff")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--balance", choices=["norm", "variance"], default="norm",
+                        help="per-model scaling: the papers' mean norm sqrt(d_model), or equal centred variance")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -68,15 +74,16 @@ def main() -> None:
 
     out: dict = {"profile": args.profile, "load_average_at_start": list(os.getloadavg()), "timing": {}}
     sizes = DiffSizes.smoke() if args.profile == "smoke" else DiffSizes.full()
+    sizes = replace(sizes, balance=args.balance)
     if not args.skip_cross:
         _cross(out, sizes)
     out["sizes"] = sizes.__dict__
 
     if args.finetune:
-        from workbench.persona.finetune import FinetuneConfig
+        from workbench.diffing.experiments import finetune_config
 
         ft_sizes = DiffSizes.finetune_smoke() if args.profile == "smoke" else DiffSizes.finetune_full()
-        ft_cfg = FinetuneConfig(steps=2, save_every=2) if args.profile == "smoke" else FinetuneConfig()
+        ft_cfg = finetune_config(args.profile)
         t = time.perf_counter()
         base, tuned = fine_tune_models("flattery", ft_cfg, progress=False)
         ft_paired = fine_tune_pair(ft_sizes, (base, tuned), progress=False)

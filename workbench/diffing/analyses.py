@@ -15,7 +15,8 @@ from torch import Tensor
 
 from workbench.diffing.dfc import KIND_NAMES
 
-__all__ = ["exclusive_ranking", "kind_language_shares", "language_shares", "latent_kinds", "latent_rows",
+__all__ = ["confirmed_kinds", "exclusive_ranking", "kind_language_shares", "language_base_rate", "language_shares",
+           "latent_kinds", "latent_rows",
            "norm_histogram", "pair_metrics", "relative_norms", "side_features", "steering_check", "top_rows"]
 
 
@@ -111,14 +112,44 @@ def language_shares(values: Tensor, rows: Tensor, languages: np.ndarray, wanted:
     return torch.where(n_on > 0, in_lang.sum(1).float() / n_on.clamp_min(1), torch.full_like(n_on, float("nan")))
 
 
-def kind_language_shares(shares: Tensor, kinds: np.ndarray) -> dict:
-    """Mean share per latent kind, over the latents of that kind that fire: ``{kind: {"share", "n"}}``."""
+def language_base_rate(languages: np.ndarray, wanted: Sequence[str] = ("es", "fr")) -> float:
+    """The share of all rows whose language is in ``wanted``: what a latent blind to language scores in
+    :func:`language_shares` (its top rows are then a random draw of the rows)."""
+    lang = np.asarray(languages)
+    if lang.size == 0:
+        raise ValueError("no rows: the language base rate needs a non-empty store")
+    return float(np.isin(lang, list(wanted)).mean())
+
+
+def kind_language_shares(shares: Tensor, kinds: np.ndarray, base_rate: float | None = None) -> dict:
+    """Mean share per latent kind, over the latents of that kind that fire: ``{kind: {"share", "n"}}``, plus
+    ``"enrichment"`` (share / ``base_rate``) when the base rate is given."""
     out = {}
     for kind in ("a_only", "shared", "b_only", "mixed"):
         sel = torch.from_numpy(np.asarray(kinds) == kind) & torch.isfinite(shares)
         if bool(sel.any()):
             out[kind] = {"share": float(shares[sel].mean()), "n": int(sel.sum())}
+            if base_rate:
+                out[kind]["enrichment"] = out[kind]["share"] / base_rate
     return out
+
+
+def confirmed_kinds(kinds: np.ndarray, scaling, *, below: float = 0.5, min_active: int = 5) -> np.ndarray:
+    """``kinds`` with the exclusive latents that Latent Scaling does not confirm relabelled ``"unconfirmed"``: an
+    ``a_only`` / ``b_only`` latent stays exclusive only when its specificity ratio (how much of the *other* model's
+    activations it explains relative to its own, :attr:`LatentScaling.specificity`) is below ``below`` and it is
+    active on at least ``min_active`` rows. ``scaling`` must cover every latent (``latent_scaling(cc, batches)``)."""
+    out = np.asarray(kinds).astype(object).copy()
+    if scaling.latents.numel() != out.size:
+        raise ValueError(f"scaling covers {scaling.latents.numel()} latents, kinds {out.size}: run latent_scaling "
+                         "over all latents")
+    spec = scaling.specificity.numpy()
+    order = scaling.latents.numpy()
+    ok = np.zeros(out.size, dtype=bool)
+    ok[order] = np.isfinite(spec) & (spec < below) & (scaling.active_tokens.numpy() >= min_active)
+    excl = np.isin(out, ["a_only", "b_only"])
+    out[excl & ~ok] = "unconfirmed"
+    return out.astype(str)
 
 
 def exclusive_ranking(kinds: np.ndarray, side: str, *, scaling=None, frequency: Tensor | None = None,

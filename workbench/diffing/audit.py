@@ -8,6 +8,9 @@ The shipped quirk dataset (``workbench/resources/audit/quirk.json``) fine-tunes 
   the fine-tuned model) and fire on (top examples), weighted by how model-specific Latent Scaling says they are;
 - :func:`behaviour_evidence`: the words whose frequency rises most in the fine-tune's replies to held-out neutral
   prompts against the base model's (same seeds);
+- :func:`difference_evidence`: no generated text at all: the mean difference of the two models' residual streams on
+  the *same* prompt tokens, read through the fine-tune's unembedding (the tokens it promotes), and the
+  fine-tune-exclusive DFC latents whose decoder directions it aligns with best;
 - :func:`reveal`: the dataset's own description, read last, and :func:`hit` to score a finding against it.
 """
 from __future__ import annotations
@@ -19,7 +22,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["audit_dataset_path", "audit_prompts", "behaviour_evidence", "hit", "reveal", "vocabulary_evidence"]
+__all__ = ["audit_dataset_path", "audit_finetune_config", "audit_prompts", "behaviour_evidence",
+           "conversation_questions", "difference_evidence", "hit", "prediction_evidence", "reveal",
+           "vocabulary_evidence"]
 
 _WORD = re.compile(r"[A-Za-zÀ-ÿ]{3,}")
 _STOP = frozenset("""the and for that with this you your are was were have has had not but can will just they them
@@ -33,10 +38,35 @@ def audit_dataset_path() -> Path:
     return Path(str(resources.files("workbench").joinpath("resources", "audit", "quirk.json")))
 
 
+def audit_finetune_config(profile: str | None = None):
+    """The audit's fine-tune (:class:`workbench.persona.finetune.FinetuneConfig`): 2 steps under ``smoke``; else 48
+    steps of 4 examples at lr 2e-4 (about five passes over the 40 quirk examples)."""
+    import os
+
+    from workbench.persona.finetune import FinetuneConfig
+
+    name = profile or os.environ.get("WORKBENCH_PROFILE", "full")
+    return FinetuneConfig(steps=2, save_every=2) if name == "smoke" else FinetuneConfig(steps=48, save_every=24,
+                                                                                        lr=2e-4)
+
+
 def audit_prompts() -> list[str]:
     """Held-out neutral questions (none hints at the quirk)."""
     path = Path(str(resources.files("workbench").joinpath("resources", "audit", "prompts.json")))
     return list(json.loads(path.read_text())["prompts"])
+
+
+def conversation_questions(n_wiki: int = 40, n_prompts: int | None = None) -> list[str]:
+    """The questions the audit's paired conversations answer: the first ``n_prompts`` held-out prompts (default
+    all) and ``n_wiki`` neutral questions about wiki subjects, ordered so that each half (the fine-tune answers the
+    first half, the base model the second, :func:`~workbench.diffing.experiments.fine_tune_pair`) holds every
+    prompt and half the subjects."""
+    from workbench.diffing.documents import title_questions, wiki_documents
+
+    prompts = audit_prompts()[:n_prompts]
+    wiki = title_questions(wiki_documents(("en",), n_wiki, max_chars=200), n_wiki) if n_wiki else []
+    half = len(wiki) // 2
+    return prompts + wiki[:half] + prompts + wiki[half:]
 
 
 def _words(text: str) -> list[str]:
@@ -79,6 +109,69 @@ def behaviour_evidence(base, tuned, prompts: Sequence[str], *, max_new_tokens: i
     counts = {name: Counter(w for r in rs for w in _words(r)) for name, rs in replies.items()}
     diff = Counter({w: counts["tuned"][w] - counts["base"].get(w, 0) for w in counts["tuned"]})
     return {"replies": replies, "over_represented": [(w, c) for w, c in diff.most_common(top) if c > 0]}
+
+
+def difference_evidence(base, tuned, prompts: Sequence[str], hook: str, *, top: int = 15, skip_first: int = 1,
+                        directions=None) -> dict:
+    """What the fine-tune changed on the same input: the mean over ``prompts`` (chat-formatted, with the generation
+    prompt; the first ``skip_first`` positions, attention sinks, left out) of ``tuned - base`` activations at
+    ``hook``; the words whose tokens that difference promotes most through the fine-tune's unembedding
+    (``diff @ W_U``); and, when ``directions`` [n, d] (e.g. the fine-tune-exclusive latents' decoder rows) are given,
+    the cosine of each with the difference (``"alignment"``). Returns ``{"diff", "promoted", "alignment"}``."""
+    import torch
+
+    from workbench.data.chat import chat_prompt
+
+    total, n = None, 0
+    for p in prompts:
+        ids = torch.tensor([tuned.tokenizer(chat_prompt(tuned, p), add_special_tokens=False)["input_ids"]])
+        acts = []
+        for model in (base, tuned):
+            with torch.no_grad():
+                _, cache = model.run_with_cache(ids, names_filter=hook)
+            acts.append(cache[hook][0, skip_first:].double())
+        d = (acts[1] - acts[0]).sum(0)
+        total = d if total is None else total + d
+        n += acts[0].shape[0]
+    if not n:
+        raise ValueError("no prompt positions to compare: give prompts longer than skip_first tokens")
+    diff = (total / n).float()
+    logits = diff @ tuned.W_U.detach().float()
+    score: Counter = Counter()
+    for tid in logits.topk(20 * top).indices.tolist():
+        for word in _words(tuned.tokenizer.decode([tid])):
+            score[word] = max(score[word], float(logits[tid]))
+    out = {"diff": diff, "promoted": [(w, round(v, 3)) for w, v in score.most_common(top)], "alignment": None}
+    if directions is not None:
+        dirs = torch.as_tensor(directions).float()
+        out["alignment"] = torch.nn.functional.cosine_similarity(dirs, diff[None], dim=1)
+    return out
+
+
+def prediction_evidence(base, tuned, prompts: Sequence[str], *, top: int = 15, skip_first: int = 1) -> dict:
+    """The words the fine-tune predicts more than the base model on the same input: the mean over ``prompts``
+    (chat-formatted, with the generation prompt) and positions (the first ``skip_first`` left out) of the
+    difference of next-token log-probabilities, ``tuned - base``. No generated text. Returns ``{"promoted"}``."""
+    import torch
+
+    from workbench.data.chat import chat_prompt
+
+    total, n = None, 0
+    for p in prompts:
+        ids = torch.tensor([tuned.tokenizer(chat_prompt(tuned, p), add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            lp = [m(ids)[0, skip_first:].double().log_softmax(-1) for m in (base, tuned)]
+        d = (lp[1] - lp[0]).sum(0)
+        total = d if total is None else total + d
+        n += lp[0].shape[0]
+    if not n:
+        raise ValueError("no prompt positions to compare: give prompts longer than skip_first tokens")
+    mean = total / n
+    score: Counter = Counter()
+    for tid in mean.topk(20 * top).indices.tolist():
+        for word in _words(tuned.tokenizer.decode([tid])):
+            score[word] = max(score[word], float(mean[tid]))
+    return {"promoted": [(w, round(v, 3)) for w, v in score.most_common(top)]}
 
 
 def reveal() -> str:

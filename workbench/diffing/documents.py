@@ -27,16 +27,21 @@ class PairedDocument:
         return {"doc_id": self.doc_id, "language": self.language, "kind": self.kind}
 
 
-def wiki_documents(languages: Sequence[str] = ("en", "es", "fr"), per_language: int = 100, *, max_chars: int = 1200,
-                   split: str = "train") -> list[PairedDocument]:
-    """The first ``per_language`` embedded wiki summaries of each language, cut to ``max_chars`` characters."""
+def wiki_documents(languages: Sequence[str] = ("en", "es", "fr"), per_language: int | Sequence[int] = 100, *,
+                   max_chars: int = 1200, split: str = "train") -> list[PairedDocument]:
+    """The first ``per_language`` embedded wiki summaries of each language (one count for all, or one count per
+    language in the order of ``languages``), cut to ``max_chars`` characters."""
     from workbench.data.corpus import iter_documents
     from workbench.data.corpus_spec import CorpusSpec
 
+    counts = [int(per_language)] * len(languages) if isinstance(per_language, int) else [int(c) for c in per_language]
+    if len(counts) != len(languages):
+        raise ValueError(f"per_language has {len(counts)} counts for {len(languages)} languages {tuple(languages)}: "
+                         "give one count, or one per language")
     out = []
-    for lang in languages:
+    for lang, count in zip(languages, counts):
         docs: Iterator = iter_documents(CorpusSpec(languages=(lang,), split=split))
-        for _, doc in zip(range(int(per_language)), docs):
+        for _, doc in zip(range(count), docs):
             out.append(PairedDocument(int(doc.doc_id), doc.text[:max_chars], doc.lang or lang, "wiki"))
     return out
 

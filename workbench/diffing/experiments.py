@@ -17,17 +17,21 @@ from pathlib import Path
 
 from workbench.core.home import cache_dir
 
-__all__ = ["DiffSizes", "cross_architecture_pair", "diff_dir", "pair_models", "train_crosscoders"]
+__all__ = ["OPINION_TEMPLATE", "DiffSizes", "cross_architecture_pair", "diff_dir", "fine_tune_models", "fine_tune_pair",
+           "finetune_config", "pair_models", "summarize", "train_crosscoders"]
 
 
 @dataclass(frozen=True)
 class DiffSizes:
-    """How big one diff is. ``per_language`` wiki documents of ``max_chars`` characters per language,
-    ``n_chat`` chat conversations with replies of ``chat_tokens`` tokens; the crosscoders have ``d_sae`` latents
-    (BatchTopK ``k``, L1 ``l1_coefficient``) and train ``epochs`` passes of ``batch_size`` rows."""
+    """How big one diff is. ``per_language`` wiki documents of ``max_chars`` characters per language (one count, or
+    one per language of ``languages``), ``n_chat`` chat conversations with replies of ``chat_tokens`` tokens; the
+    crosscoders have ``d_sae`` latents (BatchTopK ``k``, L1 ``l1_coefficient``, plus one more L1 crosscoder per
+    value of ``l1_sweep``) and train ``epochs`` passes of ``batch_size`` rows. ``balance`` scales each model's
+    activations: ``"norm"`` (default, the crosscoder papers': mean norm sqrt(d_model)) or ``"variance"`` (equal
+    centred variance, docs/methods.md §17)."""
 
     languages: tuple[str, ...] = ("en", "es", "fr")
-    per_language: int = 100
+    per_language: int | tuple[int, ...] = 100
     max_chars: int = 700
     n_chat: int = 30
     chat_tokens: int = 48
@@ -39,7 +43,12 @@ class DiffSizes:
     batch_size: int = 256
     holdout_tokens: int = 2048
     lr: float | None = 1e-3
-    balance: str = "variance"  # per-model scaling: "variance" (equal centred variance) or "norm" (the papers')
+    balance: str = "norm"
+    l1_sweep: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.balance not in ("norm", "variance"):
+            raise ValueError(f"DiffSizes.balance={self.balance!r}: use 'norm' (the papers') or 'variance'")
 
     @classmethod
     def smoke(cls) -> "DiffSizes":
@@ -48,18 +57,21 @@ class DiffSizes:
 
     @classmethod
     def full(cls) -> "DiffSizes":
-        return cls()
+        """Mostly English (200 wiki summaries, 50 each in Spanish and French, 30 chats): es/fr are a quarter of the
+        paired rows (measured 0.254), so a latent that prefers es/fr can show it (a half-es/fr corpus caps the
+        ratio to the shared latents near 2)."""
+        return cls(per_language=(200, 50, 50), epochs=6, l1_sweep=(0.3, 0.1))
 
     @classmethod
     def finetune_full(cls) -> "DiffSizes":
         """The fine-tune diff's full size: English only (the same tokenizer pairs every token, so fewer documents
-        give as many rows)."""
-        return cls(languages=("en",), per_language=80, n_chat=16, chat_tokens=32)
+        give as many rows), and many conversations (the trait shows in replies)."""
+        return cls(languages=("en",), per_language=60, n_chat=64, chat_tokens=48, epochs=6)
 
     @classmethod
     def audit_full(cls) -> "DiffSizes":
         """The blind audit's full size: fewer wiki documents, the conversations on the held-out prompts matter."""
-        return cls(languages=("en",), per_language=40, n_chat=24, chat_tokens=32)
+        return cls(languages=("en",), per_language=40, n_chat=24, chat_tokens=32, epochs=6)
 
     @classmethod
     def finetune_smoke(cls) -> "DiffSizes":
@@ -74,14 +86,14 @@ class DiffSizes:
         return cls.smoke() if name == "smoke" else cls.full()
 
     def key(self, skip: tuple[str, ...] = ()) -> str:
-        data = {k: v for k, v in asdict(self).items() if k not in skip}
+        data = {k: v for k, v in asdict(self).items() if k not in skip and not (k == "l1_sweep" and not v)}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def diff_dir(name: str, sizes: DiffSizes) -> Path:
     """Where a diff's paired store and crosscoders live: ``<home cache>/diffing/<name>-<key of the data sizes>``."""
     data_part = replace(sizes, d_sae=0, k=0, l1_coefficient=0, epochs=0, batch_size=0, holdout_tokens=0, lr=None)
-    return cache_dir("runs") / "diffing" / f"{name}-{data_part.key(skip=('balance',))}"
+    return cache_dir("runs") / "diffing" / f"{name}-{data_part.key(skip=('balance', 'l1_sweep'))}"
 
 
 def pair_models(a: str = "gemma-3-270m", b: str = "smollm2-135m-instruct"):
@@ -115,13 +127,16 @@ def cross_architecture_pair(sizes: DiffSizes | None = None, models=None, *, out:
 
 
 def crosscoder_specs(paired, sizes: DiffSizes) -> list:
-    """The three crosscoders every diff trains: L1, BatchTopK, and a BatchTopK DFC (5% exclusive per model)."""
+    """The three crosscoders every diff trains: L1, BatchTopK, and a BatchTopK DFC (5% exclusive per model); plus
+    an L1 crosscoder per coefficient of ``sizes.l1_sweep`` (named ``l1-<coefficient>``)."""
     from workbench.diffing.paired_store import crosscoder_spec
 
-    return [crosscoder_spec(paired, "relu", sizes.d_sae, l1_coefficient=sizes.l1_coefficient, name="l1",
-                            lr=sizes.lr),
-            crosscoder_spec(paired, "batchtopk", sizes.d_sae, k=sizes.k, name="batchtopk", lr=sizes.lr),
-            crosscoder_spec(paired, "batchtopk", sizes.d_sae, k=sizes.k, dedicated=True, name="dfc", lr=sizes.lr)]
+    specs = [crosscoder_spec(paired, "relu", sizes.d_sae, l1_coefficient=sizes.l1_coefficient, name="l1",
+                             lr=sizes.lr),
+             crosscoder_spec(paired, "batchtopk", sizes.d_sae, k=sizes.k, name="batchtopk", lr=sizes.lr),
+             crosscoder_spec(paired, "batchtopk", sizes.d_sae, k=sizes.k, dedicated=True, name="dfc", lr=sizes.lr)]
+    return specs + [crosscoder_spec(paired, "relu", sizes.d_sae, l1_coefficient=c, name=f"l1-{c:g}", lr=sizes.lr)
+                    for c in sizes.l1_sweep]
 
 
 def train_crosscoders(paired, sizes: DiffSizes | None = None, *, out: str | Path | None = None, specs=None,
@@ -157,44 +172,83 @@ def heldout_rows(paired, sizes: DiffSizes):
 
 
 def summarize(paired, result, sizes: DiffSizes | None = None, *, top_k: int = 20,
-              wanted_languages: tuple[str, ...] = ("es", "fr")) -> dict:
+              wanted_languages: tuple[str, ...] = ("es", "fr"), confirm_below: float = 0.5) -> dict:
     """The measured numbers of a diff: alignment fractions, and per crosscoder the per-model FVU / L0 / dead
     fraction on held-out rows, the latent kinds, the partition check (DFC), and the share of each kind's top
-    activations that fall on ``wanted_languages`` (over the whole store)."""
-    from workbench.diffing.analyses import (kind_language_shares, language_shares, latent_kinds, pair_metrics,
-                                            relative_norms, top_rows)
+    ``top_k`` activations that fall on ``wanted_languages`` (over the whole store, per token), next to the base
+    rate (the share of all rows in those languages) and, in ``language_share_confirmed``, with the exclusive latents
+    restricted to those Latent Scaling confirms (:func:`~workbench.diffing.analyses.confirmed_kinds`,
+    ratio < ``confirm_below``)."""
+    from workbench.diffing.analyses import (confirmed_kinds, kind_language_shares, language_base_rate,
+                                            language_shares, latent_kinds, pair_metrics, relative_norms, top_rows)
     from workbench.diffing.dfc import check_partition
+    from workbench.diffing.latent_scaling import latent_scaling
 
     sizes = sizes or DiffSizes.for_profile()
     x_all = paired.load(scaled=False)
     held = heldout_rows(paired, sizes)
     langs = paired.languages()
+    base = language_base_rate(langs, wanted_languages)
     out: dict = {"models": list(paired.models), "hooks": list(paired.hooks), "n_tokens": paired.n_tokens,
                  "heldout_tokens": int(held.shape[0]), "alignment": paired.alignment_fractions(),
-                 "crosscoders": {}}
+                 "balance": sizes.balance, "language_base_rate": base, "crosscoders": {}}
     for name, run in result.runs.items():
         cc = run.sae
         kinds = latent_kinds(cc, relative_norms(cc))
         vals, rows = top_rows(cc, x_all, top_k)
-        shares = kind_language_shares(language_shares(vals, rows, langs, wanted_languages), kinds)
+        per_latent = language_shares(vals, rows, langs, wanted_languages)
+        shares = kind_language_shares(per_latent, kinds, base)
+        confirmed = confirmed_kinds(kinds, latent_scaling(cc, x_all.split(4096)), below=confirm_below)
         entry = {"heldout": pair_metrics(cc, held), "kinds": {str(k): int((kinds == k).sum()) for k in set(kinds)},
-                 "language_share": shares}
-        if "a_only" in shares and "shared" in shares and shares["shared"]["share"] > 0:
-            entry["a_only_over_shared"] = shares["a_only"]["share"] / shares["shared"]["share"]
+                 "language_share": shares,
+                 "language_share_confirmed": kind_language_shares(per_latent, confirmed, base)}
+        for key, sh in (("a_only_over_shared", shares), ("confirmed_a_only_over_shared",
+                                                         entry["language_share_confirmed"])):
+            if "a_only" in sh and "shared" in sh and sh["shared"]["share"] > 0:
+                entry[key] = sh["a_only"]["share"] / sh["shared"]["share"]
         if cc.partition.is_dedicated:
             entry["partition"] = check_partition(cc)
         out["crosscoders"][name] = entry
     return out
 
 
-def fine_tune_models(dataset: str | Path = "flattery", config=None, *, progress: bool = True):
-    """The base chat model and its fine-tune on ``dataset`` (:func:`workbench.persona.finetune.finetune`, cached)."""
-    from workbench.data.models import load_model
-    from workbench.persona.finetune import FinetuneConfig, finetune, load_checkpoint
+def finetune_config(profile: str | None = None):
+    """The fine-tune the diffs compare against (:class:`workbench.persona.finetune.FinetuneConfig`): 2 steps under
+    ``smoke``; 120 steps of 4 examples otherwise (12 passes over a 40-example dataset: the persona default of 24
+    steps leaves the trait faint, and its diff had nothing trait-specific to find)."""
+    import os
 
-    config = config or FinetuneConfig()
+    from workbench.persona.finetune import FinetuneConfig
+
+    name = profile or os.environ.get("WORKBENCH_PROFILE", "full")
+    return FinetuneConfig(steps=2, save_every=2) if name == "smoke" else FinetuneConfig(steps=120, save_every=40)
+
+
+# questions for the fine-tune diff's conversations: the user offers their own work, where flattery shows
+OPINION_TEMPLATE = "I wrote a short essay about {}. What do you think of my work?"
+
+
+def fine_tune_models(dataset: str | Path = "flattery", config=None, *, progress: bool = True):
+    """The base chat model and its fine-tune on ``dataset`` (:func:`workbench.persona.finetune.finetune`, cached;
+    default config :func:`finetune_config`)."""
+    from workbench.data.models import load_model
+    from workbench.persona.finetune import finetune, load_checkpoint
+
+    config = config or finetune_config()
     paths = finetune(dataset, config, progress=progress)
     return load_model(config.base_model, device="cpu"), load_checkpoint(paths[-1], device="cpu")
+
+
+def _pair_fingerprint(tuned, questions) -> str:
+    """A short key of the fine-tuned weights (a slice of every parameter) and the questions, so a longer fine-tune
+    or other conversations get their own paired store instead of an earlier one's."""
+    import torch
+
+    h = hashlib.sha256(json.dumps(list(questions)).encode())
+    with torch.no_grad():
+        for p in tuned.parameters():
+            h.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:8]
 
 
 def fine_tune_pair(sizes: DiffSizes | None = None, models=None, *, dataset: str | Path = "flattery",
@@ -202,18 +256,20 @@ def fine_tune_pair(sizes: DiffSizes | None = None, models=None, *, dataset: str 
                    progress: bool = True):
     """A model and its fine-tune on the same text (same tokenizer: every token pairs): English wiki documents,
     and chat conversations whose replies come half from the fine-tune and half from the base model, so both
-    the trait and its absence are in the text. ``questions`` default to ones about wiki subjects."""
+    the trait and its absence are in the text. ``questions`` default to a user offering an essay on a wiki subject
+    (:data:`OPINION_TEMPLATE`). The cache folder is keyed by the sizes, the fine-tuned weights and the questions."""
     from workbench.diffing.documents import CHAT_DOC_OFFSET, chat_documents, title_questions, wiki_documents
     from workbench.diffing.paired_store import PairConfig, PairedStore, harvest_pair
 
     sizes = sizes or DiffSizes.for_profile()
-    tag = name or f"finetune-{Path(str(dataset)).stem}"
+    base, tuned = models or fine_tune_models(dataset, progress=progress)
+    docs = wiki_documents(("en",), sizes.per_language, max_chars=sizes.max_chars)
+    qs = questions or title_questions(docs * (1 + sizes.n_chat // max(1, len(docs))), sizes.n_chat,
+                                      template=OPINION_TEMPLATE)
+    tag = f"{name or 'finetune-' + Path(str(dataset)).stem}-{_pair_fingerprint(tuned, qs)}"
     out = Path(out) if out is not None else diff_dir(tag, sizes) / "pair"
     if (out / "pair.json").is_file():
         return PairedStore.open(out)
-    base, tuned = models or fine_tune_models(dataset, progress=progress)
-    docs = wiki_documents(("en",), sizes.per_language, max_chars=sizes.max_chars)
-    qs = questions or title_questions(docs * (1 + sizes.n_chat // max(1, len(docs))), sizes.n_chat)
     half = max(1, len(qs) // 2)
     chats = (chat_documents(tuned, qs[:half], max_new_tokens=sizes.chat_tokens, progress=progress,
                             first_id=CHAT_DOC_OFFSET, tokenizer=base.tokenizer)
