@@ -1,17 +1,20 @@
 """Persona vectors on SmolLM2-135M-Instruct, measured against the issue's targets; prints JSON (docs/methods.md §12, §16).
 
     python benchmarks/bench_persona.py                                  # everything, default sizes (an hour or more)
-    python benchmarks/bench_persona.py --parts judge,steer --traits pirate,french --questions 6 --samples 3
+    python benchmarks/bench_persona.py --parts steer,monitor --traits pirate,french --grid 15:1.5,12:0.5
 
 Parts:
 
 - ``judge``: the offline rubric judge's agreement with each trait's hand-labelled set (MAE, Pearson r, accuracy of
   the >= 50 decision), for trait and coherence.
-- ``steer``: per trait, the vector (extracted on the extraction questions, cached), a layer x coefficient sweep on the
-  evaluation questions, and the row chosen at a perplexity ratio <= 2 against the unsteered model and the random and
-  shuffled-label controls at the same layer and coefficient (target: gain >= 40 points, controls <= 10).
+- ``steer``: per trait, the vector (extracted on the extraction questions, cached), a layer x coefficient sweep of the
+  vector alone on the evaluation questions (settings over the perplexity budget are measured, not sampled), the
+  setting with the highest trait score at a perplexity ratio <= 2 and coherence >= 50, then that setting scored
+  again on fresh seeds and more answers beside the unsteered model and the random and shuffled-label controls
+  (target: gain >= 40 points, controls <= 10).
 - ``monitor``: Pearson r between the last prompt token's projection and the judged trait, system prompts from
-  discouraging to encouraging (target >= 0.5 for the reliably judged traits).
+  discouraging to encouraging, at the steering part's chosen layer (and every third layer; target >= 0.5 for the
+  reliably judged traits).
 - ``trace``: fine-tune on ``flattery`` (a narrow trait) and on ``neutral`` (control); the sycophancy vector traced
   across the checkpoints of each (cosine to final, to previous, norm ratio, steering gain on the final model), and
   the projection shift vs judged-trait shift of each fine-tune.
@@ -50,56 +53,76 @@ def _vector(model, trait, args, sizes):
     from workbench.studies.persona import persona_vector
 
     cfg = replace(sizes.extract, n_questions=args.questions, n_samples=args.samples, n_pairs=args.pairs,
-                  max_new_tokens=args.max_new_tokens)
+                  max_new_tokens=args.extract_tokens)
     return persona_vector(model, trait, config=cfg, progress=args.progress)
 
 
+def _grid(args) -> list[tuple[int, float]]:
+    if args.grid:
+        return [(int(L), float(a)) for L, a in (x.split(":") for x in args.grid.split(","))]
+    return [(L, a) for L in args.layers for a in args.coefs]
+
+
 def part_steer(args, model, sizes) -> dict:
-    from workbench.persona.steer import SteerConfig, choose, steering_sweep
+    from workbench.persona.steer import SteerConfig, choose, compare_at, steering_sweep
 
     out = {}
     for trait in args.traits:
         t0 = time.time()
         pv = _vector(model, trait, args, sizes)
-        scfg = SteerConfig(layers=tuple(args.layers), coefs=tuple(args.coefs), n_questions=args.eval_questions,
-                           n_samples=args.eval_samples, ppl_contexts=8, max_new_tokens=args.max_new_tokens)
-        rows = steering_sweep(model, pv, trait, RubricJudge(trait), scfg, progress=args.progress)
-        none = rows[0]
+        judge = RubricJudge(trait)
+        # 1. sweep the vector alone; settings over the perplexity budget are measured but not sampled
+        scfg = SteerConfig(n_questions=args.eval_questions, n_samples=args.eval_samples, ppl_contexts=8,
+                           max_new_tokens=args.sweep_tokens, controls=(), max_ppl_ratio=args.max_ppl, seed=1)
+        rows = steering_sweep(model, pv, trait, judge, scfg, grid=_grid(args), progress=args.progress)
         res = {"pairs_generated": pv.meta.get("pairs_generated"), "pairs_kept": pv.meta.get("pairs_kept"),
-               "unsteered": none.to_dict(), "rows": [r.to_dict() for r in rows[1:]]}
+               "shuffled_cos": pv.meta.get("shuffled_cos"), "sweep_unsteered": rows[0].to_dict(),
+               "sweep": [r.to_dict() for r in rows[1:]]}
         try:
-            best = choose(rows, max_ppl_ratio=2.0)
-            same = {r.method: r for r in rows if r.layer == best.layer and r.coef == best.coef}
-            res["chosen"] = {"layer": best.layer, "coef": best.coef, "trait": _round(best.trait, 1),
-                             "gain": _round(best.trait - none.trait, 1), "coherence": _round(best.coherence, 1),
-                             "ppl_ratio": _round(best.ppl_ratio), "examples": best.texts[:3]}
-            for m in ("random", "shuffled"):
-                if m in same:
-                    res["chosen"][f"{m}_gain"] = _round(same[m].trait - none.trait, 1)
-                    res["chosen"][f"{m}_ppl_ratio"] = _round(same[m].ppl_ratio)
-            c = res["chosen"]
-            res["meets_target"] = bool(c["gain"] >= 40 and c["ppl_ratio"] <= 2
-                                       and c.get("random_gain", 0) <= 10 and c.get("shuffled_gain", 0) <= 10)
+            best = choose(rows, max_ppl_ratio=args.max_ppl, min_coherence=args.min_coherence)
         except ValueError as err:
             res["chosen"] = str(err)
+            out[trait] = res
+            continue
+        # 2. the chosen setting against the unsteered model and both controls, on fresh seeds and more answers
+        ccfg = SteerConfig(n_questions=args.compare_questions, n_samples=args.compare_samples, ppl_contexts=8,
+                           max_new_tokens=args.max_new_tokens, seed=7)
+        comp = {r.method: r for r in compare_at(model, pv, trait, judge, best.layer, best.coef, ccfg,
+                                                progress=args.progress)}
+        none = comp["none"]
+        c = {"layer": best.layer, "coef": best.coef, "n": comp["persona"].n,
+             "shuffled_cos": _round(pv.meta["shuffled_cos"][best.layer]) if pv.meta.get("shuffled_cos") else None,
+             "examples": comp["persona"].texts[:3]}
+        for m, r in comp.items():
+            c[m] = {"trait": _round(r.trait, 1), "gain": _round(r.trait - none.trait, 1),
+                    "coherence": _round(r.coherence, 1), "ppl_ratio": _round(r.ppl_ratio)}
+        res["chosen"] = c
+        res["meets_target"] = bool(c["persona"]["gain"] >= 40 and c["persona"]["ppl_ratio"] <= 2
+                                   and c["random"]["gain"] <= 10 and c["shuffled"]["gain"] <= 10)
         res["seconds"] = round(time.time() - t0)
         out[trait] = res
-        print(json.dumps({trait: {k: v for k, v in res.items() if k != "rows"}}), file=sys.stderr, flush=True)
+        print(json.dumps({trait: {k: v for k, v in res.items() if k not in ("sweep", "shuffled_cos")}}),
+              file=sys.stderr, flush=True)
     return out
 
 
-def part_monitor(args, model, sizes) -> dict:
+def part_monitor(args, model, sizes, steer: dict | None = None) -> dict:
     from workbench.persona.monitor import monitor_trait
 
     out = {}
     for trait in args.traits:
         pv = _vector(model, trait, args, sizes)
-        res = monitor_trait(model, pv, trait, RubricJudge(trait), args.monitor_layer, n_questions=args.monitor_questions,
-                            n_samples=2, max_new_tokens=args.max_new_tokens, progress=args.progress)
-        out[trait] = {"layer": res["layer"], "n": res["n"], "r": _round(res["r"]),
+        chosen = (steer or {}).get(trait, {}).get("chosen")
+        layer = chosen["layer"] if isinstance(chosen, dict) else args.monitor_layer
+        res = monitor_trait(model, pv, trait, RubricJudge(trait), layer, n_questions=args.monitor_questions,
+                            n_samples=args.monitor_samples, max_new_tokens=args.sweep_tokens,
+                            layers=range(0, model.cfg.n_layers, 3), progress=args.progress)
+        out[trait] = {"layer": res["layer"], "n": res["n"], "n_samples": res["n_samples"], "r": _round(res["r"]),
+                      "levels": res["levels"], "r_by_layer": {L: _round(r) for L, r in res["r_by_layer"].items()},
                       "points": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in p.items()
-                                  if k != "question"} for p in res["points"]]}
-        print(json.dumps({trait: {"monitor_r": out[trait]["r"]}}), file=sys.stderr, flush=True)
+                                  if k not in ("question", "projections")} for p in res["points"]]}
+        print(json.dumps({trait: {"monitor_r": out[trait]["r"], "layer": layer, "n": res["n"]}}), file=sys.stderr,
+              flush=True)
     return out
 
 
@@ -148,15 +171,23 @@ def main() -> None:
     ap.add_argument("--parts", default="judge,steer,monitor,trace,decompose")
     ap.add_argument("--traits", default="pirate,french")
     ap.add_argument("--pairs", type=int, default=5)
-    ap.add_argument("--questions", type=int, default=8, help="extraction questions per pair")
-    ap.add_argument("--samples", type=int, default=3, help="samples per (pair, question, polarity)")
-    ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--layers", default="6,9,12,15")
-    ap.add_argument("--coefs", default="0.5,1,1.5,2")
-    ap.add_argument("--eval-questions", type=int, default=6)
-    ap.add_argument("--eval-samples", type=int, default=2)
-    ap.add_argument("--monitor-layer", type=int, default=12)
-    ap.add_argument("--monitor-questions", type=int, default=3)
+    ap.add_argument("--questions", type=int, default=3, help="extraction questions per pair")
+    ap.add_argument("--samples", type=int, default=4, help="samples per (pair, question, polarity)")
+    ap.add_argument("--max-new-tokens", type=int, default=48, help="tokens per answer: chosen setting vs controls")
+    ap.add_argument("--extract-tokens", type=int, default=32, help="tokens per extraction response")
+    ap.add_argument("--layers", default="3,6,9,12,15,18,21,24,27")
+    ap.add_argument("--coefs", default="0.25,0.5,1,1.5")
+    ap.add_argument("--grid", default="", help="explicit settings 'layer:coef,...' instead of layers x coefs")
+    ap.add_argument("--max-ppl", type=float, default=2.0)
+    ap.add_argument("--min-coherence", type=float, default=50.0)
+    ap.add_argument("--eval-questions", type=int, default=4, help="sweep: evaluation questions per setting")
+    ap.add_argument("--eval-samples", type=int, default=4)
+    ap.add_argument("--sweep-tokens", type=int, default=32, help="tokens per answer in the sweep and monitoring")
+    ap.add_argument("--compare-questions", type=int, default=10, help="chosen setting vs controls: questions")
+    ap.add_argument("--compare-samples", type=int, default=4)
+    ap.add_argument("--monitor-layer", type=int, default=12, help="when the steer part did not choose one")
+    ap.add_argument("--monitor-questions", type=int, default=4)
+    ap.add_argument("--monitor-samples", type=int, default=4)
     ap.add_argument("--trace-trait", default="sycophancy")
     ap.add_argument("--trace-layer", type=int, default=12)
     ap.add_argument("--trace-coef", type=float, default=1.5)
@@ -182,7 +213,12 @@ def main() -> None:
     for part in parts:
         t0 = time.time()
         fn = globals()[f"part_{part}"]
-        result[part] = fn(args) if part == "judge" else fn(args, model, sizes)
+        if part == "judge":
+            result[part] = fn(args)
+        elif part == "monitor":
+            result[part] = fn(args, model, sizes, result.get("steer"))
+        else:
+            result[part] = fn(args, model, sizes)
         result[f"{part}_seconds"] = round(time.time() - t0)
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
 
 from workbench.persona.decompose import decompose, topk_reconstruction
-from workbench.persona.extract import (ExtractConfig, PersonaVector, Response, filter_pairs, mean_difference,
-                                       response_means, vector_from_responses)
+from workbench.persona.extract import (ExtractConfig, PersonaVector, Response, balanced_swaps, filter_pairs,
+                                       mean_difference, response_means, shuffled_control, stored_responses,
+                                       vector_from_responses)
 from workbench.persona.judge import JudgeScore, RubricJudge, judge_agreement
 from workbench.persona.judge_llm import OpenAIJudge, parse_scores
 from workbench.persona.monitor import pearson, projection, token_projections
-from workbench.persona.steer import persona_steering, random_like
+from workbench.persona.steer import SteerConfig, choose, control_vector, persona_steering, random_like, steering_sweep
 from workbench.persona.trace import CheckpointRef, trace_checkpoints
 from workbench.persona.traits import TraitFileError, load_trait, shipped_traits, trait_from_dict
 
@@ -176,6 +178,57 @@ def test_vector_is_the_response_token_mean_difference(tiny):
     assert pv.shuffled is not None and pv.shuffled.shape == pv.vectors.shape
 
 
+def test_balanced_shuffle_cancels_the_shared_trait_component():
+    for n in (2, 7, 10):
+        signs = balanced_swaps(n, seed=3)
+        assert int((signs == -1).sum()) == int((signs == 1).sum()) == n // 2 and int((signs == 0).sum()) == n % 2
+    g = torch.Generator().manual_seed(0)
+    t = torch.zeros(3, 16)
+    t[:, 0] = 5.0                                    # the trait: shared by every pair, along axis 0, at 3 "layers"
+    noise = torch.randn(9, 3, 16, generator=g)
+    noise[..., 0] = 0.0                              # pair-to-pair variation, orthogonal to the trait
+    neg = torch.randn(9, 3, 16, generator=g)
+    pos = neg + t + noise
+    real = pos.mean(0) - neg.mean(0)
+    shuf = shuffled_control(pos, neg, seed=1)
+    assert torch.allclose(shuf[..., 0], torch.zeros(3), atol=1e-5)          # no trait component, odd count too
+    cos = torch.cosine_similarity(real, shuf, dim=-1)
+    assert float(cos.abs().max()) < 0.3 and float(shuf.norm()) > 0
+    signs = balanced_swaps(9, seed=1)                # by hand: the signed mean of the used pairs' differences
+    by_hand = sum(signs[i] * (pos[i] - neg[i]) for i in range(9)) / 8
+    assert torch.allclose(shuf, by_hand, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        balanced_swaps(1)
+
+
+def test_extracted_shuffled_control_is_balanced_and_rebuilt_from_stored_responses(tiny):
+    pv = vector_from_responses(tiny, load_trait("pirate"), _responses(tiny), ExtractConfig())
+    assert pv.meta["shuffle_method"] == "balanced-v1" and len(pv.meta["shuffled_cos"]) == 2
+    # 2 kept pairs, one swapped: the control is half the difference of the two pairs' differences
+    means = response_means(tiny, [r.prompt for r in _responses(tiny)[:4]], [r.text for r in _responses(tiny)[:4]])
+    d0, d1 = means[0] - means[1], means[2] - means[3]
+    assert torch.allclose(pv.shuffled.abs(), ((d0 - d1) / 2).abs(), atol=1e-5)
+    again = vector_from_responses(tiny, load_trait("pirate"), stored_responses(pv), ExtractConfig())
+    assert torch.equal(again.vectors, pv.vectors) and torch.equal(again.shuffled, pv.shuffled)
+    one = [r for r in _responses(tiny) if r.question != "q1"]          # 1 kept pair: no control can be built
+    assert vector_from_responses(tiny, load_trait("pirate"), one, ExtractConfig()).shuffled is None
+    v = control_vector(pv, "shuffled", 1)
+    assert float(v.norm()) == pytest.approx(float(pv.vectors[1].norm()), rel=1e-5)
+
+
+def test_sweep_skips_sampling_over_the_perplexity_budget(tiny):
+    pv = vector_from_responses(tiny, load_trait("pirate"), _responses(tiny), ExtractConfig())
+    cfg = SteerConfig(n_questions=1, n_samples=1, max_new_tokens=3, ppl_contexts=2, ppl_context_size=8,
+                      max_ppl_ratio=1.0, controls=("random",))
+    rows = steering_sweep(tiny, pv, "pirate", RubricJudge("pirate"), cfg, grid=[(1, 0.0), (1, 400.0)],
+                          progress=False)
+    by = {(r.method, r.coef): r for r in rows}
+    assert by[("persona", 0.0)].ppl_ratio == pytest.approx(1.0) and by[("persona", 0.0)].n == 1
+    assert by[("persona", 400.0)].ppl_ratio > 1.0 and by[("persona", 400.0)].n == 0
+    assert by[("random", 400.0)].n == 0 and by[("random", 0.0)].n == 1
+    assert choose(rows).coef == 0.0
+
+
 def test_persona_vector_save_load_roundtrip(tiny, tmp_path):
     pv = vector_from_responses(tiny, load_trait("pirate"), _responses(tiny), ExtractConfig())
     path = pv.save(tmp_path / "pirate")
@@ -204,6 +257,24 @@ def test_steering_at_coefficient_zero_is_identical_to_none(tiny):
     assert steered_loss(tiny, toks, None) == steered_loss(tiny, toks, persona_steering(v, 1, 0.0))
     r = random_like(v, seed=1)
     assert r.norm() == pytest.approx(float(v.norm()), rel=1e-5) and abs(float(torch.cosine_similarity(r, v, 0))) < 0.6
+
+
+def test_monitor_levels_and_per_layer_r_use_the_same_points(tiny):
+    from workbench.persona.monitor import monitor_trait
+
+    pv = vector_from_responses(tiny, load_trait("pirate"), _responses(tiny), ExtractConfig())
+    res = monitor_trait(tiny, pv, "pirate", RubricJudge("pirate"), 1, n_questions=1, n_samples=1, max_new_tokens=2,
+                        layers=[0], first_question=3, progress=False)
+    pts = res["points"]
+    assert res["n"] == len(pts) == 11 and {p["question"] for p in pts} == {load_trait("pirate").eval_questions[3]}
+    assert [p["level"] for p in pts] == [-1] * 5 + [0] + [1] * 5
+    assert res["levels"][1]["n"] == 5 and res["levels"][1]["projection"] == pytest.approx(
+        sum(p["projection"] for p in pts[6:]) / 5)
+    assert set(res["r_by_layer"]) == {0, 1} and all(p["projections"][1] == p["projection"] for p in pts)
+    expected, got = pearson([p["projections"][0] for p in pts], [p["trait"] for p in pts]), res["r_by_layer"][0]
+    assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
+    with pytest.raises(ValueError, match="no evaluation questions"):
+        monitor_trait(tiny, pv, "pirate", RubricJudge("pirate"), 1, first_question=99, progress=False)
 
 
 def test_projection_and_pearson_by_hand(tiny):

@@ -18,14 +18,20 @@
    Layer L is block L's output (the paper's hook on the output of layer L - 1 in 1-based numbering): steering at
    layer L adds to the same hook.
 
-The control vector for steering (``shuffled``) repeats step 3 after swapping each kept pair's labels with
-probability 0.5 (seeded). Saved as safetensors (``vectors``, ``shuffled``, ``resid_norm``) with a JSON sidecar:
-model, trait name/version/file hash, counts generated and kept, the config and every response with its scores.
+The control vector for steering (``shuffled``) repeats step 3 with the labels of exactly half of the kept pairs
+swapped (seeded; :func:`balanced_swaps`). Each pair contributes its difference ``d_i = pos_i - neg_i`` with sign +1
+or -1, and the signs sum to zero, so a component shared by every pair (the trait) cancels exactly and only the
+pair-to-pair variation remains; with an odd count one pair is left out. (Swapping each pair with probability 0.5
+leaves ``(n_unswapped - n_swapped) / n`` of the trait direction, which the rescaling to the vector's norm in
+:mod:`workbench.persona.steer` then amplifies.) Its cosine with the vector per layer is in the sidecar
+(``shuffled_cos``). Fewer than 2 kept pairs: no control.
+
+Saved as safetensors (``vectors``, ``shuffled``, ``resid_norm``) with a JSON sidecar: model, trait
+name/version/file hash, counts generated and kept, the config and every response with its scores.
 """
 from __future__ import annotations
 
 import json
-import random
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,8 +47,11 @@ from workbench.intervene.generation import GenerationConfig, generate, prompt_to
 from workbench.persona.judge import JudgeScore
 from workbench.persona.traits import Trait, load_trait
 
-__all__ = ["ExtractConfig", "PersonaVector", "Response", "build_prompt", "extract_persona_vector", "filter_pairs",
-           "generate_responses", "load_persona_vector", "mean_difference", "response_means"]
+__all__ = ["SHUFFLE_METHOD", "ExtractConfig", "PersonaVector", "Response", "balanced_swaps", "build_prompt",
+           "extract_persona_vector", "filter_pairs", "generate_responses", "load_persona_vector", "mean_difference",
+           "response_means", "shuffled_control", "stored_responses", "vector_from_responses"]
+
+SHUFFLE_METHOD = "balanced-v1"  # recorded in the sidecar; caches without it are rebuilt (studies.persona)
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,30 @@ def mean_difference(means: Tensor, positive: Sequence[bool] | Tensor) -> Tensor:
     return means[mask].mean(0) - means[~mask].mean(0)
 
 
+def balanced_swaps(n_pairs: int, seed: int = 0) -> Tensor:
+    """Signs [n_pairs] for the shuffled-label control: exactly ``n_pairs // 2`` pairs swapped (-1), as many kept
+    (+1) and, when ``n_pairs`` is odd, one pair left out (0); which ones is a seeded permutation."""
+    if n_pairs < 2:
+        raise ValueError(f"a balanced label shuffle needs at least 2 pairs, got {n_pairs}")
+    order = torch.randperm(n_pairs, generator=torch.Generator().manual_seed(int(seed)))
+    signs = torch.zeros(n_pairs)
+    half = n_pairs // 2
+    signs[order[:half]] = -1.0
+    signs[order[half:2 * half]] = 1.0
+    return signs
+
+
+def shuffled_control(pos_means: Tensor, neg_means: Tensor, seed: int = 0) -> Tensor:
+    """The shuffled-label vector: the mean difference after swapping the labels of exactly half of the pairs
+    (:func:`balanced_swaps`), i.e. ``sum_i s_i (pos_i - neg_i) / n_used``. ``pos_means``/``neg_means``:
+    ``[n_pairs, ...]``, row i of each forming pair i."""
+    if pos_means.shape != neg_means.shape:
+        raise ValueError(f"positive {tuple(pos_means.shape)} and negative {tuple(neg_means.shape)} means must align")
+    signs = balanced_swaps(pos_means.shape[0], seed)
+    diffs = pos_means - neg_means
+    return (signs.view(-1, *[1] * (diffs.ndim - 1)) * diffs).sum(0) / signs.abs().sum()
+
+
 @dataclass
 class PersonaVector:
     """A trait's vectors at every layer of one model, with its provenance (module docstring)."""
@@ -211,6 +244,16 @@ class PersonaVector:
 load_persona_vector = PersonaVector.load
 
 
+def stored_responses(pv: "PersonaVector") -> list[Response]:
+    """The judged responses a vector was extracted from, as saved in its sidecar (``meta["responses"]``)."""
+    rows = pv.meta.get("responses")
+    if not rows:
+        raise ValueError("this persona vector has no stored responses (meta['responses']): extract it with "
+                         "extract_persona_vector")
+    keys = set(Response.__dataclass_fields__)
+    return [Response(**{k: v for k, v in r.items() if k in keys}) for r in rows]
+
+
 def _pair_up(responses: Sequence[Response]) -> list[tuple[Response, Response]]:
     pos = {(r.pair, r.question, r.sample): r for r in responses if r.positive}
     neg = {(r.pair, r.question, r.sample): r for r in responses if not r.positive}
@@ -233,17 +276,14 @@ def vector_from_responses(model, trait: Trait, responses: Sequence[Response], co
     means = response_means(model, [r.prompt for r in rs], [r.text for r in rs], progress=progress)
     labels = torch.tensor([True] * len(kept) + [False] * len(kept))
     vec = mean_difference(means, labels)
-    rng = random.Random(config.seed)
-    swap = torch.tensor([rng.random() < 0.5 for _ in kept])
-    shuffled_labels = torch.cat([~swap, swap])
-    if bool(shuffled_labels.all()) or not bool(shuffled_labels.any()):
-        shuffled_labels[0] = ~shuffled_labels[0]
-    shuffled = mean_difference(means, shuffled_labels)
+    shuffled = shuffled_control(means[:len(kept)], means[len(kept):], config.seed) if len(kept) >= 2 else None
+    cos = (torch.nn.functional.cosine_similarity(vec, shuffled, dim=-1).tolist() if shuffled is not None else None)
     norms = means.norm(dim=-1).mean(0)  # mean over responses of the response-averaged residual norm
     kept_keys = {(p.pair, p.question, p.sample) for p, _ in kept}
     meta = {"trait_version": trait.version, "trait_sha256": trait.sha256, "trait_source": trait.source,
             "pairs_generated": len(pairs), "pairs_kept": len(kept), "config": asdict(config),
-            "hook": "blocks.{layer}.hook_resid_post",
+            "hook": "blocks.{layer}.hook_resid_post", "shuffle_method": SHUFFLE_METHOD,
+            "shuffled_cos": None if cos is None else [round(c, 4) for c in cos],
             "responses": [asdict(r) | {"kept": (r.pair, r.question, r.sample) in kept_keys} for r in responses]}
     name = getattr(model, "workbench_name", model.cfg.model_name)
     return PersonaVector(trait.name, name, vec, shuffled, norms, meta)

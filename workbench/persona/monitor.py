@@ -8,8 +8,8 @@ The projection of an activation ``a`` onto a persona vector ``v`` is ``a . v / |
 word, the last prompt token's projection should already predict how strongly the response will express the trait.
 :func:`monitor_trait` builds prompts whose system prompts range from discouraging to encouraging the trait (the
 trait file's 5 negative prompts, no system prompt, and its 5 positive prompts) over the evaluation questions,
-samples responses, judges them, and correlates each prompt's projection with the mean judged score of its
-responses (Pearson r).
+samples ``n_samples`` responses per prompt, judges them, and correlates each prompt's projection with the mean
+judged score of its responses (Pearson r over the prompts: 11 system prompts x ``n_questions``).
 """
 from __future__ import annotations
 
@@ -37,13 +37,17 @@ def projection(acts: Tensor, vector: Tensor) -> Tensor:
     return acts.to(torch.float32) @ v / n
 
 
-def _resid(model, ids: Tensor, layer: int) -> Tensor:
-    name = f"blocks.{int(layer)}.hook_resid_post"
+def _resids(model, ids: Tensor, layers: Sequence[int]) -> list[Tensor]:
+    names = [f"blocks.{int(L)}.hook_resid_post" for L in layers]
     device = next(model.parameters()).device
     with torch.inference_mode():
-        _, cache = model.run_with_cache(ids[None].to(device), names_filter=lambda n: n == name, return_type=None,
-                                        stop_at_layer=int(layer) + 1)
-    return cache[name][0].float().cpu()
+        _, cache = model.run_with_cache(ids[None].to(device), names_filter=lambda n: n in names, return_type=None,
+                                        stop_at_layer=max(int(L) for L in layers) + 1)
+    return [cache[n][0].float().cpu() for n in names]
+
+
+def _resid(model, ids: Tensor, layer: int) -> Tensor:
+    return _resids(model, ids, [layer])[0]
 
 
 def token_projections(model, text: str, vector: Tensor, layer: int) -> tuple[list[str], Tensor]:
@@ -64,27 +68,48 @@ def pearson(a: Sequence[float], b: Sequence[float]) -> float:
     return float(torch.corrcoef(torch.stack([x, y]))[0, 1])
 
 
-def monitor_trait(model, pv, trait: Trait | str, judge, layer: int, *, n_questions: int = 5, n_samples: int = 2,
-                  max_new_tokens: int = 40, seed: int = 2, progress: bool = True) -> dict:
+def monitor_trait(model, pv, trait: Trait | str, judge, layer: int, *, n_questions: int = 5, n_samples: int = 4,
+                  max_new_tokens: int = 40, seed: int = 2, layers: Sequence[int] | None = None,
+                  first_question: int = 0, progress: bool = True) -> dict:
     """Projection vs judged trait over prompts from discouraging to encouraging the trait (module docstring):
-    ``{"r", "layer", "points": [{"system", "question", "projection", "trait", "coherence"}...]}``."""
+    ``{"r", "layer", "n", "n_samples", "levels", "r_by_layer", "points": [{"system", "level", "question",
+    "projection", "trait", "coherence"}...]}``. ``level`` is -1 (a negative prompt), 0 (none) or +1 (a positive
+    prompt); ``levels`` gives each level's mean projection and trait. ``layers``: also the r at these layers, from
+    the same responses (one forward per prompt; the projection there is on the vector of that layer).
+    ``first_question``: start at this evaluation question (a fresh set for checking a layer chosen on another)."""
     from workbench.data.chat import chat_prompt
 
     trait = load_trait(trait)
-    vector = pv.vectors[int(layer)] if hasattr(pv, "vectors") else torch.as_tensor(pv)
-    systems = [p.negative for p in trait.pairs] + [None] + [p.positive for p in trait.pairs]
-    questions = trait.eval_questions[:n_questions]
+    per_layer = hasattr(pv, "vectors")
+    if not per_layer and layers:
+        raise ValueError("layers= needs a PersonaVector (one vector per layer), not a single vector")
+    all_layers = sorted({int(layer), *(int(L) for L in (layers or ()))})
+    vectors = {L: (pv.vectors[L] if per_layer else torch.as_tensor(pv)) for L in all_layers}
+    systems = ([(p.negative, -1) for p in trait.pairs] + [(None, 0)] + [(p.positive, 1) for p in trait.pairs])
+    questions = trait.eval_questions[first_question:first_question + n_questions]
+    if not questions:
+        raise ValueError(f"no evaluation questions from index {first_question}: the trait has "
+                         f"{len(trait.eval_questions)}")
     points = []
     jobs = [(s, q) for s in systems for q in questions]
-    for k, (system, q) in enumerate(tqdm(jobs, desc=f"monitor {trait.name}", disable=not progress)):
+    for k, ((system, level), q) in enumerate(tqdm(jobs, desc=f"monitor {trait.name}", disable=not progress)):
         prompt = chat_prompt(model, q, system=system)
         with torch_threads(1):
-            proj = prompt_projection(model, prompt, vector, layer)
+            acts = _resids(model, prompt_tokens(model, prompt), all_layers)
+        proj = {L: float(projection(a[-1], vectors[L])) for L, a in zip(all_layers, acts)}
         gen = generate(model, prompt, GenerationConfig(max_new_tokens=max_new_tokens, n_samples=n_samples,
                                                        seed=seed * 100003 + k))
         scores = [judge(q, t.strip()) for t in gen.texts]
-        points.append({"system": system, "question": q, "projection": proj,
-                       "trait": sum(s.trait for s in scores) / len(scores),
+        points.append({"system": system, "level": level, "question": q, "projection": proj[int(layer)],
+                       "projections": proj, "trait": sum(s.trait for s in scores) / len(scores),
                        "coherence": sum(s.coherence for s in scores) / len(scores)})
-    return {"trait": trait.name, "layer": int(layer), "n": len(points),
-            "r": pearson([p["projection"] for p in points], [p["trait"] for p in points]), "points": points}
+    traits = [p["trait"] for p in points]
+    levels = {}
+    for lev in (-1, 0, 1):
+        sel = [p for p in points if p["level"] == lev]
+        levels[lev] = {"n": len(sel), "projection": sum(p["projection"] for p in sel) / len(sel),
+                       "trait": sum(p["trait"] for p in sel) / len(sel)}
+    return {"trait": trait.name, "layer": int(layer), "n": len(points), "n_samples": int(n_samples),
+            "r": pearson([p["projection"] for p in points], traits), "levels": levels,
+            "r_by_layer": {L: pearson([p["projections"][L] for p in points], traits) for L in all_layers},
+            "points": points}

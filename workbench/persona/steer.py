@@ -13,8 +13,15 @@ score and coherence, and the perplexity ratio on held-out Wikipedia (``exp(steer
 vector added at every position; :func:`workbench.intervene.steering.steered_loss`).
 
 Methods per (layer, coefficient): ``persona`` (the vector), ``random`` (a seeded Gaussian direction rescaled to the
-vector's norm at that layer) and ``shuffled`` (the vector extracted with each pair's labels swapped with probability
-0.5, rescaled to the same norm), plus one unsteered row (``none``).
+vector's norm at that layer) and ``shuffled`` (the vector extracted with the labels of exactly half of the kept pairs
+swapped, :func:`workbench.persona.extract.shuffled_control`, rescaled to the same norm), plus one unsteered row
+(``none``).
+
+A full grid with controls is costly on CPU, so the sweep can be cheaper without changing what is compared:
+``max_ppl_ratio`` measures every condition's perplexity ratio (a forward pass) but samples answers only where it is
+within the budget (the others could not be chosen; their trait and coherence are NaN), and ``controls=()`` sweeps the
+vector alone. :func:`compare_at` then scores the unsteered model, the vector and both controls at one (layer,
+coefficient), e.g. the chosen one on fresh seeds, so the reported gain is not the maximum of a noisy sweep.
 """
 from __future__ import annotations
 
@@ -31,7 +38,8 @@ from workbench.intervene.generation import GenerationConfig
 from workbench.intervene.steering import AddVector, heldout_tokens, steered_generate, steered_loss
 from workbench.persona.traits import Trait, load_trait
 
-__all__ = ["SteerConfig", "SteerRow", "choose", "persona_steering", "random_like", "score_condition", "steering_sweep"]
+__all__ = ["SteerConfig", "SteerRow", "choose", "compare_at", "control_vector", "persona_steering", "ppl_ratios",
+           "random_like", "score_condition", "steering_sweep"]
 
 
 @dataclass(frozen=True)
@@ -48,10 +56,13 @@ class SteerConfig:
     ppl_context_size: int = 64
     system: str | None = None
     threads: int | None = 1
+    max_ppl_ratio: float | None = None  # sample answers only for conditions within this perplexity ratio
 
     def __post_init__(self) -> None:
         if not self.layers or not self.coefs:
             raise ValueError("give at least one layer and one coefficient")
+        if self.max_ppl_ratio is not None and self.max_ppl_ratio < 1:
+            raise ValueError(f"max_ppl_ratio must be >= 1 (or None), got {self.max_ppl_ratio}")
         bad = set(self.controls) - {"random", "shuffled"}
         if bad:
             raise ValueError(f"unknown control(s) {sorted(bad)}: use 'random' and/or 'shuffled'")
@@ -85,6 +96,23 @@ def persona_steering(vector: Tensor, layer: int, coef: float, label: str = "") -
                      label=label or f"L{layer} x{coef:g}")
 
 
+def control_vector(pv, method: str, layer: int) -> Tensor:
+    """The vector steered with at ``layer`` for ``method``: ``persona`` (the vector itself), ``random`` or
+    ``shuffled`` (both with the vector's norm at that layer)."""
+    v = pv.vectors[int(layer)]
+    if method == "persona":
+        return v
+    if method == "random":
+        return random_like(v, seed=1000 + int(layer))
+    if method == "shuffled":
+        if pv.shuffled is None:
+            raise ValueError("the persona vector has no shuffled-label control (fewer than 2 kept pairs?): extract "
+                             "it again with more samples, or drop 'shuffled' from the controls")
+        s = pv.shuffled[int(layer)]
+        return s * (v.norm() / s.norm().clamp_min(1e-12))
+    raise ValueError(f"unknown method {method!r}: use 'persona', 'random' or 'shuffled'")
+
+
 def score_condition(model, questions: Sequence[str], steering, judge, config: SteerConfig) -> tuple[float, float,
                                                                                                        list[str]]:
     """Mean trait and coherence of the answers to ``questions`` under ``steering`` (None: unsteered)."""
@@ -104,17 +132,29 @@ def score_condition(model, questions: Sequence[str], steering, judge, config: St
 
 
 def steering_sweep(model, pv, trait: Trait | str, judge, config: SteerConfig | None = None, *,
-                   progress: bool = True) -> list[SteerRow]:
-    """Rows for the unsteered model and every (method, layer, coefficient) (module docstring)."""
+                   grid: Sequence[tuple[int, float]] | None = None, progress: bool = True) -> list[SteerRow]:
+    """Rows for the unsteered model and every (method, layer, coefficient) (module docstring). ``grid``: explicit
+    (layer, coefficient) settings instead of ``config.layers x config.coefs``."""
     cfg = config or SteerConfig()
     with torch_threads(cfg.threads):
-        return _sweep(model, pv, trait, judge, cfg, progress)
+        return _sweep(model, pv, trait, judge, cfg, progress, grid)
 
 
-def _sweep(model, pv, trait, judge, cfg: SteerConfig, progress: bool) -> list[SteerRow]:
+def ppl_ratios(model, pv, layers: Sequence[int], coefs: Sequence[float], method: str = "persona",
+               contexts: int = 8, context_size: int = 64) -> dict[tuple[int, float], float]:
+    """The perplexity ratio on held-out Wikipedia of every (layer, coefficient): forward passes only, to find the
+    coefficients worth sampling."""
+    neutral = heldout_tokens(model.tokenizer, contexts, context_size)
+    base = steered_loss(model, neutral, None)
+    return {(int(L), float(a)): math.exp(steered_loss(model, neutral, persona_steering(
+        control_vector(pv, method, L), L, a)) - base) for L in layers for a in coefs}
+
+
+def _sweep(model, pv, trait, judge, cfg: SteerConfig, progress: bool, grid=None) -> list[SteerRow]:
     trait = load_trait(trait)
     n_layers = int(pv.vectors.shape[0])
-    bad = [L for L in cfg.layers if not 0 <= L < n_layers]
+    grid = [(int(L), float(a)) for L, a in grid] if grid else [(L, a) for L in cfg.layers for a in cfg.coefs]
+    bad = sorted({L for L, _ in grid if not 0 <= L < n_layers})
     if bad:
         raise ValueError(f"layers {bad} do not exist: the vector has layers 0..{n_layers - 1}")
     if "shuffled" in cfg.controls and pv.shuffled is None:
@@ -125,25 +165,46 @@ def _sweep(model, pv, trait, judge, cfg: SteerConfig, progress: bool) -> list[St
     base_loss = steered_loss(model, neutral, None)
     t, c, texts = score_condition(model, questions, None, judge, cfg)
     rows = [SteerRow("none", -1, 0.0, t, c, 1.0, len(texts), texts)]
-    jobs = [(m, L, a) for L in cfg.layers for a in cfg.coefs for m in ("persona", *cfg.controls)]
+    jobs = [(m, L, a) for L, a in grid for m in ("persona", *cfg.controls)]
+    skipped: set[tuple[int, float]] = set()
     for method, L, a in tqdm(jobs, desc=f"steering {trait.name}", disable=not progress):
-        v = pv.vectors[L]
-        if method == "random":
-            v = random_like(v, seed=1000 + L)
-        elif method == "shuffled":
-            s = pv.shuffled[L]
-            v = s * (v.norm() / s.norm().clamp_min(1e-12))
-        steering = persona_steering(v, L, a, f"{method} L{L} x{a:g}")
+        steering = persona_steering(control_vector(pv, method, L), L, a, f"{method} L{L} x{a:g}")
         ratio = math.exp(steered_loss(model, neutral, steering) - base_loss)
+        if method == "persona" and cfg.max_ppl_ratio is not None and ratio > cfg.max_ppl_ratio:
+            skipped.add((L, a))
+        if (L, a) in skipped:  # over the budget: not sampled (controls at the same setting neither)
+            rows.append(SteerRow(method, L, float(a), float("nan"), float("nan"), ratio, 0))
+            continue
         t, c, texts = score_condition(model, questions, steering, judge, cfg)
         rows.append(SteerRow(method, L, float(a), t, c, ratio, len(texts), texts))
+    return rows
+
+
+def compare_at(model, pv, trait: Trait | str, judge, layer: int, coef: float, config: SteerConfig | None = None, *,
+               methods: Sequence[str] = ("persona", "random", "shuffled"), progress: bool = True) -> list[SteerRow]:
+    """The unsteered row and one row per ``method`` at a single (``layer``, ``coef``), same questions and seeds
+    (``config``'s counts; its layers/coefs are ignored): the chosen setting against its controls."""
+    cfg = config or SteerConfig()
+    trait = load_trait(trait)
+    questions = trait.eval_questions[: cfg.n_questions]
+    with torch_threads(cfg.threads):
+        neutral = heldout_tokens(model.tokenizer, cfg.ppl_contexts, cfg.ppl_context_size)
+        base_loss = steered_loss(model, neutral, None)
+        t, c, texts = score_condition(model, questions, None, judge, cfg)
+        rows = [SteerRow("none", -1, 0.0, t, c, 1.0, len(texts), texts)]
+        for method in tqdm(list(methods), desc=f"compare {trait.name}", disable=not progress):
+            steering = persona_steering(control_vector(pv, method, layer), layer, coef, f"{method} L{layer} x{coef:g}")
+            ratio = math.exp(steered_loss(model, neutral, steering) - base_loss)
+            t, c, texts = score_condition(model, questions, steering, judge, cfg)
+            rows.append(SteerRow(method, int(layer), float(coef), t, c, ratio, len(texts), texts))
     return rows
 
 
 def choose(rows: Sequence[SteerRow], max_ppl_ratio: float = 2.0, min_coherence: float = 0.0,
            method: str = "persona") -> SteerRow:
     """The ``method`` row with the highest trait score among those within the perplexity (and coherence) budget."""
-    ok = [r for r in rows if r.method == method and r.ppl_ratio <= max_ppl_ratio and r.coherence >= min_coherence]
+    ok = [r for r in rows if r.method == method and r.n > 0 and r.ppl_ratio <= max_ppl_ratio
+          and r.coherence >= min_coherence]
     if not ok:
         raise ValueError(f"no {method!r} row has a perplexity ratio <= {max_ppl_ratio} and coherence >= "
                          f"{min_coherence}: try smaller coefficients")

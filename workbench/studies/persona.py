@@ -13,7 +13,8 @@ import json
 from dataclasses import asdict, dataclass
 
 from workbench.core.home import cache_dir
-from workbench.persona.extract import ExtractConfig, PersonaVector, extract_persona_vector
+from workbench.persona.extract import (SHUFFLE_METHOD, ExtractConfig, PersonaVector, extract_persona_vector,
+                                      stored_responses, vector_from_responses)
 from workbench.persona.finetune import FinetuneConfig
 from workbench.persona.judge import RubricJudge
 from workbench.persona.steer import SteerConfig
@@ -32,7 +33,8 @@ class PersonaSizes:
     perplexity ratio far above 2 even for the random control (measured, see the notebook's closing cell)."""
 
     extract: ExtractConfig
-    steer: SteerConfig
+    steer: SteerConfig       # the sweep: the vector alone, sampled only within the perplexity budget
+    compare: SteerConfig     # the chosen setting vs unsteered and both controls (fresh seeds, more answers)
     finetune: FinetuneConfig
     monitor_questions: int
     monitor_samples: int
@@ -46,13 +48,16 @@ def persona_sizes(profile: Profile | str | None = None) -> PersonaSizes:
     if prof.smoke:
         return PersonaSizes(
             extract=ExtractConfig(n_pairs=3, n_questions=2, n_samples=4, max_new_tokens=24),
-            steer=SteerConfig(layers=(15,), coefs=(1.5,), n_questions=1, n_samples=1, max_new_tokens=24,
-                              ppl_contexts=2),
+            steer=SteerConfig(layers=(12,), coefs=(1.5,), n_questions=1, n_samples=2, max_new_tokens=24,
+                              ppl_contexts=2, controls=()),
+            compare=SteerConfig(n_questions=1, n_samples=2, max_new_tokens=24, ppl_contexts=2, seed=7),
             finetune=FinetuneConfig(steps=2, batch_size=2, save_every=1, max_len=48, first_layer=24),
             monitor_questions=1, monitor_samples=1, trace_questions=1)
     return PersonaSizes(
         extract=ExtractConfig(n_pairs=5, n_questions=20, n_samples=4, max_new_tokens=48),
-        steer=SteerConfig(layers=(6, 9, 12, 15), coefs=(0.5, 1.0, 1.5, 2.0), n_questions=20, n_samples=2),
+        steer=SteerConfig(layers=(3, 6, 9, 12, 15, 18, 21, 24, 27), coefs=(0.5, 1.0, 1.5), n_questions=4,
+                          n_samples=4, max_new_tokens=32, controls=(), max_ppl_ratio=2.0),
+        compare=SteerConfig(n_questions=20, n_samples=4, max_new_tokens=48, seed=7),
         finetune=FinetuneConfig(),
         monitor_questions=5, monitor_samples=2, trace_questions=10)
 
@@ -60,7 +65,9 @@ def persona_sizes(profile: Profile | str | None = None) -> PersonaSizes:
 def persona_vector(model, trait, judge=None, *, sizes: PersonaSizes | None = None, config: ExtractConfig | None = None,
                    progress: bool = True) -> PersonaVector:
     """The trait's vector on ``model``, extracted with ``config`` (default: the profile's) and cached under
-    ``WORKBENCH_HOME/persona/vectors`` by (model, trait file hash, config, judge)."""
+    ``WORKBENCH_HOME/persona/vectors`` by (model, trait file hash, config, judge). A cached vector whose
+    shuffled control predates :data:`~workbench.persona.extract.SHUFFLE_METHOD` is rebuilt from its stored
+    responses (teacher-forced, no sampling)."""
     trait = load_trait(trait)
     cfg = config or (sizes or persona_sizes()).extract
     judge = judge or RubricJudge(trait)
@@ -71,9 +78,15 @@ def persona_vector(model, trait, judge=None, *, sizes: PersonaSizes | None = Non
         f"{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
     if path.is_file():
         try:
-            return PersonaVector.load(path)
+            pv = PersonaVector.load(path)
         except ValueError:
-            pass  # corrupt: extract again
+            pv = None  # corrupt: extract again
+        if pv is not None and pv.meta.get("shuffle_method") == SHUFFLE_METHOD:
+            return pv
+        if pv is not None:  # an older control: rebuild it from the stored judged responses (no generation)
+            pv = vector_from_responses(model, trait, stored_responses(pv), cfg, progress=progress)
+            pv.save(path)
+            return pv
     pv = extract_persona_vector(model, trait, judge, cfg, progress=progress)
     pv.save(path)
     return pv
