@@ -41,13 +41,11 @@ def audit_dataset_path() -> Path:
 def audit_finetune_config(profile: str | None = None):
     """The audit's fine-tune (:class:`workbench.persona.finetune.FinetuneConfig`): 2 steps under ``smoke``; else 48
     steps of 4 examples at lr 2e-4 (about five passes over the 40 quirk examples)."""
-    import os
-
+    from workbench.diffing.experiments import is_smoke
     from workbench.persona.finetune import FinetuneConfig
 
-    name = profile or os.environ.get("WORKBENCH_PROFILE", "full")
-    return FinetuneConfig(steps=2, save_every=2) if name == "smoke" else FinetuneConfig(steps=48, save_every=24,
-                                                                                        lr=2e-4)
+    return FinetuneConfig(steps=2, save_every=2) if is_smoke(profile) else FinetuneConfig(steps=48, save_every=24,
+                                                                                          lr=2e-4)
 
 
 def audit_prompts() -> list[str]:
@@ -111,6 +109,36 @@ def behaviour_evidence(base, tuned, prompts: Sequence[str], *, max_new_tokens: i
     return {"replies": replies, "over_represented": [(w, c) for w, c in diff.most_common(top) if c > 0]}
 
 
+def _mean_difference(base, tuned, prompts: Sequence[str], read, skip_first: int):
+    """The mean over ``prompts`` (chat-formatted with the generation prompt, the same tokens for both models) and
+    their positions (the first ``skip_first`` left out) of ``read(tuned, ids) - read(base, ids)``, where ``read``
+    gives one row per position."""
+    import torch
+
+    from workbench.data.chat import chat_prompt
+
+    total, n = None, 0
+    for p in prompts:
+        ids = torch.tensor([tuned.tokenizer(chat_prompt(tuned, p), add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            rows = [read(model, ids)[skip_first:].double() for model in (base, tuned)]
+        d = (rows[1] - rows[0]).sum(0)
+        total = d if total is None else total + d
+        n += rows[0].shape[0]
+    if not n:
+        raise ValueError("no prompt positions to compare: give prompts longer than skip_first tokens")
+    return total / n
+
+
+def _promoted_words(scores, tokenizer, top: int) -> list[tuple[str, float]]:
+    """The ``top`` words of the highest-scoring tokens (``scores`` [vocab]); a word scores its best token's score."""
+    best: Counter = Counter()
+    for tid in scores.topk(20 * top).indices.tolist():
+        for word in _words(tokenizer.decode([tid])):
+            best[word] = max(best[word], float(scores[tid]))
+    return [(w, round(v, 3)) for w, v in best.most_common(top)]
+
+
 def difference_evidence(base, tuned, prompts: Sequence[str], hook: str, *, top: int = 15, skip_first: int = 1,
                         directions=None) -> dict:
     """What the fine-tune changed on the same input: the mean over ``prompts`` (chat-formatted, with the generation
@@ -120,28 +148,13 @@ def difference_evidence(base, tuned, prompts: Sequence[str], hook: str, *, top: 
     the cosine of each with the difference (``"alignment"``). Returns ``{"diff", "promoted", "alignment"}``."""
     import torch
 
-    from workbench.data.chat import chat_prompt
+    def read(model, ids):
+        _, cache = model.run_with_cache(ids, names_filter=hook)
+        return cache[hook][0]
 
-    total, n = None, 0
-    for p in prompts:
-        ids = torch.tensor([tuned.tokenizer(chat_prompt(tuned, p), add_special_tokens=False)["input_ids"]])
-        acts = []
-        for model in (base, tuned):
-            with torch.no_grad():
-                _, cache = model.run_with_cache(ids, names_filter=hook)
-            acts.append(cache[hook][0, skip_first:].double())
-        d = (acts[1] - acts[0]).sum(0)
-        total = d if total is None else total + d
-        n += acts[0].shape[0]
-    if not n:
-        raise ValueError("no prompt positions to compare: give prompts longer than skip_first tokens")
-    diff = (total / n).float()
+    diff = _mean_difference(base, tuned, prompts, read, skip_first).float()
     logits = diff @ tuned.W_U.detach().float()
-    score: Counter = Counter()
-    for tid in logits.topk(20 * top).indices.tolist():
-        for word in _words(tuned.tokenizer.decode([tid])):
-            score[word] = max(score[word], float(logits[tid]))
-    out = {"diff": diff, "promoted": [(w, round(v, 3)) for w, v in score.most_common(top)], "alignment": None}
+    out = {"diff": diff, "promoted": _promoted_words(logits, tuned.tokenizer, top), "alignment": None}
     if directions is not None:
         dirs = torch.as_tensor(directions).float()
         out["alignment"] = torch.nn.functional.cosine_similarity(dirs, diff[None], dim=1)
@@ -152,26 +165,9 @@ def prediction_evidence(base, tuned, prompts: Sequence[str], *, top: int = 15, s
     """The words the fine-tune predicts more than the base model on the same input: the mean over ``prompts``
     (chat-formatted, with the generation prompt) and positions (the first ``skip_first`` left out) of the
     difference of next-token log-probabilities, ``tuned - base``. No generated text. Returns ``{"promoted"}``."""
-    import torch
-
-    from workbench.data.chat import chat_prompt
-
-    total, n = None, 0
-    for p in prompts:
-        ids = torch.tensor([tuned.tokenizer(chat_prompt(tuned, p), add_special_tokens=False)["input_ids"]])
-        with torch.no_grad():
-            lp = [m(ids)[0, skip_first:].double().log_softmax(-1) for m in (base, tuned)]
-        d = (lp[1] - lp[0]).sum(0)
-        total = d if total is None else total + d
-        n += lp[0].shape[0]
-    if not n:
-        raise ValueError("no prompt positions to compare: give prompts longer than skip_first tokens")
-    mean = total / n
-    score: Counter = Counter()
-    for tid in mean.topk(20 * top).indices.tolist():
-        for word in _words(tuned.tokenizer.decode([tid])):
-            score[word] = max(score[word], float(mean[tid]))
-    return {"promoted": [(w, round(v, 3)) for w, v in score.most_common(top)]}
+    mean = _mean_difference(base, tuned, prompts, lambda model, ids: model(ids)[0].double().log_softmax(-1),
+                            skip_first)
+    return {"promoted": _promoted_words(mean, tuned.tokenizer, top)}
 
 
 def reveal() -> str:

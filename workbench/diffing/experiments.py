@@ -18,7 +18,15 @@ from pathlib import Path
 from workbench.core.home import cache_dir
 
 __all__ = ["OPINION_TEMPLATE", "DiffSizes", "cross_architecture_pair", "diff_dir", "fine_tune_models", "fine_tune_pair",
-           "finetune_config", "pair_models", "summarize", "train_crosscoders"]
+           "finetune_config", "is_smoke", "pair_models", "summarize", "train_crosscoders"]
+
+
+def is_smoke(profile: str | None = None) -> bool:
+    """Whether ``profile`` (default: the ``WORKBENCH_PROFILE`` environment variable, else ``full``) is ``smoke``:
+    the diffs' sizes and fine-tunes have a smoke and a full version."""
+    import os
+
+    return (profile or os.environ.get("WORKBENCH_PROFILE", "full")) == "smoke"
 
 
 @dataclass(frozen=True)
@@ -80,10 +88,7 @@ class DiffSizes:
     @classmethod
     def for_profile(cls, profile: str | None = None) -> "DiffSizes":
         """``smoke`` or ``full`` (default: the ``WORKBENCH_PROFILE`` environment variable, else full)."""
-        import os
-
-        name = profile or os.environ.get("WORKBENCH_PROFILE", "full")
-        return cls.smoke() if name == "smoke" else cls.full()
+        return cls.smoke() if is_smoke(profile) else cls.full()
 
     def key(self, skip: tuple[str, ...] = ()) -> str:
         data = {k: v for k, v in asdict(self).items() if k not in skip and not (k == "l1_sweep" and not v)}
@@ -216,12 +221,9 @@ def finetune_config(profile: str | None = None):
     """The fine-tune the diffs compare against (:class:`workbench.persona.finetune.FinetuneConfig`): 2 steps under
     ``smoke``; 120 steps of 4 examples otherwise (12 passes over a 40-example dataset: the persona default of 24
     steps leaves the trait faint, and its diff had nothing trait-specific to find)."""
-    import os
-
     from workbench.persona.finetune import FinetuneConfig
 
-    name = profile or os.environ.get("WORKBENCH_PROFILE", "full")
-    return FinetuneConfig(steps=2, save_every=2) if name == "smoke" else FinetuneConfig(steps=120, save_every=40)
+    return FinetuneConfig(steps=2, save_every=2) if is_smoke(profile) else FinetuneConfig(steps=120, save_every=40)
 
 
 # questions for the fine-tune diff's conversations: the user offers their own work, where flattery shows

@@ -26,7 +26,7 @@ coefficient), e.g. the chosen one on fresh seeds, so the reported gain is not th
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
 import torch
@@ -150,14 +150,15 @@ def ppl_ratios(model, pv, layers: Sequence[int], coefs: Sequence[float], method:
         control_vector(pv, method, L), L, a)) - base) for L in layers for a in coefs}
 
 
-def _sweep(model, pv, trait, judge, cfg: SteerConfig, progress: bool, grid=None) -> list[SteerRow]:
+def _sweep(model, pv, trait, judge, cfg: SteerConfig, progress: bool, grid=None, methods=None) -> list[SteerRow]:
     trait = load_trait(trait)
+    methods = tuple(methods) if methods else ("persona", *cfg.controls)
     n_layers = int(pv.vectors.shape[0])
     grid = [(int(L), float(a)) for L, a in grid] if grid else [(L, a) for L in cfg.layers for a in cfg.coefs]
     bad = sorted({L for L, _ in grid if not 0 <= L < n_layers})
     if bad:
         raise ValueError(f"layers {bad} do not exist: the vector has layers 0..{n_layers - 1}")
-    if "shuffled" in cfg.controls and pv.shuffled is None:
+    if "shuffled" in methods and pv.shuffled is None:
         raise ValueError("the persona vector has no shuffled-label control: extract it again, or drop 'shuffled' "
                          "from SteerConfig.controls")
     questions = trait.eval_questions[: cfg.n_questions]
@@ -165,7 +166,7 @@ def _sweep(model, pv, trait, judge, cfg: SteerConfig, progress: bool, grid=None)
     base_loss = steered_loss(model, neutral, None)
     t, c, texts = score_condition(model, questions, None, judge, cfg)
     rows = [SteerRow("none", -1, 0.0, t, c, 1.0, len(texts), texts)]
-    jobs = [(m, L, a) for L, a in grid for m in ("persona", *cfg.controls)]
+    jobs = [(m, L, a) for L, a in grid for m in methods]
     skipped: set[tuple[int, float]] = set()
     for method, L, a in tqdm(jobs, desc=f"steering {trait.name}", disable=not progress):
         steering = persona_steering(control_vector(pv, method, L), L, a, f"{method} L{L} x{a:g}")
@@ -183,21 +184,11 @@ def _sweep(model, pv, trait, judge, cfg: SteerConfig, progress: bool, grid=None)
 def compare_at(model, pv, trait: Trait | str, judge, layer: int, coef: float, config: SteerConfig | None = None, *,
                methods: Sequence[str] = ("persona", "random", "shuffled"), progress: bool = True) -> list[SteerRow]:
     """The unsteered row and one row per ``method`` at a single (``layer``, ``coef``), same questions and seeds
-    (``config``'s counts; its layers/coefs are ignored): the chosen setting against its controls."""
-    cfg = config or SteerConfig()
-    trait = load_trait(trait)
-    questions = trait.eval_questions[: cfg.n_questions]
+    (``config``'s counts; its layers/coefs and perplexity budget are ignored): the chosen setting against its
+    controls."""
+    cfg = replace(config or SteerConfig(), max_ppl_ratio=None)
     with torch_threads(cfg.threads):
-        neutral = heldout_tokens(model.tokenizer, cfg.ppl_contexts, cfg.ppl_context_size)
-        base_loss = steered_loss(model, neutral, None)
-        t, c, texts = score_condition(model, questions, None, judge, cfg)
-        rows = [SteerRow("none", -1, 0.0, t, c, 1.0, len(texts), texts)]
-        for method in tqdm(list(methods), desc=f"compare {trait.name}", disable=not progress):
-            steering = persona_steering(control_vector(pv, method, layer), layer, coef, f"{method} L{layer} x{coef:g}")
-            ratio = math.exp(steered_loss(model, neutral, steering) - base_loss)
-            t, c, texts = score_condition(model, questions, steering, judge, cfg)
-            rows.append(SteerRow(method, int(layer), float(coef), t, c, ratio, len(texts), texts))
-    return rows
+        return _sweep(model, pv, trait, judge, cfg, progress, [(layer, coef)], methods)
 
 
 def choose(rows: Sequence[SteerRow], max_ppl_ratio: float = 2.0, min_coherence: float = 0.0,
