@@ -6,7 +6,8 @@
 Parts:
 
 - ``judge``: the offline rubric judge's agreement with each trait's hand-labelled set (MAE, Pearson r, accuracy of
-  the >= 50 decision), for trait and coherence.
+  the >= 50 decision), for trait and coherence; and its coherence against the shared labelled set of steered word
+  salad (rubric v2 against version 1 in the same run).
 - ``steer``: per trait, the vector (extracted on the extraction questions, cached), a layer x coefficient sweep of the
   vector alone on the evaluation questions (settings over the perplexity budget are measured, not sampled), the
   setting with the highest trait score at a perplexity ratio <= 2 and coherence >= 50, then that setting scored
@@ -37,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from workbench.persona.judge import RubricJudge, judge_agreement  # noqa: E402
+from workbench.persona.judge import RubricJudge, coherence_agreement, judge_agreement  # noqa: E402
 from workbench.persona.traits import shipped_traits  # noqa: E402
 
 
@@ -46,7 +47,12 @@ def _round(x, n=3):
 
 
 def part_judge(args) -> dict:
-    return {name: judge_agreement(RubricJudge(name)) for name in shipped_traits()}
+    """Per trait: agreement with its labelled set. Coherence also against the shared labelled set of unsteered,
+    steered and prompted-French replies, for the default rubric (v2) and version 1 (no known-word or fragmentation
+    factor) as the baseline."""
+    return {"traits": {name: judge_agreement(RubricJudge(name)) for name in shipped_traits()},
+            "coherence_labels": {j.name: coherence_agreement(j) for j in (RubricJudge("pirate", known=False),
+                                                                           RubricJudge("pirate"))}}
 
 
 def _vector(model, trait, args, sizes):
@@ -86,7 +92,7 @@ def part_steer(args, model, sizes) -> dict:
             continue
         # 2. the chosen setting against the unsteered model and both controls, on fresh seeds and more answers
         ccfg = SteerConfig(n_questions=args.compare_questions, n_samples=args.compare_samples, ppl_contexts=8,
-                           max_new_tokens=args.max_new_tokens, seed=7)
+                           max_new_tokens=args.max_new_tokens, seed=args.compare_seed)
         comp = {r.method: r for r in compare_at(model, pv, trait, judge, best.layer, best.coef, ccfg,
                                                 progress=args.progress)}
         none = comp["none"]
@@ -185,6 +191,7 @@ def main() -> None:
     ap.add_argument("--sweep-tokens", type=int, default=32, help="tokens per answer in the sweep and monitoring")
     ap.add_argument("--compare-questions", type=int, default=10, help="chosen setting vs controls: questions")
     ap.add_argument("--compare-samples", type=int, default=4)
+    ap.add_argument("--compare-seed", type=int, default=7, help="seed of the fresh answers at the chosen setting")
     ap.add_argument("--monitor-layer", type=int, default=12, help="when the steer part did not choose one")
     ap.add_argument("--monitor-questions", type=int, default=4)
     ap.add_argument("--monitor-samples", type=int, default=4)

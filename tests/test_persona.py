@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,7 +16,9 @@ from workbench.persona.decompose import decompose, topk_reconstruction
 from workbench.persona.extract import (ExtractConfig, PersonaVector, Response, balanced_swaps, filter_pairs,
                                        mean_difference, response_means, shuffled_control, stored_responses,
                                        vector_from_responses)
-from workbench.persona.judge import JudgeScore, RubricJudge, judge_agreement
+from workbench.persona.judge import (JudgeScore, RubricJudge, coherence_agreement, coherence_labels, coherence_score,
+                                     judge_agreement)
+from workbench.persona.lexicon import known_share, known_words
 from workbench.persona.judge_llm import OpenAIJudge, parse_scores
 from workbench.persona.monitor import pearson, projection, token_projections
 from workbench.persona.steer import SteerConfig, choose, control_vector, persona_steering, random_like, steering_sweep
@@ -109,6 +113,42 @@ def test_judge_agreement_on_the_labelled_sets():
     for name in ("pirate", "french", "sycophancy", "evil"):
         agree = judge_agreement(RubricJudge(name))
         assert agree["n"] >= 10 and agree["trait_accuracy"] >= 0.9 and agree["trait_r"] > 0.8, agree
+
+
+def test_known_words_and_fragments_lower_coherence_of_word_salad():
+    vocab = frozenset({"la", "vie", "est", "belle", "the", "sailing", "seas"})
+    assert known_share("La vie est belle", vocab) == (1.0, [])
+    # 'cependlème' and 'véliment' are unknown; 'sailin' reads as 'sailing'; two-letter words always count
+    share, unknown = known_share("Cependlème véliment, la vie. Sailin' the seas", vocab)
+    assert unknown == ["cependlème", "véliment"] and share == pytest.approx(5 / 7)
+    fluent = "Le chat dort sur la table de la cuisine."
+    v1, info = coherence_score(fluent)
+    assert "known_words" not in info
+    assert coherence_score(fluent, known_words())[0] == pytest.approx(v1)  # real French: no penalty
+    salad = "Cependlème véliment : laissez-n'abécillons pourrausses, vous pouvez à ceux, les vêtres."
+    assert coherence_score(salad)[0] > 90 and coherence_score(salad, known_words())[0] < 20
+    chains = "Lad! Ye've been-scared of-wad, me-gun-n've-made-wad-l'd-d'S-L'Wad-Wad, said ye."
+    score, info = coherence_score(chains, frozenset(p.lower() for p in re.findall(r"[^\W\d_]+", chains)))
+    assert info["known_words"] == 1.0 and info["fragments"] > 2.0 and score == 0
+
+
+def test_rubric_v2_agrees_with_the_coherence_labels_better_than_v1():
+    v1, v2 = (coherence_agreement(RubricJudge("pirate", known=k)) for k in (False, True))
+    assert v1["n"] == v2["n"] >= 50
+    assert v2["coherence_accuracy"] >= v1["coherence_accuracy"] + 0.3 and v2["coherence_r"] > 0.6 > v1["coherence_r"]
+    steered = v2["by_source"]["SmolLM2-135M-Instruct, french vector, coef 1.0"]
+    assert steered["mean_label"] < 20 and steered["mean_judged"] < 50
+    assert RubricJudge("pirate").name == "rubric-v2" and RubricJudge("pirate", known=False).name == "rubric"
+
+
+def test_coherence_labels_reject_a_broken_file(tmp_path):
+    bad = tmp_path / "labels.json"
+    bad.write_text(json.dumps({"labelled": [{"text": "hi", "coherence": 140}]}))
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        coherence_labels(bad)
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable coherence label file"):
+        coherence_labels(bad)
 
 
 def test_openai_judge_against_a_local_stub():
@@ -214,6 +254,42 @@ def test_extracted_shuffled_control_is_balanced_and_rebuilt_from_stored_response
     assert vector_from_responses(tiny, load_trait("pirate"), one, ExtractConfig()).shuffled is None
     v = control_vector(pv, "shuffled", 1)
     assert float(v.norm()) == pytest.approx(float(pv.vectors[1].norm()), rel=1e-5)
+
+
+class _NamedJudge:
+    """Scores by a fixed table of texts: trait 90 for the listed ones, coherence 90 for every text."""
+
+    def __init__(self, name, trait_texts):
+        self.name, self.trait_texts = name, set(trait_texts)
+
+    def __call__(self, question, response):
+        return JudgeScore(90.0 if response in self.trait_texts else 0.0, 90.0)
+
+
+def test_a_new_judge_rejudges_the_cached_samples_instead_of_sampling_again(tiny, monkeypatch, tmp_path):
+    import workbench.studies.persona as study
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    calls = []
+
+    def fake_extract(model, trait, judge, cfg, progress=True):  # the sampling step, counted
+        calls.append(judge.name)
+        return vector_from_responses(model, trait, _responses(model), cfg)
+
+    monkeypatch.setattr(study, "extract_persona_vector", fake_extract)
+    cfg = ExtractConfig(n_questions=4, n_samples=1)
+    first = study.persona_vector(tiny, "pirate", _NamedJudge("a", []), config=cfg, progress=False)
+    assert calls == ["a"] and first.meta["pairs_kept"] == 2 and first.meta["judge"] == "a"
+    # judge b calls the incoherent "Arr arr arr" coherent: 3 pairs pass, from the stored samples, nothing sampled
+    b = _NamedJudge("b", ["Arr, the sea!", "Ahoy matey.", "Arr arr arr"])
+    second = study.persona_vector(tiny, "pirate", b, config=cfg, progress=False)
+    assert calls == ["a"] and second.meta["pairs_kept"] == 3 and second.meta["judge"] == "b"
+    assert {r["coherence"] for r in second.meta["responses"]} == {90.0}
+    assert not torch.equal(second.vectors, first.vectors)
+    again = study.persona_vector(tiny, "pirate", b, config=cfg, progress=False)
+    assert calls == ["a"] and torch.equal(again.vectors, second.vectors)
+    study.persona_vector(tiny, "pirate", _NamedJudge("c", []), config=replace(cfg, n_samples=2), progress=False)
+    assert calls == ["a", "c"]  # another config: its samples differ, so they are drawn
 
 
 def test_sweep_skips_sampling_over_the_perplexity_budget(tiny):

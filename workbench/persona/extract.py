@@ -49,7 +49,7 @@ from workbench.persona.traits import Trait, load_trait
 
 __all__ = ["SHUFFLE_METHOD", "ExtractConfig", "PersonaVector", "Response", "balanced_swaps", "build_prompt",
            "extract_persona_vector", "filter_pairs", "generate_responses", "load_persona_vector", "mean_difference",
-           "response_means", "shuffled_control", "stored_responses", "vector_from_responses"]
+           "rejudge", "response_means", "shuffled_control", "stored_responses", "vector_from_responses"]
 
 SHUFFLE_METHOD = "balanced-v1"  # recorded in the sidecar; caches without it are rebuilt (studies.persona)
 
@@ -252,6 +252,16 @@ def stored_responses(pv: "PersonaVector") -> list[Response]:
                          "extract_persona_vector")
     keys = set(Response.__dataclass_fields__)
     return [Response(**{k: v for k, v in r.items() if k in keys}) for r in rows]
+
+
+def rejudge(responses: Sequence[Response], judge) -> list[Response]:
+    """``responses`` with their trait and coherence scored again by ``judge`` (no sampling): a new judge reuses the
+    samples a vector was extracted from."""
+    out = []
+    for r in responses:
+        s = judge(r.question, r.text)
+        out.append(Response(r.pair, r.question, r.sample, r.positive, r.prompt, r.text, s.trait, s.coherence))
+    return out
 
 
 def _pair_up(responses: Sequence[Response]) -> list[tuple[Response, Response]]:

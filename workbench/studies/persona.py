@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from workbench.core.home import cache_dir
 from workbench.persona.extract import (SHUFFLE_METHOD, ExtractConfig, PersonaVector, extract_persona_vector,
-                                      stored_responses, vector_from_responses)
+                                      rejudge, stored_responses, vector_from_responses)
 from workbench.persona.finetune import FinetuneConfig
 from workbench.persona.judge import RubricJudge
 from workbench.persona.steer import SteerConfig
@@ -65,31 +65,55 @@ def persona_sizes(profile: Profile | str | None = None) -> PersonaSizes:
 def persona_vector(model, trait, judge=None, *, sizes: PersonaSizes | None = None, config: ExtractConfig | None = None,
                    progress: bool = True) -> PersonaVector:
     """The trait's vector on ``model``, extracted with ``config`` (default: the profile's) and cached under
-    ``WORKBENCH_HOME/persona/vectors`` by (model, trait file hash, config, judge). A cached vector whose
-    shuffled control predates :data:`~workbench.persona.extract.SHUFFLE_METHOD` is rebuilt from its stored
-    responses (teacher-forced, no sampling)."""
+    ``WORKBENCH_HOME/persona/vectors`` by (model, trait file hash, config, judge name). Nothing sampled is sampled
+    twice: a cached vector whose shuffled control predates :data:`~workbench.persona.extract.SHUFFLE_METHOD` is
+    rebuilt from its stored responses, and a vector for another judge (same model, trait file and config) lends its
+    stored responses, judged again (teacher-forced, no sampling)."""
     trait = load_trait(trait)
     cfg = config or (sizes or persona_sizes()).extract
     judge = judge or RubricJudge(trait)
+    judge_name = getattr(judge, "name", type(judge).__name__)
     name = getattr(model, "workbench_name", model.cfg.model_name)
-    key = json.dumps({"model": name, "trait": trait.sha256, "config": asdict(cfg),
-                      "judge": getattr(judge, "name", type(judge).__name__)}, sort_keys=True)
-    path = cache_dir("persona") / "vectors" / f"{str(name).replace('/', '--')}-{trait.name}-" \
-        f"{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
-    if path.is_file():
-        try:
-            pv = PersonaVector.load(path)
-        except ValueError:
-            pv = None  # corrupt: extract again
-        if pv is not None and pv.meta.get("shuffle_method") == SHUFFLE_METHOD:
-            return pv
-        if pv is not None:  # an older control: rebuild it from the stored judged responses (no generation)
-            pv = vector_from_responses(model, trait, stored_responses(pv), cfg, progress=progress)
-            pv.save(path)
-            return pv
-    pv = extract_persona_vector(model, trait, judge, cfg, progress=progress)
+    key = json.dumps({"model": name, "trait": trait.sha256, "config": asdict(cfg), "judge": judge_name},
+                     sort_keys=True)
+    folder = cache_dir("persona") / "vectors"
+    prefix = f"{str(name).replace('/', '--')}-{trait.name}-"
+    path = folder / f"{prefix}{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
+    pv = _load_or_none(path)
+    if pv is not None and pv.meta.get("shuffle_method") == SHUFFLE_METHOD:
+        return pv
+    if pv is not None:  # an older control: rebuild it from the stored judged responses (no generation)
+        responses = stored_responses(pv)
+    else:
+        donor = _same_samples(folder, prefix, trait, cfg)
+        responses = rejudge(stored_responses(donor), judge) if donor is not None else None
+    if responses is not None:
+        pv = vector_from_responses(model, trait, responses, cfg, progress=progress)
+    else:
+        pv = extract_persona_vector(model, trait, judge, cfg, progress=progress)
+    pv.meta["judge"] = judge_name
     pv.save(path)
     return pv
+
+
+def _load_or_none(path) -> PersonaVector | None:
+    if not path.is_file():
+        return None
+    try:
+        return PersonaVector.load(path)
+    except ValueError:
+        return None  # corrupt: extract again
+
+
+def _same_samples(folder, prefix: str, trait, cfg: ExtractConfig) -> PersonaVector | None:
+    """A cached vector of the same model, trait file and extraction config (under any judge) with stored
+    responses: its samples can be judged again instead of drawn again."""
+    for path in sorted(folder.glob(f"{prefix}*.safetensors")):
+        pv = _load_or_none(path)
+        if (pv is not None and pv.meta.get("responses") and pv.meta.get("trait_sha256") == trait.sha256
+                and pv.meta.get("config") == json.loads(json.dumps(asdict(cfg)))):
+            return pv
+    return None
 
 
 def study_sae(model, layer: int, profile: Profile | str | None = None, **overrides):
