@@ -16,7 +16,12 @@
 Sizes: ``--profile full`` (default; harvests ~27k paired positions, minutes to tens of minutes on 2 cores the first
 time, then read from the cache) or ``smoke``.
 
+The DFC's settings default to :class:`DiffSizes`' (block-wise BatchTopK with an eighth of k per exclusive block);
+``--exclusive-k-share 0`` gives the papers' single top-k, ``--weighting fvu`` per-model loss weights,
+``--exclusive-fraction`` the size of each exclusive block.
+
     python benchmarks/bench_diffing.py [--profile smoke] [--finetune] [--balance variance]
+                                       [--exclusive-k-share 0.125] [--exclusive-fraction 0.05] [--weighting none]
 """
 from __future__ import annotations
 
@@ -67,6 +72,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--balance", choices=["norm", "variance"], default="norm",
                         help="per-model scaling: the papers' mean norm sqrt(d_model), or equal centred variance")
+    parser.add_argument("--exclusive-k-share", type=float, default=None,
+                        help="share of k per exclusive DFC block (0: one top-k over all latents, the papers')")
+    parser.add_argument("--exclusive-fraction", type=float, default=None, help="DFC latents exclusive to each model")
+    parser.add_argument("--weighting", choices=["none", "fvu"], default=None,
+                        help="per-model loss weights: none (plain sum) or fvu (each model's FVU counts the same)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -74,7 +84,10 @@ def main() -> None:
 
     out: dict = {"profile": args.profile, "load_average_at_start": list(os.getloadavg()), "timing": {}}
     sizes = DiffSizes.smoke() if args.profile == "smoke" else DiffSizes.full()
-    sizes = replace(sizes, balance=args.balance)
+    dfc = {k: v for k, v in (("exclusive_k_share", args.exclusive_k_share),
+                              ("exclusive_fraction", args.exclusive_fraction), ("weighting", args.weighting))
+           if v is not None}
+    sizes = replace(sizes, balance=args.balance, **dfc)
     if not args.skip_cross:
         _cross(out, sizes)
     out["sizes"] = sizes.__dict__
@@ -83,6 +96,7 @@ def main() -> None:
         from workbench.diffing.experiments import finetune_config
 
         ft_sizes = DiffSizes.finetune_smoke() if args.profile == "smoke" else DiffSizes.finetune_full()
+        ft_sizes = replace(ft_sizes, **dfc)
         ft_cfg = finetune_config(args.profile)
         t = time.perf_counter()
         base, tuned = fine_tune_models("flattery", ft_cfg, progress=False)

@@ -19,6 +19,13 @@ What differs from an SAE:
   decoder scale cannot game the selection); at inference a threshold on the same score, an EMA of the smallest
   kept score; AuxK over dead latents as for SAEs;
 - an optional DFC :class:`~workbench.diffing.dfc.Partition` whose forbidden weights stay exactly zero;
+- ``exclusive_k`` (DFC, BatchTopK): ``exclusive_k * batch`` of the kept scores are chosen *within* each exclusive
+  block and the rest within the shared block, each block with its own inference threshold, so an exclusive block
+  stays in use even when its model is a small part of the loss (docs/methods.md §17);
+- ``loss_weights`` ``(w_A, w_B)``: each model's squared error is multiplied by its weight, and the decoder norms in
+  the L1 penalty and the BatchTopK score by its square root (so penalty and selection measure a latent's
+  contribution to the weighted loss). :func:`fvu_weights` makes each model's FVU count the same (docs/methods.md
+  §17) while the inputs keep the papers' norm scaling;
 - inputs: each model's activations scaled so that their mean norm is sqrt(d_model) (the paired source does it,
   :mod:`workbench.diffing.paired_store`); :meth:`Crosscoder.folded` folds those per-model scales and the trainer's
   global one into the weights, so the saved crosscoder takes raw activations.
@@ -39,8 +46,8 @@ from workbench.diffing.dfc import Partition, zero_forbidden_
 from workbench.sae.model import SAE, SAEConfig, SAEMetadata, TrainingOutput, load_parameters
 from workbench.sae.train_config import RunSpec
 
-__all__ = ["CROSSCODER_ARCHITECTURES", "Crosscoder", "CrosscoderConfig", "CrosscoderSpec", "load_crosscoder",
-           "split_models"]
+__all__ = ["CROSSCODER_ARCHITECTURES", "Crosscoder", "CrosscoderConfig", "CrosscoderSpec", "fvu_weights",
+           "load_crosscoder", "split_models"]
 
 CROSSCODER_ARCHITECTURES = ("relu", "batchtopk")
 
@@ -50,23 +57,49 @@ class CrosscoderConfig(SAEConfig):
     """An :class:`SAEConfig` on ``d_in = d_A + d_B`` plus the two widths and the DFC partition sizes.
 
     ``threshold_per_latent`` marks a folded BatchTopK crosscoder whose score threshold has been turned into one
-    threshold per latent on its code (exactly the SAE's BatchTopK inference rule)."""
+    threshold per latent on its code (exactly the SAE's BatchTopK inference rule). ``exclusive_k``: per token, how
+    many of the ``k`` slots each exclusive block of a BatchTopK DFC gets (0: one top-k over all latents, the
+    papers'). ``loss_weights``: per-model weights of the squared error (1, 1: the papers' plain sum)."""
 
     d_models: tuple[int, int] = (0, 0)
     a_only: int = 0
     b_only: int = 0
     threshold_per_latent: bool = False
+    exclusive_k: float = 0.0
+    loss_weights: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.d_models = tuple(int(d) for d in self.d_models)  # type: ignore[assignment]
+        self.loss_weights = tuple(float(w) for w in self.loss_weights)  # type: ignore[assignment]
         if self.architecture not in CROSSCODER_ARCHITECTURES:
             raise ValueError(f"crosscoder architecture {self.architecture!r} is not supported: use "
                              f"{' or '.join(CROSSCODER_ARCHITECTURES)}")
         if len(self.d_models) != 2 or min(self.d_models) < 1 or sum(self.d_models) != self.d_in:
             raise ValueError(f"d_models={list(self.d_models)} must be two positive widths summing to d_in="
                              f"{self.d_in} (the concatenated activations)")
-        Partition(self.d_sae, self.a_only, self.b_only)  # validates
+        part = Partition(self.d_sae, self.a_only, self.b_only)  # validates
+        if len(self.loss_weights) != 2 or not all(math.isfinite(w) and w > 0 for w in self.loss_weights):
+            raise ValueError(f"loss_weights={list(self.loss_weights)} must be two finite numbers > 0 (model A's "
+                             "and model B's; (1, 1) is the plain sum)")
+        if self.exclusive_k:
+            blocks = int(part.a_only > 0) + int(part.b_only > 0)
+            if self.architecture != "batchtopk" or not part.is_dedicated:
+                raise ValueError(f"exclusive_k={self.exclusive_k:g} needs a BatchTopK DFC (a_only or b_only > 0): "
+                                 "set exclusive_k=0 for a plain crosscoder or an L1 one")
+            if self.exclusive_k < 0 or blocks * self.exclusive_k >= self.k:
+                raise ValueError(f"exclusive_k={self.exclusive_k:g} must be >= 0 and leave the shared block some of "
+                                 f"k={self.k:g} ({blocks} exclusive block(s) take exclusive_k each): lower it")
+
+    def block_k(self) -> list[tuple[slice, float]]:
+        """``(latents, k)`` per block for block-wise BatchTopK (exclusive blocks ``exclusive_k`` each, the shared
+        block the rest of ``k``); empty when the selection is one top-k over all latents."""
+        if not self.exclusive_k:
+            return []
+        part = Partition(self.d_sae, self.a_only, self.b_only)
+        blocks = [(sl, float(self.exclusive_k)) for sl, n in ((part.a_slice, part.a_only),
+                                                               (part.b_slice, part.b_only)) if n]
+        return blocks + [(part.shared_slice, float(self.k) - sum(k for _, k in blocks))]
 
     @property
     def unit_norm_decoder(self) -> bool:
@@ -75,13 +108,45 @@ class CrosscoderConfig(SAEConfig):
     def to_dict(self) -> dict:
         out = super().to_dict()
         out["d_models"] = list(self.d_models)
+        out["loss_weights"] = list(self.loss_weights)
+        # options added later are left out at their defaults, so the fingerprints of runs trained before they existed
+        # (the trainer's resume check, saved configs) stay what they were
+        for key, default in (("exclusive_k", 0.0), ("loss_weights", [1.0, 1.0])):
+            if out[key] == default:
+                del out[key]
         return out
+
+
+def fvu_weights(variances) -> tuple[float, float]:
+    """Loss weights that make each model's share of the loss its FVU: ``w_m`` proportional to ``1 / var_m`` (the
+    centred variance of model m's training inputs), scaled so that ``sum_m w_m var_m`` equals ``sum_m var_m`` (the
+    weighted loss keeps the unweighted loss's size at the start, so learning rates carry over)."""
+    v = [float(x) for x in variances]
+    if len(v) != 2 or not all(math.isfinite(x) and x > 0 for x in v):
+        raise ValueError(f"fvu_weights needs two positive variances (model A's, model B's), got {v}")
+    total = v[0] + v[1]
+    return total / (2 * v[0]), total / (2 * v[1])
 
 
 def split_models(x: Tensor, d_models) -> tuple[Tensor, Tensor]:
     """``(x_A, x_B)`` views of concatenated activations ``[..., d_A + d_B]``."""
     d_a = int(d_models[0])
     return x[..., :d_a], x[..., d_a:]
+
+
+def _batch_topk(score: Tensor, k: float, n_rows: int) -> tuple[Tensor, Tensor]:
+    """The mask of the ``round(k * n_rows)`` largest positive entries of ``score`` [n_rows, n] and the smallest kept
+    one (inf when none is kept): BatchTopK's selection and its threshold statistic."""
+    flat = score.flatten()
+    min_active = score.new_full((), math.inf)
+    n_keep = max(1, min(flat.numel(), int(round(k * n_rows))))
+    kept = flat.topk(n_keep, sorted=False)
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[kept.indices] = True
+    mask &= flat > 0
+    if bool(mask.any()):
+        min_active = kept.values[kept.values > 0].min()
+    return mask.view_as(score), min_active
 
 
 class Crosscoder(SAE):
@@ -115,8 +180,22 @@ class Crosscoder(SAE):
         return norms * torch.tensor(folded, dtype=norms.dtype, device=norms.device) if folded else norms
 
     def _norm_sum(self) -> Tensor:
+        """``sqrt(w_A) ||d_A|| + sqrt(w_B) ||d_B||`` per latent (the plain sum of decoder norms with unit weights):
+        the L1 penalty's weight and the BatchTopK score's factor."""
         d_a = self.cfg.d_models[0]
-        return self.W_dec[:, :d_a].norm(dim=1) + self.W_dec[:, d_a:].norm(dim=1)
+        w_a, w_b = self.cfg.loss_weights
+        n_a, n_b = self.W_dec[:, :d_a].norm(dim=1), self.W_dec[:, d_a:].norm(dim=1)
+        if (w_a, w_b) == (1.0, 1.0):
+            return n_a + n_b
+        return math.sqrt(w_a) * n_a + math.sqrt(w_b) * n_b
+
+    def _error_weights(self, like: Tensor) -> Tensor | None:
+        """[d_A + d_B] per-dimension weights of the squared error (None for the plain sum)."""
+        w_a, w_b = self.cfg.loss_weights
+        if (w_a, w_b) == (1.0, 1.0):
+            return None
+        d_a, d_b = self.cfg.d_models
+        return torch.cat([like.new_full((d_a,), w_a), like.new_full((d_b,), w_b)])
 
     def encode_pair(self, x_a: Tensor, x_b: Tensor) -> Tensor:
         return self.encode(torch.cat([x_a, x_b], dim=-1))
@@ -153,22 +232,26 @@ class Crosscoder(SAE):
         min_active = x.new_full((), math.inf)
         if cfg.architecture == "batchtopk":
             with torch.no_grad():
-                score = (f_all * norm_sum).flatten()
-                n_keep = max(1, min(score.numel(), int(round(cfg.k * n_rows))))
-                kept = score.topk(n_keep, sorted=False)
-                mask = torch.zeros_like(score, dtype=torch.bool)
-                mask[kept.indices] = True
-                mask &= score > 0
-                mask = mask.view_as(f_all)
-                if bool(mask.any()):
-                    min_active = kept.values[kept.values > 0].min()
+                score = f_all * norm_sum
+                blocks = cfg.block_k()
+                if blocks:
+                    mask = torch.zeros_like(score, dtype=torch.bool)
+                    min_active = x.new_full((cfg.d_sae,), math.inf)
+                    for sl, k_block in blocks:
+                        m_block, t_block = _batch_topk(score[:, sl], k_block, n_rows)
+                        mask[:, sl] = m_block
+                        min_active[sl] = t_block
+                else:
+                    mask, min_active = _batch_topk(score, cfg.k, n_rows)
             f = f_all * mask.to(f_all.dtype)
         else:
             f = f_all
         recon = f @ self.W_dec + self.b_dec
-        per_token = (recon - x).pow(2).sum(-1)
+        sq_err = (recon - x).pow(2)
+        per_token = sq_err.sum(-1)
         mse = per_token.mean()
-        loss = mse
+        weights = self._error_weights(x)
+        loss = mse if weights is None else (sq_err * weights).sum(-1).mean()
         sparsity_loss = zero
         if cfg.architecture == "relu":
             sparsity_loss = cfg.l1_coefficient * sparsity_scale * (f * norm_sum).sum() / n_rows
@@ -182,7 +265,8 @@ class Crosscoder(SAE):
             top = dead_pre.topk(k_aux, dim=1)
             aux_f = torch.zeros_like(dead_pre).scatter(1, top.indices, top.values)
             residual = (x - recon).detach()
-            aux_loss = cfg.aux_coefficient * (aux_f @ self.W_dec[dead] - residual).pow(2).sum(-1).mean()
+            aux_err = (aux_f @ self.W_dec[dead] - residual).pow(2)
+            aux_loss = cfg.aux_coefficient * (aux_err if weights is None else aux_err * weights).sum(-1).mean()
             loss = loss + aux_loss
         with torch.no_grad():
             fd = f.detach()
@@ -263,10 +347,13 @@ class CrosscoderSpec(RunSpec):
     d_models: tuple[int, int] = (0, 0)
     a_only: int = 0
     b_only: int = 0
+    exclusive_k: float = 0.0
+    loss_weights: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.d_models = tuple(int(d) for d in self.d_models)  # type: ignore[assignment]
+        self.loss_weights = tuple(float(w) for w in self.loss_weights)  # type: ignore[assignment]
         if self.architecture not in CROSSCODER_ARCHITECTURES:
             raise ValueError(f"crosscoder architecture {self.architecture!r}: use relu (L1) or batchtopk")
 
@@ -275,7 +362,8 @@ class CrosscoderSpec(RunSpec):
         if self.l1_coefficient is not None:
             extra["l1_coefficient"] = self.l1_coefficient
         return CrosscoderConfig(self.architecture, d_in, int(self.d_sae), k=self.k, d_models=self.d_models,
-                                a_only=int(self.a_only), b_only=int(self.b_only), **extra)
+                                a_only=int(self.a_only), b_only=int(self.b_only), exclusive_k=float(self.exclusive_k),
+                                loss_weights=self.loss_weights, **extra)
 
     def build_sae(self, d_in: int, metadata: SAEMetadata, *, seed: int, device) -> Crosscoder:
         """What the trainer calls instead of ``SAE(spec.sae_config(d_in), ...)``."""

@@ -17,8 +17,14 @@ from pathlib import Path
 
 from workbench.core.home import cache_dir
 
-__all__ = ["OPINION_TEMPLATE", "DiffSizes", "cross_architecture_pair", "diff_dir", "fine_tune_models", "fine_tune_pair",
-           "finetune_config", "is_smoke", "pair_models", "summarize", "train_crosscoders"]
+__all__ = ["CROSS_ARCHITECTURE_DFC", "OPINION_TEMPLATE", "DiffSizes", "cross_architecture_pair", "diff_dir",
+           "fine_tune_models", "fine_tune_pair", "finetune_config", "is_smoke", "pair_models", "summarize",
+           "train_crosscoders"]
+
+
+# the cross-architecture DFC: 10% of the latents exclusive to each model, 4 of k = 32 slots per exclusive block
+# (docs/methods.md §17; chosen on the Gemma-vs-SmolLM2 diff, where the papers' setting left Gemma's block dead)
+CROSS_ARCHITECTURE_DFC = {"exclusive_fraction": 0.10, "exclusive_k_share": 0.125}
 
 
 def is_smoke(profile: str | None = None) -> bool:
@@ -36,7 +42,18 @@ class DiffSizes:
     crosscoders have ``d_sae`` latents (BatchTopK ``k``, L1 ``l1_coefficient``, plus one more L1 crosscoder per
     value of ``l1_sweep``) and train ``epochs`` passes of ``batch_size`` rows. ``balance`` scales each model's
     activations: ``"norm"`` (default, the crosscoder papers': mean norm sqrt(d_model)) or ``"variance"`` (equal
-    centred variance, docs/methods.md §17)."""
+    centred variance, docs/methods.md §17).
+
+    The DFC: ``exclusive_fraction`` of the latents exclusive to each model (default the papers' 5%), and
+    ``exclusive_k_share`` of ``k`` reserved per token for each exclusive block (block-wise BatchTopK, docs/methods.md
+    §17; default 0, the papers' one top-k over all latents). The cross-architecture sizes (:meth:`full`,
+    :meth:`smoke`) use 10% and an eighth of k: there one model is a few percent of the loss and the single top-k
+    leaves its exclusive block dead. The fine-tune sizes keep the papers' setting: both models weigh the same, and
+    reserved slots would only make the exclusive block fire on whatever is left (measured in the audit: generic
+    tokens such as "you", "tell", "do"). ``weighting``: ``"none"`` (the papers' plain sum of squared errors) or
+    ``"fvu"`` (each model's squared error divided by its own variance, so each model's FVU counts the same; every
+    crosscoder of the diff).
+    """
 
     languages: tuple[str, ...] = ("en", "es", "fr")
     per_language: int | tuple[int, ...] = 100
@@ -53,22 +70,35 @@ class DiffSizes:
     lr: float | None = 1e-3
     balance: str = "norm"
     l1_sweep: tuple[float, ...] = ()
+    exclusive_fraction: float = 0.05
+    exclusive_k_share: float = 0.0
+    weighting: str = "none"
 
     def __post_init__(self) -> None:
         if self.balance not in ("norm", "variance"):
             raise ValueError(f"DiffSizes.balance={self.balance!r}: use 'norm' (the papers') or 'variance'")
+        if self.weighting not in ("none", "fvu"):
+            raise ValueError(f"DiffSizes.weighting={self.weighting!r}: use 'none' (the papers') or 'fvu'")
+        if not 0 <= self.exclusive_k_share < 0.5:
+            raise ValueError(f"DiffSizes.exclusive_k_share={self.exclusive_k_share} must lie in [0, 0.5): the two "
+                             "exclusive blocks must leave the shared block part of k")
+
+    @property
+    def exclusive_k(self) -> float:
+        """The DFC's slots per token for each exclusive block (``exclusive_k_share * k``)."""
+        return self.exclusive_k_share * self.k
 
     @classmethod
     def smoke(cls) -> "DiffSizes":
         return cls(per_language=3, max_chars=300, n_chat=2, chat_tokens=16, max_tokens=64, d_sae=256, k=8, epochs=2,
-                   batch_size=128, holdout_tokens=128)
+                   batch_size=128, holdout_tokens=128, **CROSS_ARCHITECTURE_DFC)
 
     @classmethod
     def full(cls) -> "DiffSizes":
         """Mostly English (200 wiki summaries, 50 each in Spanish and French, 30 chats): es/fr are a quarter of the
         paired rows (measured 0.254), so a latent that prefers es/fr can show it (a half-es/fr corpus caps the
-        ratio to the shared latents near 2)."""
-        return cls(per_language=(200, 50, 50), epochs=6, l1_sweep=(0.3, 0.1))
+        ratio to the shared latents near 2). The DFC selects per block (:data:`CROSS_ARCHITECTURE_DFC`)."""
+        return cls(per_language=(200, 50, 50), epochs=6, l1_sweep=(0.3, 0.1), **CROSS_ARCHITECTURE_DFC)
 
     @classmethod
     def finetune_full(cls) -> "DiffSizes":
@@ -83,7 +113,7 @@ class DiffSizes:
 
     @classmethod
     def finetune_smoke(cls) -> "DiffSizes":
-        return replace(cls.smoke(), languages=("en",), per_language=8)
+        return replace(cls.smoke(), languages=("en",), per_language=8, exclusive_fraction=0.05, exclusive_k_share=0.0)
 
     @classmethod
     def for_profile(cls, profile: str | None = None) -> "DiffSizes":
@@ -91,14 +121,21 @@ class DiffSizes:
         return cls.smoke() if is_smoke(profile) else cls.full()
 
     def key(self, skip: tuple[str, ...] = ()) -> str:
-        data = {k: v for k, v in asdict(self).items() if k not in skip and not (k == "l1_sweep" and not v)}
+        """A short hash of the sizes. Fields added after runs were cached (``_LATER_FIELDS``) count only when they
+        differ from their value before they existed, so the earlier runs keep their keys."""
+        data = {k: v for k, v in asdict(self).items() if k not in skip and _LATER_FIELDS.get(k, object()) != v}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# fields added to DiffSizes after runs were cached, with the value that reproduces those runs
+_LATER_FIELDS = {"l1_sweep": (), "exclusive_fraction": 0.05, "exclusive_k_share": 0.0, "weighting": "none"}
 
 
 def diff_dir(name: str, sizes: DiffSizes) -> Path:
     """Where a diff's paired store and crosscoders live: ``<home cache>/diffing/<name>-<key of the data sizes>``."""
     data_part = replace(sizes, d_sae=0, k=0, l1_coefficient=0, epochs=0, batch_size=0, holdout_tokens=0, lr=None)
-    return cache_dir("runs") / "diffing" / f"{name}-{data_part.key(skip=('balance', 'l1_sweep'))}"
+    skip = ("balance", "l1_sweep", "exclusive_fraction", "exclusive_k_share", "weighting")  # crosscoder settings
+    return cache_dir("runs") / "diffing" / f"{name}-{data_part.key(skip=skip)}"
 
 
 def pair_models(a: str = "gemma-3-270m", b: str = "smollm2-135m-instruct"):
@@ -132,15 +169,17 @@ def cross_architecture_pair(sizes: DiffSizes | None = None, models=None, *, out:
 
 
 def crosscoder_specs(paired, sizes: DiffSizes) -> list:
-    """The three crosscoders every diff trains: L1, BatchTopK, and a BatchTopK DFC (5% exclusive per model); plus
-    an L1 crosscoder per coefficient of ``sizes.l1_sweep`` (named ``l1-<coefficient>``)."""
+    """The three crosscoders every diff trains: L1, BatchTopK, and a BatchTopK DFC (``sizes.exclusive_fraction``
+    exclusive per model, ``sizes.exclusive_k`` slots per exclusive block); plus an L1 crosscoder per coefficient of
+    ``sizes.l1_sweep`` (named ``l1-<coefficient>``). ``sizes.weighting`` applies to all of them."""
     from workbench.diffing.paired_store import crosscoder_spec
 
-    specs = [crosscoder_spec(paired, "relu", sizes.d_sae, l1_coefficient=sizes.l1_coefficient, name="l1",
-                             lr=sizes.lr),
-             crosscoder_spec(paired, "batchtopk", sizes.d_sae, k=sizes.k, name="batchtopk", lr=sizes.lr),
-             crosscoder_spec(paired, "batchtopk", sizes.d_sae, k=sizes.k, dedicated=True, name="dfc", lr=sizes.lr)]
-    return specs + [crosscoder_spec(paired, "relu", sizes.d_sae, l1_coefficient=c, name=f"l1-{c:g}", lr=sizes.lr)
+    common = dict(lr=sizes.lr, weighting=sizes.weighting)
+    specs = [crosscoder_spec(paired, "relu", sizes.d_sae, l1_coefficient=sizes.l1_coefficient, name="l1", **common),
+             crosscoder_spec(paired, "batchtopk", sizes.d_sae, k=sizes.k, name="batchtopk", **common),
+             crosscoder_spec(paired, "batchtopk", sizes.d_sae, k=sizes.k, dedicated=True, name="dfc",
+                             exclusive_fraction=sizes.exclusive_fraction, exclusive_k=sizes.exclusive_k, **common)]
+    return specs + [crosscoder_spec(paired, "relu", sizes.d_sae, l1_coefficient=c, name=f"l1-{c:g}", **common)
                     for c in sizes.l1_sweep]
 
 
@@ -181,11 +220,15 @@ def summarize(paired, result, sizes: DiffSizes | None = None, *, top_k: int = 20
     """The measured numbers of a diff: alignment fractions, and per crosscoder the per-model FVU / L0 / dead
     fraction on held-out rows, the latent kinds, the partition check (DFC), and the share of each kind's top
     ``top_k`` activations that fall on ``wanted_languages`` (over the whole store, per token), next to the base
-    rate (the share of all rows in those languages) and, in ``language_share_confirmed``, with the exclusive latents
-    restricted to those Latent Scaling confirms (:func:`~workbench.diffing.analyses.confirmed_kinds`,
-    ratio < ``confirm_below``)."""
+    rate (the share of all rows in those languages): in ``language_share`` over every latent that fires, in
+    ``language_share_active`` over the latents active on at least ``top_k`` rows (a latent with fewer has no
+    ``top_k`` top tokens; its share is a handful of draws), and in ``language_share_confirmed`` with the exclusive
+    latents restricted to those Latent Scaling confirms (:func:`~workbench.diffing.analyses.confirmed_kinds`,
+    ratio < ``confirm_below``). ``*a_only_over_shared`` are the A-only / shared ratios of the three."""
     from workbench.diffing.analyses import (confirmed_kinds, kind_language_shares, language_base_rate,
                                             language_shares, latent_kinds, pair_metrics, relative_norms, top_rows)
+    import torch
+
     from workbench.diffing.dfc import check_partition
     from workbench.diffing.latent_scaling import latent_scaling
 
@@ -204,11 +247,15 @@ def summarize(paired, result, sizes: DiffSizes | None = None, *, top_k: int = 20
         per_latent = language_shares(vals, rows, langs, wanted_languages)
         shares = kind_language_shares(per_latent, kinds, base)
         confirmed = confirmed_kinds(kinds, latent_scaling(cc, x_all.split(4096)), below=confirm_below)
+        full = (vals > 0).sum(1) >= top_k
         entry = {"heldout": pair_metrics(cc, held), "kinds": {str(k): int((kinds == k).sum()) for k in set(kinds)},
                  "language_share": shares,
+                 "language_share_active": kind_language_shares(
+                     torch.where(full, per_latent, torch.full_like(per_latent, float("nan"))), kinds, base),
                  "language_share_confirmed": kind_language_shares(per_latent, confirmed, base)}
-        for key, sh in (("a_only_over_shared", shares), ("confirmed_a_only_over_shared",
-                                                         entry["language_share_confirmed"])):
+        for key, sh in (("a_only_over_shared", shares),
+                        ("active_a_only_over_shared", entry["language_share_active"]),
+                        ("confirmed_a_only_over_shared", entry["language_share_confirmed"])):
             if "a_only" in sh and "shared" in sh and sh["shared"]["share"] > 0:
                 entry[key] = sh["a_only"]["share"] / sh["shared"]["share"]
         if cc.partition.is_dedicated:

@@ -337,6 +337,14 @@ class PairedStore:
         self.balanced = how
         return self.model_scales
 
+    def variances(self, max_tokens: int = 65_536) -> tuple[float, float]:
+        """Each model's centred variance (mean squared norm about its mean) in the current scales: what
+        :func:`~workbench.diffing.crosscoder.fvu_weights` turns into per-model loss weights."""
+        x = self.load(max_tokens)
+        d_a = self.d_models[0]
+        return tuple(float((part - part.mean(0)).pow(2).sum(1).mean())  # type: ignore[return-value]
+                     for part in (x[:, :d_a], x[:, d_a:]))
+
     def metadata(self) -> SAEMetadata:
         return SAEMetadata(model_name=" | ".join(self.models), hook_name=" | ".join(self.hooks), context_size=None,
                            prepend_bos=False, extra={"crosscoder": {
@@ -360,12 +368,19 @@ class PairedStore:
 
 def crosscoder_spec(paired: PairedStore, architecture: str = "batchtopk", d_sae: int = 4096, *, k: float = 32,
                     l1_coefficient: float | None = None, dedicated: bool = False, exclusive_fraction: float = 0.05,
-                    **kwargs):
+                    weighting: str = "none", **kwargs):
     """A :class:`~workbench.diffing.crosscoder.CrosscoderSpec` for ``paired`` (widths filled in); ``dedicated``
-    makes it a DFC with ``exclusive_fraction`` of the latents exclusive to each model."""
-    from workbench.diffing.crosscoder import CrosscoderSpec
+    makes it a DFC with ``exclusive_fraction`` of the latents exclusive to each model. ``weighting="fvu"`` sets
+    ``loss_weights`` so that each model's FVU counts the same in the loss (from :meth:`PairedStore.variances` in
+    the store's current scales; ``"none"``: the papers' plain sum). Other keywords go to the spec
+    (``exclusive_k``, ``lr``, ``name``...)."""
+    from workbench.diffing.crosscoder import CrosscoderSpec, fvu_weights
     from workbench.diffing.dfc import Partition
 
+    if weighting not in ("none", "fvu"):
+        raise ValueError(f"weighting={weighting!r}: use 'none' (the papers' plain sum) or 'fvu'")
+    if weighting == "fvu":
+        kwargs["loss_weights"] = fvu_weights(paired.variances())
     part = Partition.from_fractions(d_sae, exclusive_fraction, exclusive_fraction) if dedicated else Partition(d_sae)
     return CrosscoderSpec(architecture, d_sae, k=k, l1_coefficient=l1_coefficient, d_models=paired.d_models,
                           a_only=part.a_only, b_only=part.b_only, **kwargs)

@@ -213,7 +213,7 @@ def coherence_agreement(judge: Judge, path: str | Path | None = None) -> dict:
     by_source: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         by_source.setdefault(r.get("source", ""), []).append(i)
-    out["by_source"] = {src: {"n": len(ix), "mean_label": round(sum(float(rows[i]["coherence"]) for i in ix) / len(ix), 1),
-                              "mean_judged": round(sum(pred[i] for i in ix) / len(ix), 1)}
-                        for src, ix in by_source.items()}
+    out["by_source"] = {
+        src: {"n": len(ix), "mean_label": round(sum(float(rows[i]["coherence"]) for i in ix) / len(ix), 1),
+              "mean_judged": round(sum(pred[i] for i in ix) / len(ix), 1)} for src, ix in by_source.items()}
     return out
