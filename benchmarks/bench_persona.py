@@ -75,7 +75,12 @@ def part_steer(args, model, sizes) -> dict:
     out = {}
     for trait in args.traits:
         t0 = time.time()
-        pv = _vector(model, trait, args, sizes)
+        try:
+            pv = _vector(model, trait, args, sizes)
+        except ValueError as err:  # no pair passed the judge's filter: nothing to steer with, say so
+            out[trait] = {"vector": str(err)}
+            print(json.dumps({trait: out[trait]}), file=sys.stderr, flush=True)
+            continue
         judge = RubricJudge(trait)
         # 1. sweep the vector alone; settings over the perplexity budget are measured but not sampled
         scfg = SteerConfig(n_questions=args.eval_questions, n_samples=args.eval_samples, ppl_contexts=8,
