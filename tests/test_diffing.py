@@ -262,3 +262,5 @@ def test_exclusive_ranking_orders_by_specificity_and_drops_outlier_latents():
     # latent 3 is the most specific but fires on 2 tokens only: an outlier catcher, left out
     assert exclusive_ranking(kinds, "b", scaling=scaling) == [1, 4, 0]
     assert exclusive_ranking(kinds, "b", frequency=torch.tensor([0.1, 0.3, 0.0, 0.2, 0.0]))[:2] == [1, 3]
+    dense = torch.tensor([0.1, 0.3, 0.0, 0.2, 0.0])
+    assert exclusive_ranking(kinds, "b", frequency=dense, max_frequency=0.25)[:2] == [3, 0]  # 1 fires on 30%

@@ -153,10 +153,12 @@ def confirmed_kinds(kinds: np.ndarray, scaling, *, below: float = 0.5, min_activ
 
 
 def exclusive_ranking(kinds: np.ndarray, side: str, *, scaling=None, frequency: Tensor | None = None,
-                      top: int = 20, min_active: int = 5) -> list[int]:
+                      top: int = 20, min_active: int = 5, max_frequency: float | None = None) -> list[int]:
     """The ``top`` latents exclusive to ``side`` ("a" or "b"), most model-specific first: by the Latent Scaling
     ratio (:attr:`LatentScaling.specificity`, ascending) when given, then by firing frequency (descending).
-    Latents active on fewer than ``min_active`` tokens (outlier catchers) are left out when ``scaling`` is given."""
+    Latents active on fewer than ``min_active`` tokens (outlier catchers) are left out when ``scaling`` is given,
+    and latents firing on more than ``max_frequency`` of the tokens (dense directions rather than features, e.g. the
+    exclusive latents a block-wise DFC must fill its reserved slots with) when ``frequency`` and it are given."""
     idx = np.nonzero(np.asarray(kinds) == f"{side}_only")[0]
     ratio: dict[int, float] = {}
     active: dict[int, int] = {}
@@ -170,6 +172,8 @@ def exclusive_ranking(kinds: np.ndarray, side: str, *, scaling=None, frequency: 
         if scaling is not None and active.get(j, 0) < min_active:
             continue
         freq = float(frequency[j]) if frequency is not None else 0.0
+        if max_frequency is not None and freq > max_frequency:
+            continue
         keys.append((ratio.get(j, float("inf")), -freq, j))
     keys.sort()
     return [j for _, _, j in keys[:top]]
