@@ -14,7 +14,8 @@ persona vectors' layer each model's residual stream is projected on each trait's
 - the same ``z`` and ``cosine`` for the trait's shuffled-label control vector (``control_*``), when it has one.
 
 The trait that moved is the one with the largest ``|z|`` whose ``|cosine|`` clears several times chance; nothing
-here knows what the fine-tune taught.
+here knows what the fine-tune taught. The vectors at the audit's size and the whole step in one call are in
+:mod:`workbench.studies.audit`.
 """
 from __future__ import annotations
 
@@ -24,47 +25,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["audit_extract_config", "audit_traits", "moved_trait", "persona_evidence", "persona_shifts",
-           "persona_vectors", "prompt_residuals"]
-
-
-def audit_extract_config(profile: str | None = None):
-    """The persona vectors' extraction size for the audit: under ``smoke`` the persona study's own smoke size
-    (notebook 09 caches its vectors, so the audit reuses them), else 5 prompt pairs x 3 questions x 4 samples of
-    32 tokens (the size earlier persona runs cached for french, pirate and sycophancy)."""
-    from workbench.diffing.experiments import is_smoke
-    from workbench.persona.extract import ExtractConfig
-    from workbench.studies.persona import persona_sizes
-
-    if is_smoke(profile):
-        return persona_sizes("smoke").extract
-    return ExtractConfig(n_pairs=5, n_questions=3, n_samples=4, max_new_tokens=32)
-
-
-def audit_traits(profile: str | None = None) -> tuple[str, ...] | None:
-    """The traits the audit projects on: every shipped trait (None), or under ``smoke`` the two whose smoke vectors
-    notebook 09 extracts (pirate, sycophancy), so a smoke run extracts nothing new when 09 ran first."""
-    from workbench.diffing.experiments import is_smoke
-
-    return ("pirate", "sycophancy") if is_smoke(profile) else None
-
-
-def persona_vectors(model, traits: Sequence[str] | None = None, config=None, *, progress: bool = False
-                    ) -> tuple[dict, dict]:
-    """``({trait: PersonaVector}, {trait: why skipped})`` on ``model`` for ``traits`` (default
-    :func:`audit_traits`: every shipped trait, two under smoke), extracted once with ``config`` (default
-    :func:`audit_extract_config`) and then read from the persona cache. A trait for which the model produced no
-    usable pair at this size is skipped, with the reason."""
-    from workbench.persona.traits import shipped_traits
-    from workbench.studies.persona import persona_vector
-
-    vectors, skipped = {}, {}
-    for trait in traits or audit_traits() or shipped_traits():
-        try:
-            vectors[trait] = persona_vector(model, trait, config=config or audit_extract_config(), progress=progress)
-        except ValueError as err:  # no pair passed the judge's filter at this size
-            skipped[trait] = str(err)
-    return vectors, skipped
+__all__ = ["moved_trait", "persona_shifts", "prompt_residuals"]
 
 
 @torch.no_grad()
@@ -144,14 +105,3 @@ def moved_trait(rows: Sequence[dict], *, min_chance: float = 3.0) -> dict | None
             return r
         return None
     return None
-
-
-def persona_evidence(base, tuned, prompts: Sequence[str], layer: int, *, traits: Sequence[str] | None = None,
-                     config=None, progress: bool = False) -> dict:
-    """The audit's persona step in one call: the shipped traits' vectors on ``base`` (:func:`persona_vectors`), the
-    projections of both models on the same ``prompts`` at ``layer`` (:func:`persona_shifts`) and the trait that
-    moved (:func:`moved_trait`). Returns ``{"rows", "moved", "skipped", "layer"}``; ``rows`` is empty when no
-    trait yielded a vector at this size."""
-    vectors, skipped = persona_vectors(base, traits, config, progress=progress)
-    rows = persona_shifts(base, tuned, prompts, vectors, layer) if vectors else []
-    return {"rows": rows, "moved": moved_trait(rows), "skipped": skipped, "layer": int(layer)}
