@@ -33,22 +33,21 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from functools import lru_cache
-from dataclasses import dataclass, field
 from typing import AbstractSet, Protocol, Sequence
 
 import torch
 
-from workbench.persona.lexicon import known_share, known_words
+from workbench.persona.lexicon import known_share, known_words, letter_runs
 from workbench.persona.traits import Trait, load_trait
 
 __all__ = ["Judge", "JudgeScore", "RubricJudge", "coherence_agreement", "coherence_labels", "coherence_score",
            "judge_agreement", "trait_score"]
 
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
-_RUN = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ def coherence_score(text: str, known: AbstractSet[str] | None = None) -> tuple[f
     if known is not None:
         share, unknown = known_share(text, known)
         tokens = [t for t in text.split() if _WORD.search(t)]
-        fragments = sum(len(_RUN.findall(t)) for t in tokens) / max(len(tokens), 1)
+        fragments = sum(len(letter_runs(t)) for t in tokens) / max(len(tokens), 1)
         score *= min(1.0, max(0.0, (share - KNOWN_FLOOR) / (KNOWN_FULL - KNOWN_FLOOR)))
         score *= min(1.0, max(0.0, (FRAGMENTS_ZERO - fragments) / (FRAGMENTS_ZERO - FRAGMENTS_FULL)))
         info |= {"known_words": round(share, 3), "unknown": unknown[:10], "fragments": round(fragments, 3)}
