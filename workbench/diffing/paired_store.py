@@ -325,22 +325,19 @@ class PairedStore:
         if how == "norm":
             self.model_scales = tuple(float(s) for s in self.info["model_scales"])  # type: ignore[assignment]
         elif how == "variance":
-            x = self.load(max_tokens, scaled=False)
-            d_a = self.d_models[0]
-            scales = []
-            for part, d in ((x[:, :d_a], self.d_models[0]), (x[:, d_a:], self.d_models[1])):
-                var = float((part - part.mean(0)).pow(2).sum(1).mean())
-                scales.append(math.sqrt(d / var) if var > 0 else 1.0)
-            self.model_scales = tuple(scales)  # type: ignore[assignment]
+            variances = self.variances(max_tokens, scaled=False)
+            self.model_scales = tuple(math.sqrt(d / v) if v > 0 else 1.0  # type: ignore[assignment]
+                                      for d, v in zip(self.d_models, variances))
         else:
             raise ValueError(f"balance how={how!r}: use 'norm' or 'variance'")
         self.balanced = how
         return self.model_scales
 
-    def variances(self, max_tokens: int = 65_536) -> tuple[float, float]:
-        """Each model's centred variance (mean squared norm about its mean) in the current scales: what
-        :func:`~workbench.diffing.crosscoder.fvu_weights` turns into per-model loss weights."""
-        x = self.load(max_tokens)
+    def variances(self, max_tokens: int = 65_536, *, scaled: bool = True) -> tuple[float, float]:
+        """Each model's centred variance (mean squared norm about its mean), in the current scales (``scaled``) or
+        raw: what :func:`~workbench.diffing.crosscoder.fvu_weights` turns into per-model loss weights, and what
+        ``balance("variance")`` equalises."""
+        x = self.load(max_tokens, scaled=scaled)
         d_a = self.d_models[0]
         return tuple(float((part - part.mean(0)).pow(2).sum(1).mean())  # type: ignore[return-value]
                      for part in (x[:, :d_a], x[:, d_a:]))

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -260,7 +260,7 @@ def rejudge(responses: Sequence[Response], judge) -> list[Response]:
     out = []
     for r in responses:
         s = judge(r.question, r.text)
-        out.append(Response(r.pair, r.question, r.sample, r.positive, r.prompt, r.text, s.trait, s.coherence))
+        out.append(replace(r, trait=s.trait, coherence=s.coherence))
     return out
 
 
