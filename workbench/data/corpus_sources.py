@@ -23,6 +23,7 @@ class _WikiLang:
     keys: tuple[str, ...]  # sorted article keys; rank = index
     titles: tuple[str, ...]
     extracts: tuple[str, ...]
+    topics: tuple[str, ...]  # the article's own ``topic`` label ("" where it has none)
     heldout_score: np.ndarray  # unit_hash("wiki", lang, key) per rank
     index: dict[str, int]  # key -> rank, plus title field -> rank where it does not clash
 
@@ -39,10 +40,11 @@ def wiki_language(lang: str) -> _WikiLang:
     keys = tuple(sorted(data))
     titles = tuple(str((data[k] or {}).get("title") or k) for k in keys)
     extracts = tuple(str((data[k] or {}).get("extract") or "") for k in keys)
+    topics = tuple(str((data[k] or {}).get("topic") or "") for k in keys)
     scores = np.array([unit_hash("wiki", lang, k) for k in keys], dtype=np.float64)
     index = {t: i for i, t in enumerate(titles)}
     index.update({k: i for i, k in enumerate(keys)})  # the key wins over a clashing title
-    return _WikiLang(keys, titles, extracts, scores, index)
+    return _WikiLang(keys, titles, extracts, topics, scores, index)
 
 
 def _check_lang(lang: str) -> None:
