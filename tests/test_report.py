@@ -20,7 +20,9 @@ from workbench.analysis.features import FeatureConfig, compute_features
 from workbench.analysis.scorecard import Scorecard, UnitScores
 from workbench.report.card import HIST_WIDTH, FeatureCard
 from workbench.report.html import STYLE
-from workbench.report.page import metrics_rows, pick_features, rank_features, scorecard_html, write_report
+from workbench.analysis.reading_order import ReadingOrderConfig, reading_order
+from workbench.report.page import (metrics_rows, pick_features, probing_html, rank_features, scorecard_html,
+                                   write_report)
 from workbench.sae.evaluate import evaluate_activations
 
 
@@ -37,6 +39,16 @@ class _Tags(html.parser.HTMLParser):
     def handle_endtag(self, tag):
         assert self.stack and self.stack[-1] == tag, f"unbalanced </{tag}>"
         self.stack.pop()
+
+
+def _section(text: str, heading: str, until: str | None = None) -> str:
+    """The HTML from ``<h2>heading</h2>`` to the next ``<h2>until</h2>`` (or the end)."""
+    start = text.index(f"<h2>{heading}</h2>")
+    return text[start: text.index(f"<h2>{until}</h2>", start) if until else len(text)]
+
+
+def _shown(fragment: str) -> list[int]:
+    return [int(i) for i in re.findall(r"<h3>Feature (\d+)</h3>", fragment)]
 
 
 def test_metrics_rows_flatten_scalars():
@@ -57,7 +69,8 @@ def test_write_report(tmp_path, real_results, real_sae, small_store):
     f1 = [expl[i].score.f1 if i in expl and expl[i].score.n_firing >= 5 else -1.0 for i in feats]
     assert f1 == sorted(f1, reverse=True)
 
-    path = write_report(tmp_path / "sub" / "report.html", real_results, metrics, expl, n_features=5, title="Tiny <SAE>")
+    path = write_report(tmp_path / "sub" / "report.html", real_results, metrics, expl, n_features=5, title="Tiny <SAE>",
+                        store=small_store, n_sample=3)
     text = path.read_text(encoding="utf-8")
     p = _Tags()
     p.feed(text)
@@ -65,8 +78,11 @@ def test_write_report(tmp_path, real_results, real_sae, small_store):
     assert p.stack == [] and text.startswith("<!DOCTYPE html>")
     assert "<title>Tiny &lt;SAE&gt;</title>" in text
     assert "explained_variance" in text and "dead_fraction" in text and "log10 density" in text
-    assert all(f"Feature {i}</h3>" in text for i in feats)
-    assert text.count("Plotly.newPlot") == 1 + len(feats)  # density + one histogram per card
+    order = reading_order(real_results, store=small_store, config=ReadingOrderConfig(sample_size=3))
+    lead = _section(text, "Features that carry a concept", "Detectors")
+    assert _shown(lead) == order.lead[:5] and not set(order.lead[:5]) & set(order.detectors.features())
+    assert _shown(_section(text, "A random sample of features")) == order.sample
+    assert text.count("Plotly.newPlot") == 1 + len(_shown(text))  # density + one histogram per card
     assert p.count["script"] >= 2 and "<script src=" not in text  # JS inlined, no CDN link
     assert text.count("plotly.js v") <= 2  # inlined once (its banner)
     with pytest.raises(ValueError, match=".html"):
@@ -150,7 +166,7 @@ def _toy_scorecard() -> Scorecard:
                       "n_heldout_tokens": 500, "neuron_layers": [9]})
 
 
-def test_report_shows_the_scorecard_and_the_skipped_detectors(planted_results, tmp_path):
+def test_report_shows_the_scorecard_and_the_detectors(planted_results, tmp_path):
     res = planted_results
     expl = _scored({0: (0.5, 20), 1: (0.9, 20), 2: (1.0, 20)})
     card = _toy_scorecard()
@@ -165,14 +181,57 @@ def test_report_shows_the_scorecard_and_the_skipped_detectors(planted_results, t
     p.feed(text)
     p.close()
     assert p.stack == []
-    assert "Interpretability scorecard" in text and "<td>0.700</td>" in text
-    assert "Skipped as special-token/whitespace detectors: 2 (features 2, 3)" in text
-    assert "such detectors are 2 of all 5 alive features" in text
-    shown = [int(i) for i in re.findall(r"<h3>Feature (\d+)</h3>", text)]
-    assert shown == [1, 0, 4]
-    assert text.count("Plotly.newPlot") == 2 + len(shown)  # density, scorecard, one histogram per card
+    assert "Explainer F1 (token predictability)" in text and "<td>0.700</td>" in text
+    # every planted feature fires on one token: all are detectors, none leads; the sample still shows cards
+    det = _section(text, "Detectors", "A random sample of features")
+    assert "<td>special</td><td>1</td>" in det and "<td>whitespace</td><td>1</td>" in det
+    assert "<td>token</td><td>3</td>" in det and "5 of 5 alive features (100.0%)" in det
+    assert _shown(_section(text, "Features that carry a concept", "Detectors")) == []
+    sample = _shown(_section(text, "A random sample of features"))
+    assert sample == sorted(sample) and set(sample) <= {0, 1, 2, 3, 4} and len(sample) == 5
+    assert text.count("Plotly.newPlot") == 2 + len(sample)  # density, scorecard, one histogram per card
     without = write_report(tmp_path / "plain.html", res, {}, None, max_density=1.0).read_text(encoding="utf-8")
-    assert "Interpretability scorecard" not in without and "no held-out explanation scores" in without
+    assert "Explainer F1" not in without and "Concept probing" not in without
+
+
+def test_report_sections_come_in_reading_order(tmp_path):
+    """On hand-built results with known detectors (tests/test_reading_order.py): metrics, probing, scorecard,
+    the lead (no detector in it), the detectors, the random sample; the probing rows render generically."""
+    from test_reading_order import CONCEPT, ENGLISH, build_results
+
+    res, store = build_results(logits={CONCEPT: [100, 200, 999], ENGLISH: [998, 997]})
+    probing = {"rows": [{"setting": "en", "k": 1, "features": 0.83, "neurons": 0.79, "random": 0.61},
+                        {"setting": "all", "k": 4, "features": 0.9, "pca": 0.78, "extra": "x<y"}],
+               "note": "held-out topic probes <k features>"}
+    path = write_report(tmp_path / "r.html", res, {"fvu": 0.1}, None, n_features=5, max_density=0.5,
+                        scorecard=_toy_scorecard(), probing=probing, store=store, n_sample=4)
+    text = path.read_text(encoding="utf-8")
+    p = _Tags()
+    p.feed(text)
+    p.close()
+    assert p.stack == []
+    heads = re.findall(r"<h2>([^<]+)</h2>", text)
+    assert heads == ["SAE metrics", "Feature density", "Concept probing", "Explainer F1 (token predictability)",
+                     "Features that carry a concept", "Detectors", "A random sample of features"]
+    order = reading_order(res, store=store, config=ReadingOrderConfig(max_density=0.5, sample_size=4))
+    lead = _section(text, "Features that carry a concept", "Detectors")
+    assert _shown(lead) == order.lead == [CONCEPT, ENGLISH]
+    assert "3 language(s)" in lead and "20 distinct tokens" in lead and "reads/writes agreement 0.67" in lead
+    det = _section(text, "Detectors", "A random sample of features")
+    assert _shown(det) == [] and "7 of 10 alive features" in det
+    for i in order.detectors.features():
+        assert f"<tr><td>{i}</td><td>{order.detectors.kinds[i]}</td>" in det
+    assert _shown(_section(text, "A random sample of features")) == order.sample
+    table = _section(text, "Concept probing", "Explainer F1 (token predictability)")
+    assert "<th>setting</th><th>k</th><th>features</th><th>neurons</th><th>random</th><th>pca</th><th>extra</th>" \
+        in table
+    assert "<td>0.830</td>" in table and "<td>x&lt;y</td>" in table and "<k features>" not in table
+    assert probing_html({"rows": []}).startswith("<p>no probing rows")
+    with pytest.raises(ValueError, match="rows"):
+        probing_html({"table": []})
+    # chosen features replace the lead; the detector list and the sample stay
+    chosen = write_report(tmp_path / "c.html", res, {}, features=[CONCEPT], max_density=0.5).read_text("utf-8")
+    assert _shown(_section(chosen, "Features that carry a concept", "Detectors")) == [CONCEPT]
 
 
 def test_card_histogram_has_a_fixed_width_box_beside_the_logit_table(planted_results):

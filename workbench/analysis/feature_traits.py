@@ -1,6 +1,8 @@
 """Cheap traits of features read from the feature pass's top examples: whether a feature is a special-token or
 whitespace detector (:func:`special_token_features`, which the report uses to skip them), and which languages its
-top examples come from (:func:`feature_languages`; the embedded wiki encodes the language in each document id)."""
+top examples come from (:func:`feature_languages`; the embedded wiki encodes the language in each document id) and
+which documents (:func:`top_example_documents`). The finer detector kinds (position, punctuation, one token...) are
+in :mod:`workbench.analysis.detectors`."""
 from __future__ import annotations
 
 import re
@@ -14,7 +16,7 @@ from workbench.analysis.features import FeatureResults
 from workbench.data.corpus import WIKI_ID_STRIDE, WIKI_LANGUAGES
 
 __all__ = ["SPECIAL_TOKEN_STRINGS", "feature_languages", "special_token_features", "special_token_ids",
-           "token_languages"]
+           "token_languages", "top_example_documents"]
 
 
 # Special tokens of the tokenizers workbench ships or meets, by their decoded string (used when no tokenizer is
@@ -92,3 +94,15 @@ def feature_languages(results: FeatureResults, store) -> tuple[Tensor, tuple[str
     for j in range(len(names)):
         counts[:, j] = (li == j).sum(1)
     return counts, names
+
+
+def top_example_documents(results: FeatureResults, store) -> Tensor:
+    """The document id of every top example ([d_sae, K] int64, -1 where there is no example), read from
+    ``store.doc_ids()``; ``store`` is the one the feature pass read."""
+    tok = results.arrays["top_tok"].to(torch.int64)
+    flat = np.asarray(store.doc_ids()).reshape(-1)
+    if tok.numel() and int(tok.max()) >= flat.size:
+        raise ValueError(f"the feature results point past the store's {flat.size} tokens: pass the store the "
+                         f"feature pass read")
+    docs = torch.from_numpy(flat[tok.clamp_min(0).numpy()].astype(np.int64))
+    return torch.where(tok >= 0, docs, torch.full_like(tok, -1))

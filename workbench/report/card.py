@@ -49,10 +49,13 @@ def histogram_figure(report, n_buckets: int | None = None, height: int = 220, wi
 
 
 class FeatureCard:
-    """The static view of one :class:`workbench.analysis.features.FeatureReport` (plus, optionally, its explanation and score)."""
+    """The static view of one :class:`workbench.analysis.features.FeatureReport` (plus, optionally, its explanation and score
+    and a ``note`` line, e.g. the report's concept evidence)."""
 
-    def __init__(self, report, explanation: Any = None, *, n_examples: int = 10, n_bucket_examples: int = 2):
+    def __init__(self, report, explanation: Any = None, *, n_examples: int = 10, n_bucket_examples: int = 2,
+                 note: str | None = None):
         self.report = report
+        self.note = note  # one line under the header, e.g. why the feature is shown
         unit = explanation
         self.explanation = getattr(getattr(unit, "explanation", unit), "text", unit)
         self.score = getattr(unit, "score", None)
@@ -82,6 +85,8 @@ class FeatureCard:
             s = self.score
             parts.append(f'<div class="wb-muted">held-out score: precision {s.precision:.2f}, recall '
                          f"{s.recall:.2f}, F1 {s.f1:.2f} ({s.n_firing} firing tokens)</div>")
+        if self.note:
+            parts.append(f'<div class="wb-muted wb-note">{H.escape(self.note)}</div>')
         return "".join(parts)
 
     def examples_html(self) -> str:

@@ -1,17 +1,21 @@
-"""A single self-contained HTML report of one SAE: metrics table, log10 feature-density histogram, the
-interpretability scorecard (when given) and the feature cards of its most readable features (plotly inlined once;
-opens offline in any browser).
+"""A single self-contained HTML report of one SAE, in the order a reader should meet it (docs/methods.md §22):
+metrics and the feature-density histogram, the concept-probing table (when given), the explainer-F1 scorecard
+(when given; token predictability), then the lead (cards of the features that carry a concept, ranked by
+:func:`~workbench.analysis.reading_order.reading_order`), the single-token-type detectors (counts per kind and a
+compact list) and a seeded random sample of alive features (small cards). Plotly is inlined once; the file opens
+offline in any browser.
 
     from workbench.report.page import write_report
-    write_report("runs/report.html", results, metrics.to_dict(), explanations=expl, scorecard=card)
+    write_report("runs/report.html", results, metrics.to_dict(), explanations=expl, scorecard=card, store=store,
+                 concept_scores=probe_scores, probing={"rows": [...], "note": "..."})
 
-Which features get a card (:func:`rank_features`): alive ones no denser than ``max_density``, minus special-token
-detectors (top examples mostly BOS/EOS/padding or whitespace; the report says how many it skipped), ranked by the
-held-out F1 of their explanation (scored on at least ``min_heldout_firing`` held-out tokens), then by max activation.
+:func:`rank_features` (held-out explainer F1, special-token detectors skipped) remains for callers that want the
+features a token explainer predicts best; the report no longer leads with it, since F1 rewards single-token
+detectors.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,14 +23,15 @@ import plotly.graph_objects as go
 import torch
 
 from workbench.analysis.feature_traits import special_token_features
+from workbench.analysis.reading_order import ReadingOrder, ReadingOrderConfig, reading_order
 from workbench.analysis.scorecard import KIND_NAMES, Scorecard
 from workbench.core.persist import atomic_write_text
 from workbench.report import html as H
 from workbench.report.card import FeatureCard
 from workbench.sae.evaluate import density_histogram
 
-__all__ = ["FeatureRanking", "density_figure", "metrics_rows", "pick_features", "rank_features", "scorecard_figure",
-           "scorecard_html", "write_report"]
+__all__ = ["FeatureRanking", "density_figure", "detectors_html", "metrics_rows", "pick_features", "probing_html",
+           "rank_features", "scorecard_figure", "scorecard_html", "write_report"]
 
 SCORECARD_FIG_WIDTH = 560
 
@@ -172,6 +177,78 @@ def scorecard_html(card: Scorecard) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Concept probing, the lead, the detectors, the sample
+# ----------------------------------------------------------------------------------------------------------------
+
+DETECTOR_HELP = {"special": "BOS/EOS/padding tokens", "position": "the first token(s) of a context or document",
+                 "whitespace": "spaces, newlines", "punctuation": "brackets, hyphens, quotes, commas, symbols",
+                 "number": "digits", "token": "one token string (up to case and spaces)"}
+
+
+def probing_html(probing: Mapping[str, Any]) -> str:
+    """The concept-probing table: ``probing["rows"]`` (mappings; the columns are their keys, in first-seen order)
+    and an optional ``probing["note"]``."""
+    if not isinstance(probing, Mapping) or not isinstance(probing.get("rows"), (list, tuple)):
+        raise ValueError("probing must be a mapping {'rows': [{column: value, ...}, ...], 'note': '...'}, got "
+                         f"{type(probing).__name__}")
+    rows = list(probing["rows"])
+    if not all(isinstance(r, Mapping) for r in rows):
+        raise ValueError("probing['rows'] must hold one mapping {column: value} per row")
+    cols: list[str] = []
+    for r in rows:
+        cols += [str(k) for k in r if str(k) not in cols]
+
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else ("–" if v is None else v)
+
+    table = H.table(cols, [[cell(r.get(c)) for c in cols] for r in rows]) if rows else "<p>no probing rows</p>"
+    note = probing.get("note")
+    return table + (f'<p class="wb-muted">{H.escape(note)}</p>' if note else "")
+
+
+def _evidence_note(order: ReadingOrder, i: int) -> str:
+    row = order.evidence.row(i)
+    parts = [f"concept evidence {row['score']:.2f}", f"{row['types']} distinct tokens"]
+    if "languages" in row:
+        parts.append(f"{row['languages']} language(s)")
+    parts.append(f"{row['documents']} {'documents' if order.evidence.documents_from == 'store' else 'contexts'}")
+    if "agreement" in row:
+        parts.append(f"reads/writes agreement {row['agreement']:.2f}")
+    if "concept" in row:
+        parts.append(f"concept signal {row['concept']:.2f}")
+    kind = order.detectors.kinds[i]
+    if kind:
+        parts.append(f"a {kind} detector")
+    return ", ".join(parts)
+
+
+def detectors_html(order: ReadingOrder, results, per_kind: int = 10) -> str:
+    """Detector counts per kind and, per kind, the ``per_kind`` features of largest max activation: feature,
+    kind, dominant token, share of examples, density."""
+    det = order.detectors
+    n = sum(det.counts.values())
+    counts = H.table(["kind", "features", "of alive", "fires mostly on"],
+                     [[k, c, _pct(c / max(1, det.n_alive)), DETECTOR_HELP.get(k, "")] for k, c in det.counts.items()])
+    mx = results.max_activation
+    rows = []
+    for kind in det.counts:
+        feats = sorted(det.features(kind), key=lambda i: (-float(mx[i]), i))
+        rows += [[i, kind, repr(det.dominant[i]), f"{float(det.share[i]):.0%}", f"{float(results.density[i]):.3g}"]
+                 for i in feats[:per_kind]]
+        if len(feats) > per_kind:
+            rows.append(["…", kind, f"{len(feats) - per_kind} more", "", ""])
+    listing = (H.table(["feature", "kind", "dominant token", "share", "density"], rows) if rows else "")
+    return (f"<p>{n} of {det.n_alive} alive features ({_pct(n / max(1, det.n_alive))}) are single-token-type "
+            f"detectors: left out of the lead, listed here (per kind, largest max activation first).</p>"
+            f'<div class="wb-row"><div class="wb-side">{counts}</div><div class="wb-side">{listing}</div></div>')
+
+
+def _cards(results, feats, explanations, order: ReadingOrder, **kwargs) -> str:
+    return "".join(FeatureCard.from_results(results, i, explanations, note=_evidence_note(order, i), **kwargs)
+                   .to_html(include_plotlyjs=False) for i in feats)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The page
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -179,48 +256,62 @@ def scorecard_html(card: Scorecard) -> str:
 def write_report(path: str | Path, results, sae_metrics: Mapping[str, Any], explanations=None, n_features: int = 12,
                  title: str = "SAE report", *, features: list[int] | None = None, max_density: float = 0.01,
                  scorecard: Scorecard | str | Path | None = None, skip_special: bool = True,
-                 min_heldout_firing: int = 5, tokenizer=None) -> Path:
+                 min_heldout_firing: int = 5, tokenizer=None, probing: Mapping[str, Any] | None = None,
+                 store=None, concept_scores: Mapping[int, float] | None = None,
+                 order_config: ReadingOrderConfig | None = None, n_sample: int | None = None) -> Path:
     """Write the report to ``path`` (a .html file; folders are created) and return the path.
 
-    ``sae_metrics``: e.g. ``evaluate_activations(...).to_dict()`` plus downstream metrics; ``features`` overrides
-    the choice of :func:`rank_features`; ``scorecard``: a :class:`~workbench.analysis.scorecard.Scorecard` (or the
-    path of its JSON) whose summary table the report shows.
+    Sections, in order: SAE metrics and density; concept probing (``probing``, see :func:`probing_html`); the
+    explainer-F1 scorecard (``scorecard``: a :class:`~workbench.analysis.scorecard.Scorecard` or the path of its
+    JSON); the lead, ``n_features`` cards of the features that carry a concept
+    (:func:`~workbench.analysis.reading_order.reading_order` with ``store``, ``concept_scores`` and
+    ``order_config``, whose max_density ``max_density`` replaces); the detectors (counts and a compact list); a
+    seeded random sample of ``n_sample`` alive features (default ``order_config.sample_size``) as small cards.
+
+    ``sae_metrics``: e.g. ``evaluate_activations(...).to_dict()`` plus downstream metrics; ``features`` replaces
+    the lead by those features; ``explanations`` label the cards. ``skip_special`` and ``min_heldout_firing``
+    only matter to :func:`rank_features` (the F1 ranking), which the report no longer uses.
     """
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"the report is one HTML file: give a path ending in .html, got {str(path)!r}")
     if scorecard is not None and not isinstance(scorecard, Scorecard):
         scorecard = Scorecard.load(scorecard)
+    probing_section = (f"<h2>Concept probing</h2>{probing_html(probing)}" if probing is not None else "")
+    cfg = replace(order_config or ReadingOrderConfig(), max_density=max_density,
+                  **({} if n_sample is None else {"sample_size": int(n_sample)}))
+    order = reading_order(results, store=store, concept_scores=concept_scores, config=cfg, tokenizer=tokenizer)
     if features is not None:
         feats = [results.check_index(i) for i in features]
         shown = f"{len(feats)} chosen features."
     else:
-        rk = rank_features(results, explanations, n_features, max_density, skip_special=skip_special,
-                           min_heldout_firing=min_heldout_firing, tokenizer=tokenizer)
-        feats = rk.features
-        how = (f"ranked by held-out explanation F1 ({rk.n_scored} scored on ≥ {min_heldout_firing} firing held-out "
-               f"tokens), then by max activation" if rk.n_scored else
-               "ranked by max activation (no held-out explanation scores were given)")
-        listed = ", ".join(map(str, rk.special[:20])) + (", …" if len(rk.special) > 20 else "")
-        skipped = (f" Skipped as special-token/whitespace detectors: {len(rk.special)}"
-                   + (f" (features {listed})" if rk.special else "")
-                   + f"; such detectors are {rk.n_special_alive} of all {rk.n_alive} alive features."
-                   if rk.skip_special else "")
-        shown = (f"{len(feats)} of {rk.n_candidates} alive features with density ≤ {max_density:g}, {how}."
-                 + skipped)
+        feats = order.lead[:n_features]
+        comps = [c for c, v in order.evidence.components.items() if v is not None and getattr(cfg, f"w_{c}") > 0]
+        shown = (f"{len(feats)} of {len(order.lead)} candidates: alive features with density ≤ {cfg.max_density:g} "
+                 f"and ≥ {cfg.min_examples} top examples that are no single-token-type detector, ranked by concept "
+                 f"evidence (weighted mean of {', '.join(comps)}; docs/methods.md §22). Left out: "
+                 f"{sum(order.detectors.counts.values())} detectors, {order.n_dense} denser features, {order.n_few} "
+                 f"with too few examples, of {order.n_alive} alive.")
     rows = metrics_rows(dict(sae_metrics))
     alive = int(results.alive().numel())
     summary = [("features", results.d_sae), ("alive in analysis", alive), ("tokens analysed", results.n_tokens),
                ("hook", results.meta.get("hook", ""))]
-    cards = "".join(FeatureCard.from_results(results, i, explanations).to_html(include_plotlyjs=False)
-                    for i in feats)
-    card_section = (f"<h2>Interpretability scorecard</h2>{scorecard_html(scorecard)}" if scorecard is not None
-                    else "")
+    card_section = ("<h2>Explainer F1 (token predictability)</h2><p class=\"wb-muted\">How well an offline token "
+                    "n-gram explainer predicts where each unit fires on held-out text. It rewards single-token "
+                    "detectors, so it does not decide which features the report shows first.</p>"
+                    f"{scorecard_html(scorecard)}" if scorecard is not None else "")
+    cards = _cards(results, feats, explanations, order)
+    sample = _cards(results, order.sample, explanations, order, n_examples=5, n_bucket_examples=0)
     body = (f"<h1>{H.escape(title)}</h1>"
             f"<h2>SAE metrics</h2>{H.table(['metric', 'value'], rows + summary)}"
             f"<h2>Feature density</h2>{H.figure_html(density_figure(results.density), False)}"
-            f"{card_section}"
-            f"<h2>Features</h2><p class=\"wb-muted\">{H.escape(shown)}</p>{cards or '<p>no features to show</p>'}")
+            f"{probing_section}{card_section}"
+            f"<h2>Features that carry a concept</h2><p class=\"wb-muted\">{H.escape(shown)}</p>"
+            f"{cards or '<p>no features to show</p>'}"
+            f"<h2>Detectors</h2>{detectors_html(order, results)}"
+            f"<h2>A random sample of features</h2><p class=\"wb-muted\">{len(order.sample)} alive features drawn "
+            f"uniformly (seed {cfg.sample_seed}), whatever their kind or score: what a typical feature looks "
+            f"like.</p>{sample or '<p>no alive features</p>'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, H.page(title, body))
     return path
