@@ -129,8 +129,8 @@ def test_low_precision_selection_keeps_exact_values(arch):
     fast = sae.training_loss(x, sparse=True, selection_dtype=torch.bfloat16)
     assert torch.allclose(fast.loss, exact.loss, rtol=1e-2)
     x_in = x - sae.b_dec.detach() if sae.cfg.apply_b_dec_to_input else x
-    sel = sae._select(sae._selection_pre(x_in, torch.bfloat16).clone())
-    ref = sae._select(sae._selection_pre(x_in, torch.float32).clone())
+    sel = sae.arch.select(sae, sae._selection_pre(x_in, torch.bfloat16).clone())
+    ref = sae.arch.select(sae, sae._selection_pre(x_in, torch.float32).clone())
     entries = set((sel.rows * 64 + sel.idx).tolist())
     assert len(entries & set((ref.rows * 64 + ref.idx).tolist())) >= 0.95 * len(entries)
     # the kept values are the float32 pre-activations, not bf16-rounded ones
@@ -274,8 +274,8 @@ def test_encode_shapes_hooks_and_errors():
     assert torch.equal(cache["hook_sae_acts_post"], acts)
     with pytest.raises(ValueError, match="d_in=16"):
         sae.encode(torch.randn(3, 17))
-    with pytest.raises(ValueError, match="unknown SAE architecture"):
-        SAEConfig("gated", 16, 64)
+    with pytest.raises(ValueError, match="unknown SAE architecture 'hypothetical': choose one of relu, topk"):
+        SAEConfig("hypothetical", 16, 64)
     with pytest.raises(ValueError, match="k=100"):
         SAEConfig("topk", 16, 64, k=100)
 
@@ -390,11 +390,11 @@ def test_load_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="sae_weights.safetensors"):
         sae_io.load_sae(path)
     cfg = json.loads((path / "cfg.json").read_text())
-    cfg["architecture"] = "gated"
+    cfg["architecture"] = "hypothetical"
     cfg["metadata"].pop("workbench")
     sae_io.save_sae(sae, tmp_path / "g")
     (tmp_path / "g" / "cfg.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="'gated' is not supported"):
+    with pytest.raises(ValueError, match="'hypothetical' is not supported; workbench.SAE loads standard, topk"):
         sae_io.load_sae(tmp_path / "g")
 
 
@@ -402,3 +402,4 @@ def test_pretrained_offline_fails_fast_with_clear_error(monkeypatch, sae_lens):
     monkeypatch.setattr(sae_io, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(ValueError, match="hub is unreachable"):
         sae_io.load_pretrained("gpt2-small-res-jb", "blocks.0.hook_resid_pre")
+

@@ -508,8 +508,8 @@ def test_sweep_files_yaml_and_json(tmp_path):
                                                            "matryoshka_widths": [32, 128, 256]}]}))
     specs, _, _ = train_cli.load_sweep(tmp_path / "s.json")
     assert specs[0].sae_config(16).matryoshka_widths == (32, 128, 256)
-    (tmp_path / "bad.yaml").write_text("grid: {arch: [gated], d_sae: [8]}")
-    with pytest.raises(ValueError, match="unknown arch 'gated'"):
+    (tmp_path / "bad.yaml").write_text("grid: {arch: [hypothetical], d_sae: [8]}")
+    with pytest.raises(ValueError, match="unknown arch 'hypothetical'"):
         train_cli.load_sweep(tmp_path / "bad.yaml")
 
 

@@ -16,6 +16,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from workbench.sae.architectures import find_architecture
+
 __all__ = ["BucketReservoir", "SparseEncoder", "bucket_index", "hash_keys", "merge_topk", "shard_topk",
            "sparse_encode"]
 
@@ -35,10 +37,11 @@ class SparseEncoder:
     def __init__(self, sae, threshold: float = 0.0, fast: bool = False, margin: int | None = None):
         self.sae = sae
         self.threshold = float(threshold)
-        self.arch = getattr(sae.cfg, "architecture", None)
+        # the registered architecture says how its codes come from the pre-activations (None: encode densely)
+        self.arch = find_architecture(getattr(sae.cfg, "architecture", None))
         self.d_sae = int(sae.cfg.d_sae)
-        self.k = min(int(sae.cfg.k), self.d_sae) if self.arch == "topk" else 0
-        self.fast = bool(fast) and self.arch == "topk"
+        self.k = (self.arch.per_token_k(sae.cfg) or 0) if self.arch is not None else 0
+        self.fast = bool(fast) and self.k > 0
         self.m = min(self.d_sae, self.k + (max(16, self.k // 2) if margin is None else int(margin)))
         if self.fast:
             with torch.no_grad():
@@ -72,9 +75,10 @@ class SparseEncoder:
             raise ValueError(f"sparse_encode expects a [n, d_in] matrix, got shape {tuple(x.shape)}")
         sae, arch, thr, n = self.sae, self.arch, self.threshold, x.shape[0]
         with torch.no_grad():
-            if arch in ("topk", "relu", "jumprelu", "batchtopk", "matryoshka"):
+            cut = None if arch is None or self.k else arch.code_cut(sae, thr)
+            if self.k or cut is not None:
                 sae._check_input(x)
-                if arch == "topk":
+                if self.k:  # each token's top-k pre-activations
                     if self.fast:
                         vals, idx = self._fast_topk(x)
                     else:
@@ -84,11 +88,10 @@ class SparseEncoder:
                     feats, vals = idx[keep], vals[keep]
                 else:
                     pre = sae.pre_activations(x.to(sae.dtype))
-                    cut = thr if arch == "relu" else sae.threshold.detach().clamp_min(0).clamp_min(thr)
                     nz = (pre > cut).nonzero()
                     rows, feats = nz[:, 0], nz[:, 1]
                     vals = pre[rows, feats]
-            else:  # an architecture this module does not know: the dense encode
+            else:  # codes that are not pre-activations above a cut (gated), or an unknown architecture: dense
                 codes = sae.encode(x)
                 nz = (codes > thr).nonzero()
                 rows, feats = nz[:, 0], nz[:, 1]

@@ -33,6 +33,11 @@ _METRICS = ("loss", "mse", "sparsity_loss", "aux_loss", "l0", "fvu_num", "fvu_de
 _PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
 
 
+def _tensor_names(sae) -> tuple[str, ...]:
+    """The SAE's trained tensors: its architecture's list (W_enc, b_enc, W_dec, b_dec and its own)."""
+    return tuple(getattr(sae, "tensor_names", _PARAM_NAMES))
+
+
 def _make_adam(params: list[Tensor], lr: float, config: TrainConfig) -> torch.optim.Adam:
     kwargs: dict[str, Any] = dict(lr=lr, betas=config.adam_betas, eps=config.adam_eps)
     try:
@@ -50,7 +55,7 @@ class RunState:
         self.spec, self.sae, self.config = spec, sae, config
         self.name = spec.resolved_name
         self.base_lr = spec.resolved_lr
-        self.param_names = [n for n in _PARAM_NAMES if isinstance(getattr(sae, n, None), torch.nn.Parameter)]
+        self.param_names = [n for n in _tensor_names(sae) if isinstance(getattr(sae, n, None), torch.nn.Parameter)]
         self.params = [getattr(sae, n) for n in self.param_names]
         self.optimizer = _make_adam(self.params, self.base_lr, config)
         self.since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=sae.device)
@@ -123,12 +128,12 @@ class RunState:
     # ----- checkpoint state -----
 
     def sae_tensors(self) -> dict[str, Tensor]:
-        names = [n for n in _PARAM_NAMES if getattr(self.sae, n, None) is not None]
+        names = [n for n in _tensor_names(self.sae) if getattr(self.sae, n, None) is not None]
         return {n: getattr(self.sae, n).detach().contiguous().cpu() for n in names}
 
     @torch.no_grad()
     def load_sae_tensors(self, tensors: dict[str, Tensor], source: str) -> None:
-        for name in [n for n in _PARAM_NAMES if getattr(self.sae, n, None) is not None]:
+        for name in [n for n in _tensor_names(self.sae) if getattr(self.sae, n, None) is not None]:
             target = getattr(self.sae, name)
             if name not in tensors or tuple(tensors[name].shape) != tuple(target.shape):
                 raise CheckpointError(f"checkpoint file {source} lacks tensor {name} of shape {tuple(target.shape)}")

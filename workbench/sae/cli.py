@@ -6,9 +6,10 @@
     workbench train --store STORE --sweep sweep.yaml
 
 A sweep file (YAML or JSON) may hold ``train`` (TrainConfig fields; counts such as "2M" are allowed), ``grid``
-(lists of ``arch``, ``d_sae``, ``k``, ``l1``, ``l0``, ``lr``; every combination is one SAE, with ``k`` applied to
-the TopK family, ``l1`` to relu and ``l0`` to jumprelu) and ``runs`` (explicit SAEs: ``arch``, ``d_sae``, ``k``,
-``l1``, ``l0``, ``lr``, ``name`` and any other SAEConfig field)::
+(lists of ``arch``, ``d_sae``, ``k``, ``l1``, ``l0``, ``lr``; every combination is one SAE, with each
+architecture's sparsity knob: ``k`` for the TopK family, ``l1`` for relu, ``l0`` for jumprelu, ...) and
+``runs`` (explicit SAEs: ``arch``, ``d_sae``, ``k``, ``l1``, ``l0``, ``lr``, ``name`` and any other SAEConfig
+field)::
 
     train: {total_tokens: 2M, batch_size: 4096}
     grid: {arch: [topk, batchtopk], d_sae: [4096, 8192], k: [32, 64]}
@@ -35,7 +36,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from workbench.sae.model import ARCHITECTURES, TOPK_FAMILY
+from workbench.sae.architectures import architectures, get_architecture
+from workbench.sae.model import ARCHITECTURES
 from workbench.sae.distributed import Distributed, init_from_env
 from workbench.sae.train import BatchSource, RunSpec, StoreSource, TrainConfig, TrainingDiverged, train
 
@@ -82,12 +84,8 @@ def expand_grid(grid: dict, where: str = "grid") -> list[RunSpec]:
     for arch, d_sae, lr in itertools.product(as_list["arch"], as_list["d_sae"], as_list.get("lr", [None])):
         if arch not in ARCHITECTURES:
             raise ValueError(f"{where}: unknown arch {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
-        if arch in TOPK_FAMILY:
-            sparsities = [{"k": k} for k in as_list.get("k", [32])]
-        elif arch == "relu":
-            sparsities = [{"l1": v} for v in as_list.get("l1", [None])]
-        else:
-            sparsities = [{"l0": v} for v in as_list.get("l0", [None])]
+        knob = get_architecture(arch).sparsity  # "k", "l1" or "l0"
+        sparsities = [{knob: v} for v in as_list.get(knob, [32] if knob == "k" else [None])]
         for sparsity in sparsities:
             specs.append(_spec_from_dict({"arch": arch, "d_sae": d_sae, "lr": lr, **sparsity}, where))
     return specs
@@ -133,6 +131,11 @@ def load_sweep(path: str | Path) -> tuple[list[RunSpec], dict[str, Any], dict[st
     return specs, train_over, source
 
 
+def _knob(knob: str) -> str:
+    """The architectures whose sparsity ``knob`` ("k", "l1", "l0") sets, for the help text."""
+    return " / ".join(n for n, a in architectures().items() if a.sparsity == knob) or "none"
+
+
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``train`` subcommand to an argparse ``subparsers`` object (its handler is ``args.func``)."""
     p = subparsers.add_parser("train", help="train SAEs on an activation store", description=__doc__,
@@ -142,9 +145,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--sweep", help="YAML or JSON sweep file (see above)")
     p.add_argument("--arch", action="append", choices=ARCHITECTURES, help="architecture (repeat for a grid)")
     p.add_argument("--d-sae", action="append", type=parse_count, help="dictionary size (repeat for a grid)")
-    p.add_argument("--k", action="append", type=float, help="TopK-family k (repeat for a grid)")
-    p.add_argument("--l1", action="append", type=float, help="relu lambda (repeat for a grid)")
-    p.add_argument("--l0", action="append", type=float, help="jumprelu L0 coefficient (repeat for a grid)")
+    p.add_argument("--k", action="append", type=float, help=f"k of {_knob('k')} (repeat for a grid)")
+    p.add_argument("--l1", action="append", type=float, help=f"L1 coefficient of {_knob('l1')} (repeat for a grid)")
+    p.add_argument("--l0", action="append", type=float, help=f"L0 coefficient of {_knob('l0')} (repeat for a grid)")
     p.add_argument("--lr", type=float, help="learning rate (default: the recipe's, per architecture)")
     p.add_argument("--tokens", type=parse_count, help="training tokens per epoch, e.g. 2M (default 2M)")
     p.add_argument("--epochs", type=int, help="passes over the store's training tokens, each reshuffled (default 1)")

@@ -1,13 +1,14 @@
 """SAEs on disk in the SAELens v6 format: ``cfg.json`` + ``sae_weights.safetensors``.
 
 ``save_sae`` writes a folder that ``sae_lens.SAE.load_from_disk`` opens and encodes identically; ``load_sae``
-reads our folders and SAELens ones (standard, topk, jumprelu, and BatchTopK / Matryoshka training
-checkpoints); ``load_pretrained`` goes through SAELens's release registry and fails with a clear ValueError when
+reads our folders and the SAELens ones an architecture maps (standard, topk, jumprelu, BatchTopK / Matryoshka
+training checkpoints, ...); ``load_pretrained`` goes through SAELens's release registry and fails with a clear ValueError when
 the Hugging Face hub cannot be reached and the files are not cached.
 
-Architecture names in cfg.json are SAELens's: our ``relu`` is ``standard``, ``topk`` is ``topk``, and
-``jumprelu``, ``batchtopk`` and ``matryoshka`` are all ``jumprelu`` (the latter two with their global threshold
-in every entry of ``threshold``, as SAELens saves BatchTopK). Our own
+Architecture names, cfg fields and tensor names in cfg.json are SAELens's, as each architecture module maps them
+(:mod:`workbench.sae.architectures`): e.g. our ``relu`` is ``standard``, ``topk`` is ``topk``, and ``jumprelu``,
+``batchtopk`` and ``matryoshka`` are all ``jumprelu`` (the latter two with their global threshold in every entry
+of ``threshold``, as SAELens saves BatchTopK). Our own
 architecture and its training config sit under ``metadata["workbench"]``, so a round-trip restores them.
 Weights are read with safetensors only; nothing is unpickled.
 """
@@ -26,12 +27,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from workbench.core.persist import atomic_write_text, save_tensors
+from workbench.sae.architectures import architecture_for_sae_lens
 from workbench.sae.model import DTYPES, SAE, SAEConfig, SAEMetadata, load_parameters, sae_parameters_dict
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
-_SAE_LENS_ARCH = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
-                  "matryoshka": "jumprelu"}
 _METADATA_KEYS = ("model_name", "hook_name", "context_size", "prepend_bos")
 
 def _sae_lens_version() -> str:
@@ -47,7 +47,7 @@ def sae_lens_config(sae: SAE, input_scale: float = 1.0) -> dict[str, Any]:
     meta = sae.metadata
     version = _sae_lens_version()
     out: dict[str, Any] = {
-        "architecture": _SAE_LENS_ARCH[cfg.architecture],
+        "architecture": sae.arch.sae_lens_name,
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
         "dtype": {v: k for k, v in DTYPES.items()}[sae.dtype],
@@ -67,9 +67,7 @@ def sae_lens_config(sae: SAE, input_scale: float = 1.0) -> dict[str, Any]:
                           **meta.extra},
         },
     }
-    if cfg.architecture == "topk":
-        out["k"] = int(cfg.k)
-        out["rescale_acts_by_decoder_norm"] = False
+    out.update(sae.arch.sae_lens_fields(cfg))
     return out
 
 def save_sae(sae: SAE, path: str | Path, *, input_scale: float = 1.0) -> Path:
@@ -162,23 +160,11 @@ def _convert(cfg: dict[str, Any], tensors: dict[str, torch.Tensor], source: str,
     ours_cfg = dict(ours.get("config", {})) if ours else {}
     if ours_cfg:
         config = SAEConfig.from_dict({**ours_cfg, "dtype": dtype or ours_cfg.get("dtype", "float32")})
-    elif arch == "standard":
-        config = SAEConfig("relu", d_in, d_sae, apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-                           dtype=dtype or "float32")
-    elif arch == "topk":
-        config = SAEConfig("topk", d_in, d_sae, k=int(cfg.get("k", 100)), apply_b_dec_to_input=bool(
-            cfg.get("apply_b_dec_to_input", True)), dtype=dtype or "float32")
-    elif arch == "jumprelu":
-        config = SAEConfig("jumprelu", d_in, d_sae, apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-                           dtype=dtype or "float32")
-    elif arch in ("batchtopk", "matryoshka_batchtopk"):
-        ours_arch = "batchtopk" if arch == "batchtopk" else "matryoshka"
-        widths = cfg.get("matryoshka_widths") if ours_arch == "matryoshka" else None
-        config = SAEConfig(ours_arch, d_in, d_sae, k=float(cfg.get("k", 100)), matryoshka_widths=widths,
-                           apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)), dtype=dtype or "float32")
     else:
-        raise ValueError(f"{source}: SAELens architecture {arch!r} is not supported; workbench.SAE loads standard, "
-                         f"topk, jumprelu, batchtopk and matryoshka_batchtopk SAEs")
+        ours_arch = architecture_for_sae_lens(arch, source)  # a ValueError naming the supported ones
+        centred = bool(cfg.get("apply_b_dec_to_input", True))
+        config = SAEConfig(ours_arch.name, d_in, d_sae, apply_b_dec_to_input=centred, dtype=dtype or "float32",
+                           **ours_arch.config_from_sae_lens(cfg))
     if (config.d_in, config.d_sae) != (d_in, d_sae):
         raise ValueError(f"{source}: metadata.workbench.core.config has d_in={config.d_in}, d_sae={config.d_sae} but the "
                          f"weights have d_in={d_in}, d_sae={d_sae}")

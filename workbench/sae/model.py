@@ -1,20 +1,9 @@
-"""Sparse autoencoders on one hook's activations: the architectures, their objectives and a fast sparse path.
+"""Sparse autoencoders on one hook's activations: the module every architecture shares, and a fast sparse path.
 
-One :class:`SAE` module serves five architectures (``SAEConfig.architecture``):
-
-- ``relu``: Scaling Monosemanticity / Anthropic's April-2024 recipe. ``f = ReLU(W_enc^T (x - b_dec) + b_enc)``,
-  loss ``||x - x_hat||^2 + lambda * sum_i f_i ||W_dec[i]||``; no unit-norm constraint, decoder rows initialised
-  at norm 0.1 with ``W_enc = W_dec^T``. The paper writes ``ReLU(W_enc x + b_enc)``: the same functions (b_enc
-  absorbs ``W_enc^T b_dec``), but subtracting b_dec keeps the large mean that every token of a residual stream
-  shares out of the encoder's gradient. Without it the L1 gradient pushes every latent down along that mean and
-  a quarter of the latents died on Gemma-3-270M; ``apply_b_dec_to_input=False`` gives the literal form.
-- ``topk`` (Gao et al. 2024): keep the k largest pre-activations; unit-norm decoder rows, with the gradient
-  component parallel to each row removed; AuxK loss over dead latents.
-- ``batchtopk``: the top ``k * batch`` pre-activations of the whole batch; at inference a global threshold,
-  an EMA of the smallest kept activation.
-- ``jumprelu``: per-latent threshold learned through a straight-through estimator (rectangle kernel) and a
-  direct L0 penalty; unit-norm decoder as in Gemma Scope.
-- ``matryoshka``: BatchTopK whose loss sums the reconstruction losses of nested prefixes of the dictionary.
+One :class:`SAE` module serves every registered architecture (``SAEConfig.architecture``, :data:`ARCHITECTURES`).
+Each is one module of :mod:`workbench.sae.architectures` that owns what differs (config checks, extra tensors, the
+codes at inference and the entries a training step selects, activation, losses, constraints, default learning
+rate, SAELens mapping; docs/methods.md §23); this module owns what they share.
 
 Shapes follow SAELens: ``W_enc`` [d_in, d_sae], ``W_dec`` [d_sae, d_in]. ``W_enc`` is kept column-major (each
 latent's encoder vector contiguous in memory): the sparse backward writes whole latents at a time.
@@ -34,19 +23,22 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from workbench.core.config import known_fields_only
-from workbench.sae.kernels import (DenseReLU, SelectedPreActivations, Selection, SparseDecode, Workspace, no_autocast,
-                          select_above, select_aux, select_batch_topk, select_topk)
+from workbench.sae.architectures import ArchitectureNames, SAEArchitecture, get_architecture
+from workbench.sae.architectures.base import aux_selection
+from workbench.sae.architectures.jumprelu import JumpReLUFunction, StepFunction, rectangle  # noqa: F401 (public)
+from workbench.sae.kernels import SelectedPreActivations, Selection, SparseDecode, Workspace, no_autocast
 
-Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]
-ARCHITECTURES: tuple[str, ...] = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
-TOPK_FAMILY: tuple[str, ...] = ("topk", "batchtopk", "matryoshka")
-THRESHOLD_ARCHITECTURES: tuple[str, ...] = ("jumprelu", "batchtopk", "matryoshka")
+Architecture = str  # a registered architecture's name
+# Live views of the registry (workbench.sae.architectures): every name, the TopK family (sparsity set by k), and
+# those with a [d_sae] inference threshold.
+ARCHITECTURES = ArchitectureNames()
+TOPK_FAMILY = ArchitectureNames(lambda a: a.sparsity == "k")
+THRESHOLD_ARCHITECTURES = ArchitectureNames(lambda a: a.has_threshold)
 # Codes at most this dense (active entries / (batch * d_sae)) train on the sparse path: where the two paths cost the
 # same on a 2-core AVX512-BF16 CPU (d_in 640, d_sae 8192, batch 4096; benchmarks/bench_train.py).
 SPARSE_MAX_DENSITY = 0.125
@@ -91,37 +83,22 @@ class SAEConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown SAE architecture {self.architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
+        arch = get_architecture(self.architecture)
         for name in ("d_in", "d_sae"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SAEConfig.{name} must be a positive integer, got {value!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"SAEConfig.dtype {self.dtype!r} is not supported: use one of {', '.join(DTYPES)}")
-        if self.architecture in TOPK_FAMILY:
-            if not (0 < self.k <= self.d_sae):
-                raise ValueError(f"k={self.k} must be in (0, d_sae={self.d_sae}] for {self.architecture}")
-            if self.architecture == "topk" and float(self.k) != int(self.k):
-                raise ValueError(f"topk needs an integer k, got {self.k}; use batchtopk for a fractional mean k")
+        if self.matryoshka_widths is not None:
+            self.matryoshka_widths = tuple(int(w) for w in self.matryoshka_widths)
+        arch.validate(self)  # the architecture's own fields (k, matryoshka_widths, ...)
         if self.aux_k is None:
             self.aux_k = max(1, self.d_in // 2)
         if self.decoder_init_norm is None:
-            self.decoder_init_norm = 0.1 if self.architecture == "relu" else 1.0
+            self.decoder_init_norm = arch.decoder_init_norm
         if self.apply_b_dec_to_input is None:
             self.apply_b_dec_to_input = True
-        if self.architecture == "matryoshka":
-            widths = self.matryoshka_widths or tuple(
-                sorted({max(1, self.d_sae // 8), max(1, self.d_sae // 4), max(1, self.d_sae // 2), self.d_sae}))
-            widths = tuple(int(w) for w in widths)
-            if widths[-1] != self.d_sae:
-                widths = widths + (self.d_sae,)
-            if any(b <= a for a, b in zip(widths, widths[1:])) or widths[0] < 1:
-                raise ValueError(f"matryoshka_widths must be strictly increasing positive sizes ending at d_sae, "
-                                 f"got {list(widths)}")
-            self.matryoshka_widths = widths
-        elif self.matryoshka_widths is not None:
-            self.matryoshka_widths = tuple(int(w) for w in self.matryoshka_widths)
         # JumpReLU's published 1e-3 (bandwidth and initial threshold) is for E||x||^2 = 1; our inputs have
         # E||x||^2 = d_in, so pre-activations are sqrt(d_in) larger and so are these defaults.
         if self.jumprelu_bandwidth is None:
@@ -133,8 +110,8 @@ class SAEConfig:
 
     @property
     def unit_norm_decoder(self) -> bool:
-        """Every architecture but relu keeps decoder rows at unit norm (relu puts the norm in its penalty)."""
-        return self.architecture != "relu"
+        """Whether decoder rows are kept at unit norm (the architecture's choice; relu's penalty weighs the norm)."""
+        return get_architecture(self.architecture).unit_norm_decoder
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -185,45 +162,6 @@ def geometric_median(points: Tensor, iters: int = 64, tol: float = 1e-6) -> Tens
     return median
 
 
-def rectangle(u: Tensor) -> Tensor:
-    """The STE kernel: 1 on (-1/2, 1/2), 0 elsewhere."""
-    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
-
-
-class JumpReLUFunction(torch.autograd.Function):
-    """``pre * H(pre - theta)``; d/dpre = H(pre - theta); d/dtheta by the rectangle-kernel STE."""
-
-    @staticmethod
-    def forward(ctx, pre: Tensor, theta: Tensor, bandwidth: float) -> Tensor:
-        ctx.save_for_backward(pre, theta)
-        ctx.bandwidth = bandwidth
-        return pre * (pre > theta).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        pre, theta = ctx.saved_tensors
-        bw = ctx.bandwidth
-        grad_pre = grad * (pre > theta).to(grad.dtype)
-        grad_theta = -(theta / bw) * rectangle((pre - theta) / bw) * grad
-        return grad_pre, grad_theta, None
-
-
-class StepFunction(torch.autograd.Function):
-    """``H(pre - theta)``, for the L0 penalty; the STE sends gradient to theta only."""
-
-    @staticmethod
-    def forward(ctx, pre: Tensor, theta: Tensor, bandwidth: float) -> Tensor:
-        ctx.save_for_backward(pre, theta)
-        ctx.bandwidth = bandwidth
-        return (pre > theta).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        pre, theta = ctx.saved_tensors
-        bw = ctx.bandwidth
-        return None, -(1.0 / bw) * rectangle((pre - theta) / bw) * grad, None
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The two views of a step's codes: selected entries (sparse) or the full matrix (dense)
 # --------------------------------------------------------------------------------------------------------------
@@ -241,12 +179,13 @@ class _SparseCodes:
     def gate(self, f: Tensor) -> Tensor:
         return f
 
-    def decode(self, f: Tensor, lo: int = 0, hi: int | None = None) -> Tensor:
+    def decode(self, f: Tensor, lo: int = 0, hi: int | None = None, frozen: bool = False) -> Tensor:
+        """``f @ W_dec`` over latents [lo, hi); ``frozen``: no gradient to W_dec."""
         sel = self.sel
         if lo > 0 or (hi is not None and hi < sel.n_latents):
             keep = (sel.idx >= lo) & (sel.idx < (hi if hi is not None else sel.n_latents))
             sel, f = sel.subset(keep), f[keep]
-        return SparseDecode.apply(f, self.sae.W_dec, sel)
+        return SparseDecode.apply(f, self.sae.W_dec.detach() if frozen else self.sae.W_dec, sel)
 
     def active_stats(self, f: Tensor) -> tuple[Tensor, Tensor]:
         positive = (f.detach() > 0).to(torch.float32)
@@ -264,9 +203,9 @@ class _DenseCodes:
     def gate(self, f: Tensor) -> Tensor:
         return f if self.mask is None else f * self.mask.to(f.dtype)
 
-    def decode(self, f: Tensor, lo: int = 0, hi: int | None = None) -> Tensor:
+    def decode(self, f: Tensor, lo: int = 0, hi: int | None = None, frozen: bool = False) -> Tensor:
         hi = f.shape[1] if hi is None else hi
-        return f[:, lo:hi] @ self.W_dec[lo:hi]
+        return f[:, lo:hi] @ (self.W_dec.detach() if frozen else self.W_dec)[lo:hi]
 
     def active_stats(self, f: Tensor) -> tuple[Tensor, Tensor]:
         fd = f.detach()  # every architecture's codes are >= 0
@@ -279,8 +218,8 @@ class TrainingOutput:
 
     loss: Tensor
     mse: Tensor  # mean over tokens of ||x - x_hat||^2
-    sparsity_loss: Tensor  # relu: lambda-weighted L1; jumprelu: L0 penalty; else 0
-    aux_loss: Tensor  # AuxK (topk family), else 0
+    sparsity_loss: Tensor  # the architecture's penalty (relu: lambda-weighted L1; jumprelu: L0), else 0
+    aux_loss: Tensor  # the architecture's auxiliary loss (topk family: AuxK), else 0
     l0: Tensor  # mean number of active latents per token
     fvu_num: Tensor  # sum ||x - x_hat||^2 over the batch
     fvu_den: Tensor  # sum ||x - mean(x)||^2 over the batch
@@ -295,7 +234,7 @@ class TrainingOutput:
 
 
 class SAE(HookedRootModule):
-    """A sparse autoencoder in one of the five architectures.
+    """A sparse autoencoder in one of the registered architectures (:mod:`workbench.sae.architectures`).
 
     ``encode`` / ``decode`` / ``forward`` take raw activations of any leading shape ``[..., d_in]``. Hook points:
     ``hook_sae_input``, ``hook_sae_acts_pre``, ``hook_sae_acts_post`` (the feature activations),
@@ -317,11 +256,7 @@ class SAE(HookedRootModule):
         self.W_enc = nn.Parameter(w_dec.to(dtype).clone().t())  # W_dec^T, column-major storage
         self.b_enc = nn.Parameter(torch.zeros(n, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(d, dtype=dtype))
-        if cfg.architecture == "jumprelu":
-            self.threshold = nn.Parameter(torch.full((n,), float(cfg.jumprelu_init_threshold), dtype=dtype))
-        elif cfg.architecture in THRESHOLD_ARCHITECTURES:
-            # batchtopk / matryoshka: the EMA of the smallest kept activation; -1 means "not measured yet"
-            self.register_buffer("threshold", torch.full((n,), -1.0, dtype=dtype))
+        self.arch.init_tensors(self, cfg, dtype)  # threshold, r_mag, ...
         self.hook_sae_input = HookPoint()
         self.hook_sae_acts_pre = HookPoint()
         self.hook_sae_acts_post = HookPoint()
@@ -345,6 +280,16 @@ class SAE(HookedRootModule):
     def architecture(self) -> str:
         return self.cfg.architecture
 
+    @property
+    def arch(self) -> SAEArchitecture:
+        """The registered architecture (:mod:`workbench.sae.architectures`) that defines this SAE's codes."""
+        return get_architecture(self.cfg.architecture)
+
+    @property
+    def tensor_names(self) -> tuple[str, ...]:
+        """The SAE's trained and saved tensors: W_enc, b_enc, W_dec, b_dec and the architecture's own."""
+        return ("W_enc", "b_enc", "W_dec", "b_dec") + self.arch.extra_tensors
+
     # ----- inference ------------------------------------------------------------------------------------------
 
     def _check_input(self, x: Tensor) -> None:
@@ -360,16 +305,7 @@ class SAE(HookedRootModule):
         """Feature activations [..., d_sae]. batchtopk/matryoshka use their global threshold at inference."""
         self._check_input(x)
         x = self.hook_sae_input(x.to(self.dtype))
-        pre = self.hook_sae_acts_pre(self.pre_activations(x))
-        arch = self.cfg.architecture
-        if arch == "relu":
-            acts = F.relu(pre)
-        elif arch == "topk":
-            vals, idx = pre.topk(int(self.cfg.k), dim=-1, sorted=False)
-            acts = torch.zeros_like(pre).scatter_(-1, idx, F.relu(vals))
-        else:
-            acts = F.relu(pre) * (pre > self.threshold.clamp_min(0)).to(pre.dtype)
-        return self.hook_sae_acts_post(acts)
+        return self.hook_sae_acts_post(self.arch.encode(self, x))
 
     def decode(self, acts: Tensor) -> Tensor:
         return self.hook_sae_recons(acts @ self.W_dec + self.b_dec)
@@ -400,7 +336,7 @@ class SAE(HookedRootModule):
             raise ValueError(f"unknown b_dec init {method!r}: use geometric_median, mean or zeros")
         self.b_dec.copy_(centre.to(self.dtype))
         if not self.cfg.apply_b_dec_to_input:
-            self.b_enc.copy_(-(self.b_dec @ self.W_enc))
+            self.arch.centre_literal(self)
 
     @torch.no_grad()
     def folded(self, input_scale: float) -> "SAE":
@@ -424,22 +360,6 @@ class SAE(HookedRootModule):
             return torch.addmm(self.b_enc, x_in, self.W_enc)
         buf = self._workspace.get("selection_pre", (x_in.shape[0], self.cfg.d_sae), dtype, x_in.device)
         return torch.addmm(self.b_enc.to(dtype), x_in.to(dtype), self.W_enc.to(dtype), out=buf)
-
-    def _select(self, pre: Tensor) -> Selection:
-        arch, cfg = self.cfg.architecture, self.cfg
-        if arch == "topk":
-            return select_topk(pre, int(cfg.k))
-        if arch in ("batchtopk", "matryoshka"):
-            return select_batch_topk(pre, cfg.k)
-        if arch == "relu":
-            return select_above(pre, 0.0)
-        # jumprelu: every entry the STE window touches, pre > theta - bandwidth / 2
-        return select_above(pre, self.threshold.detach() - cfg.jumprelu_bandwidth / 2)
-
-    def _activation(self, codes) -> Tensor:
-        if self.cfg.architecture == "jumprelu":
-            return JumpReLUFunction.apply(codes.pre, codes.per_latent(self.threshold), self.cfg.jumprelu_bandwidth)
-        return codes.gate(F.relu(codes.pre))
 
     def training_loss(self, x: Tensor, *, dead_mask: Tensor | None = None, sparsity_scale: float = 1.0,
                       sparse: bool | None = None, sparse_max_density: float = SPARSE_MAX_DENSITY,
@@ -466,7 +386,8 @@ class SAE(HookedRootModule):
         n_rows, n = x.shape[0], cfg.d_sae
         x = x.to(self.dtype)
         x_in = x - self.b_dec if cfg.apply_b_dec_to_input else x
-        threshold_free = cfg.architecture in ("relu", "jumprelu")  # the dense path needs no selection
+        arch = self.arch
+        threshold_free = not arch.selects_for_dense  # the dense path needs no selection
         if sparse is None and threshold_free and density_hint is not None:
             sparse = density_hint <= sparse_max_density
         sel = aux_sel = None
@@ -475,61 +396,40 @@ class SAE(HookedRootModule):
         use_sparse = sparse if sparse is not None else sel.nnz <= sparse_max_density * n_rows * n
         autocast = torch.is_autocast_enabled(x.device.type)
 
+        dense = None
         if use_sparse:
             codes = _SparseCodes(self, sel, x_in.detach())
             aux_codes = _SparseCodes(self, aux_sel, x_in.detach()) if aux_sel is not None else None
-        elif cfg.architecture == "relu" and not autocast:
-            return self._dense_relu_loss(x, x_in, sparsity_scale)
+        elif not autocast and (dense := arch.dense_loss(self, x, x_in, sparsity_scale)) is not None:
+            return dense  # a fused dense objective (relu)
         else:
             pre = torch.addmm(self.b_enc, x_in, self.W_enc)
-            mask = sel.dense_mask() if cfg.architecture in TOPK_FAMILY else None
+            mask = sel.dense_mask() if arch.selects_for_dense else None
             codes = _DenseCodes(pre, mask, self.W_dec)
             aux_codes = _DenseCodes(pre, aux_sel.dense_mask(), self.W_dec) if aux_sel is not None else None
 
-        f = self._activation(codes)
+        f = arch.activation(self, codes)
         zero = x.new_zeros(())
-        if cfg.architecture == "matryoshka":
-            recon = self.b_dec.expand_as(x)
-            loss = zero
-            lo = 0
-            for hi in cfg.matryoshka_widths:
-                recon = recon + codes.decode(f, lo, hi)
-                loss = loss + (recon - x).pow(2).sum(-1).mean()
-                lo = hi
-        else:
-            recon = codes.decode(f) + self.b_dec
-            loss = zero
+        recon, loss = arch.reconstruct(self, codes, f, x)  # loss: None for the plain MSE of recon
         err = recon - x
         per_token = err.pow(2).sum(-1)
         mse = per_token.mean()
-        if cfg.architecture != "matryoshka":
-            loss = loss + mse
+        if loss is None:
+            loss = zero + mse
 
-        sparsity_loss = zero
-        if cfg.architecture == "relu":
-            norms = self.W_dec.norm(dim=1)
-            sparsity_loss = cfg.l1_coefficient * sparsity_scale * (f * codes.per_latent(norms)).sum() / n_rows
-        elif cfg.architecture == "jumprelu":
-            l0 = StepFunction.apply(codes.pre, codes.per_latent(self.threshold), cfg.jumprelu_bandwidth)
-            sparsity_loss = cfg.l0_coefficient * sparsity_scale * l0.sum() / n_rows
+        sparsity_loss = arch.sparsity_loss(self, codes, f, n_rows, sparsity_scale)
+        sparsity_loss = zero if sparsity_loss is None else sparsity_loss
         loss = loss + sparsity_loss
 
-        aux_loss = zero
-        if aux_codes is not None:
-            # The residual already contains b_dec (x_hat does); the dead latents' reconstruction adds no bias,
-            # so b_dec is counted once.
-            residual = (x - recon).detach()
-            aux_f = aux_codes.gate(F.relu(aux_codes.pre))
-            aux_loss = cfg.aux_coefficient * (aux_codes.decode(aux_f) - residual).pow(2).sum(-1).mean()
+        aux_loss = arch.aux_loss(self, codes, aux_codes, f, x, recon)
+        if aux_loss is None:
+            aux_loss = zero
+        else:
             loss = loss + aux_loss
 
         with torch.no_grad():
             fired, n_active = codes.active_stats(f)
-            min_active = x.new_full((), math.inf)
-            if cfg.architecture in ("batchtopk", "matryoshka"):
-                fd = f.detach()
-                min_active = torch.where(fd > 0, fd, torch.full_like(fd, math.inf)).min() if fd.numel() else \
-                    min_active
+            min_active = arch.min_active(f, x.new_full((), math.inf))
         return self._output(x, loss, mse, sparsity_loss, aux_loss, per_token, fired, n_active, min_active,
                             bool(use_sparse))
 
@@ -537,15 +437,10 @@ class SAE(HookedRootModule):
     def _selections(self, x_in: Tensor, dead_mask: Tensor | None,
                     selection_dtype: torch.dtype | None) -> tuple[Selection, Selection | None]:
         """The active entries of the step and, for the TopK family with dead latents, AuxK's entries."""
-        cfg = self.cfg
         pre = self._selection_pre(x_in, selection_dtype or self.dtype)
         low_precision = pre.dtype != self.dtype  # asked for, or bf16 autocast on CUDA
-        sel = self._select(pre)
-        aux_sel = None
-        if cfg.architecture in TOPK_FAMILY and dead_mask is not None and cfg.aux_coefficient > 0:
-            dead_idx = dead_mask.nonzero().squeeze(1)
-            if dead_idx.numel() > 0:
-                aux_sel = select_aux(pre, dead_idx, int(cfg.aux_k))
+        sel = self.arch.select(self, pre)
+        aux_sel = aux_selection(self, pre, dead_mask) if self.arch.auxk else None
         del pre
         if low_precision:
             with no_autocast(x_in.device):
@@ -553,22 +448,6 @@ class SAE(HookedRootModule):
                     if s is not None:
                         s.exact_pre(x_in, self.W_enc.detach(), self.b_enc.detach())
         return sel, aux_sel
-
-    def _dense_relu_loss(self, x: Tensor, x_in: Tensor, sparsity_scale: float) -> TrainingOutput:
-        """The relu objective on dense codes through :class:`DenseReLU` (same value and gradients as the generic
-        dense path, tested; fewer GEMMs and passes over the [batch, d_sae] matrix)."""
-        cfg = self.cfg
-        n_rows = x.shape[0]
-        b_dec = self.b_dec if cfg.apply_b_dec_to_input else None
-        decoded, col_sum, n_active = DenseReLU.apply(x_in.detach(), self.W_enc, self.b_enc, self.W_dec, b_dec,
-                                                     self._workspace)
-        err = decoded + self.b_dec - x
-        per_token = err.pow(2).sum(-1)
-        mse = per_token.mean()
-        norms = self.W_dec.norm(dim=1)
-        sparsity_loss = cfg.l1_coefficient * sparsity_scale * (col_sum * norms).sum() / n_rows
-        return self._output(x, mse + sparsity_loss, mse, sparsity_loss, x.new_zeros(()), per_token,
-                            col_sum.detach() > 0, n_active, x.new_full((), math.inf), False)
 
     @staticmethod
     def _output(x: Tensor, loss: Tensor, mse: Tensor, sparsity_loss: Tensor, aux_loss: Tensor, per_token: Tensor,
@@ -597,41 +476,30 @@ class SAE(HookedRootModule):
 
     @torch.no_grad()
     def apply_constraints(self, output: TrainingOutput | None = None) -> None:
-        """After an optimizer step: unit-norm decoder rows, non-negative jumprelu thresholds, BatchTopK's EMA."""
+        """After an optimizer step: unit-norm decoder rows, then the architecture's own (non-negative jumprelu
+        thresholds, BatchTopK's EMA)."""
         if self.cfg.unit_norm_decoder:
             self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
-        arch = self.cfg.architecture
-        if arch == "jumprelu":
-            self.threshold.clamp_(min=0.0)
-        elif arch in ("batchtopk", "matryoshka") and output is not None:
-            m = output.min_active.to(self.threshold.dtype)
-            rate = self.cfg.threshold_ema_rate
-            ema = torch.where(self.threshold < 0, m, (1 - rate) * self.threshold + rate * m)
-            self.threshold.copy_(torch.where(torch.isfinite(m), ema, self.threshold))
+        self.arch.apply_constraints(self, output)
 
 
 def sae_parameters_dict(sae: SAE) -> dict[str, Tensor]:
-    """Named parameters and the threshold buffer, contiguous, in SAELens's names and shapes."""
-    out = {"W_enc": sae.W_enc, "b_enc": sae.b_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec}
-    if sae.cfg.architecture in THRESHOLD_ARCHITECTURES:
-        out["threshold"] = sae.threshold.clamp_min(0) if sae.cfg.architecture != "jumprelu" else sae.threshold
-    return {k: v.detach().contiguous() for k, v in out.items()}
+    """Named parameters and buffers, contiguous, in SAELens's names and shapes (what inference reads)."""
+    rename = sae.arch.sae_lens_tensor_names
+    return {rename.get(k, k): v.detach().contiguous() for k, v in sae.arch.export_tensors(sae).items()}
 
 
 @torch.no_grad()
 def load_parameters(sae: SAE, tensors: dict[str, Tensor], source: str = "tensors") -> None:
     """Copy SAELens-named tensors into ``sae`` (keeping its memory layout), checking names and shapes."""
-    expected = {"W_enc": (sae.cfg.d_in, sae.cfg.d_sae), "b_enc": (sae.cfg.d_sae,),
-                "W_dec": (sae.cfg.d_sae, sae.cfg.d_in), "b_dec": (sae.cfg.d_in,)}
-    if sae.cfg.architecture in THRESHOLD_ARCHITECTURES:
-        expected["threshold"] = (sae.cfg.d_sae,)
+    rename = sae.arch.sae_lens_tensor_names
+    expected = {rename.get(n, n): (n, tuple(getattr(sae, n).shape)) for n in sae.tensor_names}
     missing = sorted(set(expected) - set(tensors))
     if missing:
         raise ValueError(f"{source} lacks tensor(s) {missing} needed by a {sae.cfg.architecture} SAE")
-    for name, shape in expected.items():
+    for name, (ours, shape) in expected.items():
         t = tensors[name]
         if tuple(t.shape) != shape:
             raise ValueError(f"{source}: tensor {name} has shape {tuple(t.shape)}, expected {shape} for d_in="
                              f"{sae.cfg.d_in}, d_sae={sae.cfg.d_sae}")
-        getattr(sae, name).copy_(t.to(sae.dtype))
-
+        getattr(sae, ours).copy_(t.to(sae.dtype))

@@ -9,7 +9,8 @@ import torch
 
 from workbench.core.config import known_fields_only
 from workbench.core.hardware import fast_bf16_matmul
-from workbench.sae.model import ARCHITECTURES, SPARSE_MAX_DENSITY, TOPK_FAMILY, SAEConfig
+from workbench.sae.architectures import get_architecture
+from workbench.sae.model import SPARSE_MAX_DENSITY, SAEConfig
 
 __all__ = ["RunSpec", "TrainConfig", "default_lr", "lr_multiplier", "warmup_multiplier"]
 
@@ -20,16 +21,13 @@ __all__ = ["RunSpec", "TrainConfig", "default_lr", "lr_multiplier", "warmup_mult
 
 
 def default_lr(architecture: str, d_sae: int) -> float:
-    """Default learning rates: TopK family 2e-4 / sqrt(d_sae / 2^14) (Gao et al.); relu 1e-3 and jumprelu 7e-4.
+    """The architecture's default learning rate (its ``default_lr``, :mod:`workbench.sae.architectures`): e.g.
+    TopK family 2e-4 / sqrt(d_sae / 2^14) (Gao et al.); relu 1e-3 and jumprelu 7e-4.
 
     Anthropic's 5e-5 (relu) and DeepMind's 7e-5 (jumprelu) are for runs of 10^5+ steps; for runs of a few
     thousand steps (2M tokens at batch 4096 is 488) they barely move the weights, so the defaults here are
     higher (tuned on Gemma-3-270M). Set ``RunSpec.lr`` for long runs."""
-    if architecture in TOPK_FAMILY:
-        return 2e-4 / math.sqrt(d_sae / 2 ** 14)
-    if architecture == "relu":
-        return 1e-3
-    return 7e-4
+    return get_architecture(architecture).default_lr(int(d_sae))
 
 
 @dataclass
@@ -47,13 +45,12 @@ class RunSpec:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.architecture!r}: choose one of {', '.join(ARCHITECTURES)}")
+        arch = get_architecture(self.architecture)  # a ValueError listing the known ones
         if "d_in" in self.options or "architecture" in self.options or "d_sae" in self.options:
             raise ValueError("RunSpec.options cannot set d_in, d_sae or architecture: use the RunSpec fields")
         if isinstance(self.d_sae, (bool, float)) or int(self.d_sae) != self.d_sae or self.d_sae < 1:
             raise ValueError(f"d_sae={self.d_sae!r} must be a whole number >= 1 (e.g. --d-sae 4096)")
-        if self.architecture in TOPK_FAMILY and not 0 < float(self.k) <= self.d_sae:
+        if arch.sparsity == "k" and not 0 < float(self.k) <= self.d_sae:
             raise ValueError(f"k={self.k:g} must lie in (0, d_sae={self.d_sae}]: lower --k or raise --d-sae")
         for name in ("lr", "l1_coefficient", "l0_coefficient"):
             value = getattr(self, name)
@@ -75,14 +72,7 @@ class RunSpec:
     def resolved_name(self) -> str:
         if self.name:
             return self.name
-        if self.architecture in TOPK_FAMILY:
-            k = int(self.k) if float(self.k).is_integer() else self.k
-            return f"{self.architecture}-{self.d_sae}-k{k}"
-        if self.architecture == "relu" and self.l1_coefficient is not None:
-            return f"relu-{self.d_sae}-l1_{self.l1_coefficient:g}"
-        if self.architecture == "jumprelu" and self.l0_coefficient is not None:
-            return f"jumprelu-{self.d_sae}-l0_{self.l0_coefficient:g}"
-        return f"{self.architecture}-{self.d_sae}"
+        return get_architecture(self.architecture).run_name(self)  # e.g. topk-8192-k32, relu-8192-l1_5
 
     @property
     def resolved_lr(self) -> float:
