@@ -403,3 +403,109 @@ def test_pretrained_offline_fails_fast_with_clear_error(monkeypatch, sae_lens):
     with pytest.raises(ValueError, match="hub is unreachable"):
         sae_io.load_pretrained("gpt2-small-res-jb", "blocks.0.hook_resid_pre")
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# gated (docs/methods.md §23): SAELens's training objective and folder format, both ways
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _sae_lens_gated(sae_lens, seed: int = 0):
+    from sae_lens import GatedTrainingSAE, GatedTrainingSAEConfig
+
+    torch.manual_seed(seed)
+    theirs = GatedTrainingSAE(GatedTrainingSAEConfig(d_in=16, d_sae=64, l1_coefficient=2.0))
+    with torch.no_grad():
+        theirs.b_dec.normal_()
+        theirs.b_gate.normal_(std=0.5)
+        theirs.b_mag.normal_(std=0.5)
+        theirs.r_mag.normal_(std=0.3)
+        theirs.W_dec.mul_(torch.rand(64, 1) + 0.5)
+    return theirs
+
+
+def test_gated_objective_equals_sae_lens_training_loss_with_a_frozen_decoder_in_the_aux_term(sae_lens):
+    from sae_lens.saes.sae import TrainStepInput
+
+    theirs = _sae_lens_gated(sae_lens)
+    x = torch.randn(48, 16) * 2
+    out_theirs = theirs.training_forward_pass(TrainStepInput(x, {"l1": 2.0 * 0.5}, None, 0, False))
+    ours = sae_io.from_sae_lens(theirs)
+    ours.cfg.l1_coefficient = 2.0
+    assert ours.cfg.architecture == "gated" and set(ours.tensor_names) >= {"r_mag", "b_mag"}
+    for sparse in (True, False):
+        out = ours.training_loss(x, sparsity_scale=0.5, sparse=sparse)
+        assert out.sparse is sparse
+        assert torch.allclose(out.loss, out_theirs.loss, rtol=1e-5)
+        assert torch.allclose(out.mse, out_theirs.losses["mse_loss"], rtol=1e-5)
+        assert torch.allclose(out.sparsity_loss, out_theirs.losses["l1_loss"], rtol=1e-5)
+        assert torch.allclose(out.aux_loss, out_theirs.losses["auxiliary_reconstruction_loss"], rtol=1e-5)
+        # the auxiliary reconstruction trains the gate through a frozen decoder: W_dec's gradient is that of
+        # MSE + L1 alone, and b_enc (the gate bias) gets one only from the gate's two terms
+        ours.zero_grad()
+        out.loss.backward()
+        dec_grad = ours.W_dec.grad.clone()
+        ours.zero_grad()
+        f = ours.encode(x)
+        pi_gate = torch.relu((x - ours.b_dec) @ ours.W_enc + ours.b_enc)
+        reference = ((f @ ours.W_dec + ours.b_dec - x).pow(2).sum(-1).mean()
+                     + 1.0 * (pi_gate * ours.W_dec.norm(dim=1)).sum(-1).mean())
+        reference.backward()
+        assert torch.allclose(dec_grad, ours.W_dec.grad, atol=1e-5)
+        ours.zero_grad()
+
+
+def test_gated_round_trip_with_sae_lens(tmp_path, sae_lens):
+    x = torch.randn(40, 16) * 3 + 1
+    # SAELens -> ours, from disk and in memory
+    theirs = _sae_lens_gated(sae_lens, seed=1)
+    theirs.save_model(str(tmp_path / "theirs"))
+    from_disk = sae_io.load_sae(tmp_path / "theirs")
+    assert from_disk.cfg.architecture == "gated"
+    for ours in (from_disk, sae_io.from_sae_lens(theirs)):
+        assert torch.allclose(ours.encode(x), theirs.encode(x), atol=1e-5)
+        assert torch.allclose(ours.decode(ours.encode(x)), theirs.decode(theirs.encode(x)), atol=1e-5)
+    assert (theirs.encode(x) > 0).float().mean() > 0.1  # the gate opens and closes: a real comparison
+    # ours -> SAELens -> ours: a trained-looking gated SAE, folded input scale included
+    sae = _sae("gated")
+    _perturb(sae, x * 0.5)
+    with torch.no_grad():
+        sae.r_mag.copy_(0.3 * torch.randn(64))
+        sae.b_mag.copy_(0.2 * torch.randn(64))
+    path = sae_io.save_sae(sae, tmp_path / "ours", input_scale=0.5)
+    cfg = json.loads((path / "cfg.json").read_text())
+    assert cfg["architecture"] == "gated"
+    from safetensors.torch import load_file
+
+    assert set(load_file(str(path / "sae_weights.safetensors"))) == {"W_enc", "b_gate", "r_mag", "b_mag", "W_dec",
+                                                                      "b_dec"}
+    loaded = sae_lens.SAE.load_from_disk(str(path))
+    assert type(loaded).__name__ == "GatedSAE"
+    expected = sae.encode(0.5 * x)
+    assert torch.allclose(loaded.encode(x), expected, atol=1e-5)
+    assert torch.allclose(loaded.decode(expected), sae.decode(expected) / 0.5, atol=1e-5)
+    loaded.save_model(str(tmp_path / "back"))
+    back = sae_io.load_sae(tmp_path / "back")
+    assert torch.allclose(back.encode(x), expected, atol=1e-5)
+    assert torch.allclose(back(x), loaded(x), atol=1e-5)
+
+
+def test_gated_codes_follow_the_gate_and_the_rescaled_magnitude():
+    sae = _sae("gated")
+    x = torch.randn(30, 16) * 2
+    _perturb(sae, x)
+    with torch.no_grad():
+        sae.r_mag.copy_(torch.linspace(-1, 1, 64))
+        sae.b_mag.copy_(torch.linspace(0.5, -0.5, 64))
+    x_in = x - sae.b_dec
+    gate = x_in @ sae.W_enc + sae.b_enc > 0
+    magnitude = x_in @ sae.W_enc * sae.r_mag.exp() + sae.b_mag
+    f = sae.encode(x)
+    assert torch.allclose(f, torch.relu(magnitude) * gate, atol=1e-6)
+    assert bool(((magnitude > 0) & ~gate).any())  # magnitude alone would fire here: the gate closes it
+    assert not sae.cfg.unit_norm_decoder
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.full((64,), 0.1), atol=1e-6)
+    from workbench.analysis.feature_kernels import sparse_encode
+
+    rows, feats, vals = sparse_encode(sae, x.detach())
+    assert torch.equal(torch.stack([rows, feats]), f.detach().nonzero().T)
+    assert torch.allclose(vals, f.detach()[rows, feats])

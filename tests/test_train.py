@@ -77,10 +77,12 @@ class StopAfter:
 
 
 def test_every_architecture_recovers_known_features_in_one_pass(tmp_path):
-    """Five SAEs trained together on one stream; each finds most of the 64 true directions (cos >= 0.9)."""
+    """Six SAEs (every architecture) trained together on one stream; each finds most of the 64 true directions
+    (cos >= 0.9)."""
     src = _toy_source()
     specs = [RunSpec("topk", 128, k=3), RunSpec("batchtopk", 128, k=3), RunSpec("matryoshka", 128, k=3),
-             RunSpec("relu", 128, l1_coefficient=1.0, lr=3e-3), RunSpec("jumprelu", 128, l0_coefficient=0.3, lr=3e-3)]
+             RunSpec("relu", 128, l1_coefficient=1.0, lr=3e-3), RunSpec("jumprelu", 128, l0_coefficient=0.3, lr=3e-3),
+             RunSpec("gated", 128, l1_coefficient=3.0, lr=3e-3)]
     config = TrainConfig(total_tokens=200_000, batch_size=256, log_every=50, checkpoint_every=0)
     result = train(specs, config, src, tmp_path, progress=False)
     assert set(result.runs) == {s.resolved_name for s in specs}
@@ -97,6 +99,7 @@ def test_every_architecture_recovers_known_features_in_one_pass(tmp_path):
         assert torch.allclose(loaded.encode(x), run.sae.encode(x), atol=1e-5)
     assert result.runs["topk-128-k3"].metrics["l0"] == pytest.approx(3.0)
     assert 1.0 < result.runs["relu-128-l1_1"].metrics["l0"] < 12
+    assert 1.0 < result.runs["gated-128-l1_3"].metrics["l0"] < 12
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -508,6 +511,9 @@ def test_sweep_files_yaml_and_json(tmp_path):
                                                            "matryoshka_widths": [32, 128, 256]}]}))
     specs, _, _ = train_cli.load_sweep(tmp_path / "s.json")
     assert specs[0].sae_config(16).matryoshka_widths == (32, 128, 256)
+    (tmp_path / "g.yaml").write_text("grid: {arch: [gated, topk], d_sae: [64], l1: [2, 4], k: [8]}")
+    specs, _, _ = train_cli.load_sweep(tmp_path / "g.yaml")  # each architecture takes its own sparsity knob
+    assert [s.resolved_name for s in specs] == ["gated-64-l1_2", "gated-64-l1_4", "topk-64-k8"]
     (tmp_path / "bad.yaml").write_text("grid: {arch: [hypothetical], d_sae: [8]}")
     with pytest.raises(ValueError, match="unknown arch 'hypothetical'"):
         train_cli.load_sweep(tmp_path / "bad.yaml")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from workbench.sae.architectures.base import (ArchitectureNames, SAEArchitecture, architecture_for_sae_lens,
                                               architectures, find_architecture, get_architecture, register)
 from workbench.sae.architectures import relu, topk, batchtopk, jumprelu, matryoshka  # noqa: E402,F401  (register)
+from workbench.sae.architectures import gated  # noqa: E402,F401
 
 __all__ = ["ArchitectureNames", "SAEArchitecture", "architecture_for_sae_lens", "architectures", "find_architecture",
            "get_architecture", "register"]
