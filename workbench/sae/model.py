@@ -370,8 +370,8 @@ class SAE(HookedRootModule):
         multiplies lambda (the warm-up).
 
         Path: ``sparse`` forces one. ``None`` takes the sparse path when the density of the codes (active entries
-        / (batch * d_sae)) is at most ``sparse_max_density``. For relu and jumprelu, ``density_hint`` (the previous
-        step's density) decides before any selection, so a dense step never pays for one; without it the
+        / (batch * d_sae)) is at most ``sparse_max_density``. Where the dense path needs no selection (relu,
+        jumprelu, gated), ``density_hint`` (the previous step's density) decides before any selection, so a dense step never pays for one; without it the
         selection's own density decides.
 
         ``selection_dtype`` (e.g. bfloat16, several times faster on CPUs with AVX512-BF16) is the precision of the
