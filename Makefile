@@ -26,7 +26,12 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(PIP) install -q -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+# SAEBench (workbench saebench): its import-time needs from the extra, then the package without its pins
+$(VENV)/.saebench: $(VENV)/.installed
+	$(PIP) install -q -e '.[saebench]' && $(PIP) install -q --no-deps sae-bench==0.6.0
+	touch $@
+
+install: $(VENV)/.installed $(VENV)/.saebench
 
 assets: install
 	$(PY) -m workbench assets install

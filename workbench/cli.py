@@ -5,6 +5,7 @@
     workbench info STORE
     workbench train --store STORE --arch topk --d-sae 8192 --tokens 2000000
     workbench scorecard runs/demo            (or a features folder; --help for options)
+    workbench saebench runs/demo --evals core,sparse_probing,absorption,tpp
     workbench demo
     workbench full
 
@@ -113,6 +114,17 @@ def _cmd_scorecard(args) -> int:
     return 0
 
 
+def _cmd_saebench(args) -> int:
+    from workbench.analysis.saebench import SAEBenchConfig
+    from workbench.studies.saebench import saebench_run
+
+    presets = {"default": SAEBenchConfig, "demo": SAEBenchConfig.demo, "smoke": SAEBenchConfig.smoke}
+    found = saebench_run(args.run, evals=args.evals, config=presets[args.preset](), out=args.out, force=args.force)
+    print(json.dumps({"out_dir": str(found["out_dir"]), "sae": str(found["sae_dir"]), "cached": found["cached"],
+                      "seconds": found["timings"], "summary": found["summary"]}, indent=1, default=str))
+    return 0
+
+
 def _cmd_full(args) -> int:
     from workbench.studies.full import run_full
 
@@ -175,6 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--out", help="where to write scorecard.json (default: the features folder)")
     p.set_defaults(func=_cmd_scorecard)
+
+    p = sub.add_parser("saebench", help="SAEBench's own core, sparse_probing, absorption and tpp evals on an SAE, "
+                                        "offline (results as SAEBench JSON under RUN/saebench/)")
+    p.add_argument("run", help="a run folder holding one SAE folder (e.g. runs/demo) or an SAE folder")
+    p.add_argument("--evals", default="core,sparse_probing,absorption,tpp", help="comma-separated evals")
+    p.add_argument("--preset", default="default", choices=["default", "demo", "smoke"],
+                   help="sizes: default (all four in minutes on 2 cores), demo (core + sparse_probing in ~90 s), "
+                        "smoke (seconds; numbers are noise)")
+    p.add_argument("--out", help="results folder (default: RUN/saebench)")
+    p.add_argument("--force", action="store_true", help="recompute evals whose cached results match")
+    p.set_defaults(func=_cmd_saebench)
 
     p = sub.add_parser("demo", help="the main job: harvest (and more) into runs/demo")
     p.add_argument("--out", default="runs/demo")
