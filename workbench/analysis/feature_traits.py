@@ -1,5 +1,6 @@
 """Cheap traits of features read from the feature pass's top examples: whether a feature is a special-token or
-whitespace detector (:func:`special_token_features`, which the report uses to skip them), and which languages its
+whitespace detector (:func:`special_token_features`, which the scorecard counts and the F1 ranking
+:func:`~workbench.report.page.rank_features` skips), and which languages its
 top examples come from (:func:`feature_languages`; the embedded wiki encodes the language in each document id) and
 which documents (:func:`top_example_documents`). The finer detector kinds (position, punctuation, one token...) are
 in :mod:`workbench.analysis.detectors`."""
