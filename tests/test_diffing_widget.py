@@ -1,6 +1,8 @@
 """The DiffExplorer on a small crosscoder: the charts' data, selection by click, the side-by-side cards' fallback."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -38,3 +40,21 @@ def test_click_selects_and_steering_needs_models(explorer):
         explorer.steer()
     with pytest.raises(ValueError, match="out of range"):
         explorer.select(12)
+
+
+def test_html_links_plotly_once_and_the_display_has_a_static_fallback(explorer):
+    from widgets.view import WIDGET_MIME
+
+    html = explorer.to_html()  # two charts, one link to the library
+    assert html.startswith('<div class="wb-diff">') and html.count("Plotly.newPlot") == 2
+    assert len(re.findall(r"<script[^>]*\ssrc=", html)) == 1 and html.count("cdn.plot.ly") == 1
+    scatter = scaling_figure(explorer.r.numpy(), np.zeros(12), explorer.kinds)
+    assert {t.type for t in scatter.data} == {"scatter"}  # SVG points while few: a click lands on one anywhere
+    rest = [f"{n} {k}" for k in ("shared", "mixed") if (n := int((explorer.kinds == k).sum()))]
+    assert explorer.plain_text() == "DiffExplorer: 12 latents of base vs tuned (" + ", ".join(
+        ["2 a_only", "2 b_only", *rest]) + ")"  # kinds without latents are left out
+    explorer.select(3)
+    bundle = explorer._repr_mimebundle_()
+    assert WIDGET_MIME in bundle and "latent 3" in bundle["text/html"]
+    assert not re.search(r"<script[^>]*\ssrc=", bundle["text/html"])
+    assert bundle["text/plain"].endswith("latent 3 selected")

@@ -323,3 +323,33 @@ def test_byte_split_tokens_are_spelled(gallery_data, tmp_path):
     assert back.token_bytes == res.token_bytes
     i = res.alive().tolist()[0]
     assert [ex.tokens for ex in back.top_examples(i)] == [ex.tokens for ex in res.top_examples(i)]
+
+
+def test_browser_order_lists_the_given_features_in_that_order(gallery_data):
+    res, expl = gallery_data.results["topk-64"], gallery_data.explanations["topk-64"]
+    alive = res.alive().tolist()
+    default = FeatureBrowser(res, expl, page_size=4)
+    assert default.sort_key == "density" and FeatureBrowser(res, expl, order=None).order == default.order
+    given = alive[::-1][:7] + [int(i) for i in range(res.d_sae) if i not in alive][:1]  # a dead one may be asked for
+    b = FeatureBrowser(res, expl, page_size=3, order=given)
+    assert b.sort_key == "given" and b.order == given and b.visible == given[:3] and b.n_pages == 3
+    assert b.next_page() == given[3:6] and b.go_to_page(9) == given[6:]
+    by_density = b.sort_by("density")
+    dens = [float(res.density[i]) for i in b.order]
+    assert set(b.order) == set(given) and dens == sorted(dens, reverse=True) and by_density == b.order[:3]
+    assert b.sort_by("given") == given[:3]
+    ui = b.widget
+    assert "given" in b._ui["sort"].options and b._ui["sort"].value == "given"
+    text = expl[next(i for i in alive if i in expl)].explanation.text
+    assert b.search(text.split('"')[1].strip() or text) and b.sort_key == "relevance"
+    b.search("")  # cleared: back to the given order
+    assert b.sort_key == "given" and b.order == given and ui is b.widget
+    assert "given" not in FeatureBrowser(res, expl).widget.children[0].children[1].options
+    with pytest.raises(ValueError, match="more than once"):
+        FeatureBrowser(res, expl, order=[given[0], given[1], given[0]])
+    with pytest.raises(ValueError, match="out of range"):
+        FeatureBrowser(res, expl, order=[res.d_sae])
+    with pytest.raises(ValueError, match="order is empty"):
+        FeatureBrowser(res, expl, order=[])
+    with pytest.raises(ValueError, match="unknown sort key 'given'"):
+        default.sort_by("given")

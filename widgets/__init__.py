@@ -2,27 +2,18 @@
 
     from widgets import FeatureBrowser, FeatureCard, PromptInspector, NeighborhoodMap, SteeringPlayground
 
-Views are imported on first use, so ``import widgets`` stays cheap (the map pulls in umap/numba, the
-attribution view the model code).
+Every view is a :class:`widgets.view.View` (one widget contract) and is listed once, in
+:mod:`widgets.registry` (``widgets.VIEWS``), which these exports follow. Views are imported on first use, so
+``import widgets`` stays cheap (the map pulls in umap/numba, the attribution view the model code).
 """
 import workbench  # noqa: F401  (cheap: installs the aliases of the 0.1 paths, such as widgets.html)
 from workbench.core.lazy import lazy_exports
 
-_VIEWS = {
-    "FeatureCard": ".feature_card", "histogram_figure": ".feature_card",
-    "FeatureBrowser": ".feature_browser",
-    "PromptInspector": ".prompt_inspector", "heatmap_figure": ".prompt_inspector",
-    "NeighborhoodMap": ".neighborhood_map",
-    "SplitExplorer": ".split_explorer",
-    "ScalingView": ".scaling_view",
-    "LanguageHeatmap": ".language_heatmap",
-    "AttributionView": ".attribution_view",
-    "SteeringPlayground": ".steering_playground",
-    "PersonaMonitor": ".persona_monitor",
-    "DiffExplorer": ".diff_explorer",
-}
+from .registry import VIEWS, ViewSpec, exports
 
-__all__ = sorted(_VIEWS)
+_EXPORTS = {**exports(), "View": ".view"}
+
+__all__ = sorted([*_EXPORTS, "VIEWS", "ViewSpec"])
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _VIEWS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

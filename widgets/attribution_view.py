@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 from workbench.intervene.attribution import AblationOutcome, Attribution, ablate_one
 
 from workbench.report import html as H
-from .feature_card import FeatureCard, figure_output
+from .feature_card import FeatureCard
+from .view import View
 
 __all__ = ["AttributionView", "attribution_figure"]
 
@@ -38,7 +39,7 @@ def attribution_figure(attribution: Attribution, features: list[int], height: in
     return fig
 
 
-class AttributionView:
+class AttributionView(View):
     """The ``top_n`` features by largest |attribution| at any position, and the ablation of a selected cell."""
 
     def __init__(self, model, sae, attribution: Attribution, *, top_n: int = 20, n_predictions: int = 8,
@@ -96,30 +97,33 @@ class AttributionView:
                 f"{o.metric_after:.3f} (effect {o.effect:.3f})"
                 + H.table(["before", "p", "after", "p"], rows) + "</div>")
 
-    def to_html(self, include_plotlyjs: bool | str = "cdn") -> str:
-        card = self.card.to_html(include_plotlyjs) if self.card is not None else ""
-        return (f'<div class="wb-card">{self.summary_html()}{H.figure_html(self.figure(), include_plotlyjs)}'
-                f"{self.outcome_html()}</div>{card}")
+    def body_html(self, include_plotlyjs: bool | str = "cdn") -> str:
+        return f"{self.summary_html()}{H.figure_html(self.figure(), include_plotlyjs)}{self.outcome_html()}"
 
-    @property
-    def widget(self):
+    def after_html(self, include_plotlyjs: bool | str = False) -> str:
+        return self.card.to_html(include_plotlyjs) if self.card is not None else ""
+
+    def plain_text(self) -> str:
+        a, o = self.attribution, self.outcome
+        done = f", ablated F{o.feature} at {o.position} (effect {o.effect:.3f})" if o is not None else ""
+        return f"AttributionView: {len(self.features)} features on {a.prompt[:60]!r}{done}"
+
+    def _build_widget(self):
         """The ipywidgets view: the heatmap (click a cell), position and feature pickers, the ablation table."""
-        if self._ui is None:
-            import ipywidgets as W
+        import ipywidgets as W
 
-            plot = figure_output(self.figure())
-            plot.on_click(self._on_click)
-            a = self.attribution
-            pos = W.Dropdown(options=[(_label(t, j), j) for j, t in enumerate(a.tokens) if j >= a.first],
-                             description="position")
-            feat = W.Dropdown(options=[(f"F{f}", f) for f in self.features], description="feature")
-            go_btn = W.Button(description="ablate")
-            go_btn.on_click(lambda _: self._try_select(pos.value, feat.value))
-            self._ui = {"outcome": W.HTML(), "card": W.Box()}
-            self._box = W.VBox([W.HTML(f"<style>{H.STYLE}</style>" + self.summary_html()), plot,
-                                W.HBox([pos, feat, go_btn]), self._ui["outcome"], self._ui["card"]])
-            self._refresh()
-        return self._box
+        plot = self.figure_output(self.figure(), on_click=self._on_click)
+        a = self.attribution
+        pos = W.Dropdown(options=[(_label(t, j), j) for j, t in enumerate(a.tokens) if j >= a.first],
+                         description="position")
+        feat = W.Dropdown(options=[(f"F{f}", f) for f in self.features], description="feature")
+        go_btn = W.Button(description="ablate")
+        go_btn.on_click(lambda _: self._try_select(pos.value, feat.value))
+        self._ui = {"outcome": W.HTML(), "card": W.Box()}
+        box = W.VBox([W.HTML(f"<style>{H.STYLE}</style>" + self.summary_html()), plot,
+                      W.HBox([pos, feat, go_btn]), self._ui["outcome"], self._ui["card"]])
+        self._refresh()
+        return box
 
     def _try_select(self, position, feature) -> None:
         try:
@@ -139,6 +143,3 @@ class AttributionView:
             return
         self._ui["outcome"].value = f"<style>{H.STYLE}</style>" + self.outcome_html()
         self._ui["card"].children = [self.card.widget] if self.card is not None else []
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)

@@ -20,7 +20,8 @@ import plotly.graph_objects as go
 from workbench.diffing.analyses import latent_kinds, norm_histogram, relative_norms, steering_check
 from workbench.report import html as H
 
-from .feature_card import FeatureCard, figure_output
+from .feature_card import FeatureCard
+from .view import View
 
 __all__ = ["DiffExplorer", "norm_histogram_figure", "scaling_figure"]
 
@@ -45,11 +46,12 @@ def scaling_figure(r, ratio, kinds, names: Sequence[str] = ("A", "B"), height: i
     r = np.asarray(r, dtype=float)
     ratio = np.asarray(ratio, dtype=float)
     kinds = np.asarray(kinds)
+    scatter = go.Scattergl if r.size > 5000 else go.Scatter  # SVG points while few: clicks land on them anywhere
     traces = []
     for kind, colour in KIND_COLOURS.items():
         idx = np.nonzero((kinds == kind) & np.isfinite(ratio) & np.isfinite(r))[0]
         if idx.size:
-            traces.append(go.Scattergl(x=r[idx], y=ratio[idx], mode="markers", name=kind, customdata=idx,
+            traces.append(scatter(x=r[idx], y=ratio[idx], mode="markers", name=kind, customdata=idx,
                                        marker=dict(size=5, color=colour),
                                        hovertemplate="latent %{customdata}: r %{x:.2f}, ratio %{y:.2f}<extra></extra>"))
     fig = go.Figure(traces)
@@ -61,12 +63,14 @@ def scaling_figure(r, ratio, kinds, names: Sequence[str] = ("A", "B"), height: i
     return fig
 
 
-class DiffExplorer:
+class DiffExplorer(View):
     """State (the selected latent, its steering check) plus an ipywidgets view of a trained crosscoder.
 
     ``results_a`` / ``results_b``: the per-side feature passes (:func:`workbench.diffing.analyses.side_features`);
     ``scaling``: a :class:`~workbench.diffing.latent_scaling.LatentScaling` (optional: without it the scatter uses
     the relative norm only); ``models`` / ``hooks``: both models and their hooks, for the steering check."""
+
+    frame = "wb-diff"
 
     def __init__(self, crosscoder, results_a=None, results_b=None, scaling=None, *, models: Sequence[Any] = (),
                  hooks: Sequence[str] = (), names: Sequence[str] = ("A", "B"),
@@ -158,30 +162,35 @@ class DiffExplorer:
         return (f"<div><b>steering in {H.escape(side)}</b></div>"
                 + H.table(["prompt", "plain", "steered"], [[r["prompt"], r["plain"], r["steered"]] for r in rows]))
 
-    def to_html(self, include_plotlyjs: bool | str = "cdn") -> str:
-        hist, scatter = self.figures()
-        return (f'<div class="wb-diff">{H.figure_html(hist, include_plotlyjs)}{H.figure_html(scatter, False)}'
-                f"{self.header_html()}{self.cards_html()}{self.steering_html()}</div>")
+    def body_html(self, include_plotlyjs: bool | str = "cdn") -> str:
+        return ("".join(self.figures_html(self.figures(), include_plotlyjs))
+                + f"{self.header_html()}{self.cards_html()}{self.steering_html()}")
+
+    def plain_text(self) -> str:
+        kinds = {k: int((self.kinds == k).sum()) for k in KIND_COLOURS}
+        sel = f", latent {self.selected} selected" if self.selected is not None else ""
+        return (f"DiffExplorer: {self.r.numel()} latents of {' vs '.join(self.names)} ("
+                + ", ".join(f"{n} {k}" for k, n in kinds.items() if n) + f"){sel}")
 
     # ----- the live view -----
 
-    @property
-    def widget(self):
+    def _build_widget(self):
         """Histogram and scatter (a click selects a latent), the two cards, and a steering button."""
-        if self._ui is None:
-            import ipywidgets as W
+        import ipywidgets as W
 
-            hist, scatter = self.figures()
-            plot = figure_output(scatter)
-            plot.on_click(self._on_click)
-            button = W.Button(description="steering check")
-            button.on_click(lambda _: self.steer())
-            ui = {"header": W.HTML(), "cards": W.HBox(), "steer": W.HTML()}
-            self._ui = ui
-            self._ui_box = W.VBox([W.HTML(f"<style>{H.STYLE}</style>"), W.HBox([figure_output(hist), plot]),
-                                   ui["header"], ui["cards"], button, ui["steer"]])
-            self._refresh()
-        return self._ui_box
+        hist, scatter = self.figures()
+        plot = self.figure_output(scatter, on_click=self._on_click)
+        button = W.Button(description="steering check")
+        button.on_click(lambda _: self.steer())
+        ui = {"header": W.HTML(), "cards": W.HBox(layout=W.Layout(flex_flow="row wrap")), "steer": W.HTML()}
+        self._ui = ui
+        # each chart in a half of the row (a chart without a fixed width fills its box), the cards wrap
+        half = dict(flex="1 1 0%", min_width="0")
+        charts = W.HBox([W.Box([self.figure_output(hist)], layout=W.Layout(**half)),
+                         W.Box([plot], layout=W.Layout(**half))])
+        box = W.VBox([W.HTML(f"<style>{H.STYLE}</style>"), charts, ui["header"], ui["cards"], button, ui["steer"]])
+        self._refresh()
+        return box
 
     def _on_click(self, points: list[dict]) -> None:
         for p in points:
@@ -197,6 +206,3 @@ class DiffExplorer:
         ui["header"].value = self.header_html()
         ui["cards"].children = [c.widget for c in self.cards() if c is not None]
         ui["steer"].value = self.steering_html()
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)

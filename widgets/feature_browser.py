@@ -5,8 +5,14 @@ Every control is a method, so a notebook or a test drives it without clicks::
 
     b = FeatureBrowser(results, explanations)
     b.search("bridge"); b.sort_by("max_activation"); b.next_page(); card = b.select(b.visible[0])
+
+``order=`` lists the features to show, in the order to show them (e.g. concept features first); the sort menu
+then offers "given" (that order, the default) beside the usual keys, which sort the same features.
 """
 from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
 
 import torch
 
@@ -14,21 +20,28 @@ from workbench.analysis.search import search_explanations
 
 from workbench.report import html as H
 from .feature_card import FeatureCard
+from .view import View
 
 __all__ = ["FeatureBrowser", "SORT_KEYS"]
 
 SORT_KEYS = ("density", "max_activation", "score", "index")
 
 
-class FeatureBrowser:
-    """State (query, sort, page, selection) plus an ipywidgets view kept in sync with it."""
+class FeatureBrowser(View):
+    """State (query, sort, page, selection) plus an ipywidgets view kept in sync with it.
 
-    def __init__(self, results, explanations=None, *, page_size: int = 20, sort: str = "density",
-                 include_dead: bool = False):
+    ``order``: the features to list and their order (default: every alive feature, or every feature with
+    ``include_dead``, by ``sort``); ``sort``: default "given" when ``order`` is passed, else "density"."""
+
+    frame = "wb-browser"
+
+    def __init__(self, results, explanations=None, *, page_size: int = 20, sort: str | None = None,
+                 include_dead: bool = False, order: Sequence[int] | None = None):
         if page_size < 1:
             raise ValueError(f"page_size must be a positive integer, got {page_size}")
         self.results, self.explanations = results, explanations
         self.page_size, self.include_dead = int(page_size), include_dead
+        self.given_order: list[int] | None = None if order is None else self._check_order(order)
         self.query = ""
         self.sort_key = "density"
         self.page = 0
@@ -37,13 +50,24 @@ class FeatureBrowser:
         self._matches: list[int] | None = None  # None: no query, every feature
         self._ui = None
         self._syncing = False
-        self.sort_by(sort)
+        self.sort_by(sort or ("given" if self.given_order is not None else "density"))
+
+    def _check_order(self, order: Sequence[int]) -> list[int]:
+        out = [self.results.check_index(i) for i in order]
+        if not out:
+            raise ValueError("order is empty: pass the features to show, or order=None for every alive feature")
+        if len(set(out)) != len(out):
+            dup = sorted(i for i, n in Counter(out).items() if n > 1)
+            raise ValueError(f"order lists features {dup[:10]} more than once: list each feature once")
+        return out
 
     # ----- state -----
 
     def _pool(self) -> list[int]:
         if self._matches is not None:
             return list(self._matches)
+        if self.given_order is not None:
+            return list(self.given_order)
         if self.include_dead:
             return list(range(self.results.d_sae))
         return self.results.alive().tolist()
@@ -59,7 +83,7 @@ class FeatureBrowser:
         ``sort_by("relevance")``)."""
         pool = self._pool()
         key = self.sort_key
-        if key == "relevance":
+        if key in ("relevance", "given"):
             return pool
         if key == "index":
             return sorted(pool)
@@ -86,7 +110,7 @@ class FeatureBrowser:
         if not q:
             self._matches = None
             if self.sort_key == "relevance":
-                self.sort_key = "density"
+                self.sort_key = "given" if self.given_order is not None else "density"
         elif q.lstrip("Ff#").isdigit():
             i = self.results.check_index(int(q.lstrip("Ff#")))
             self._matches = [i]
@@ -102,9 +126,10 @@ class FeatureBrowser:
         return list(self._matches) if self._matches is not None else self.order
 
     def sort_by(self, key: str) -> list[int]:
-        """Order by "density", "max_activation", "score" (held-out F1 of the explanation), "index" or, after a
-        text search, "relevance" (all descending except index). Returns the visible page."""
-        allowed = SORT_KEYS + (("relevance",) if self._matches is not None else ())
+        """Order by "density", "max_activation", "score" (held-out F1 of the explanation), "index", "given" (the
+        ``order=`` passed, when one was) or, after a text search, "relevance" (all descending except index).
+        Returns the visible page."""
+        allowed = self._keys() + (("relevance",) if self._matches is not None else ())
         if key not in allowed:
             raise ValueError(f"unknown sort key {key!r}: choose one of {', '.join(allowed)}")
         self.sort_key, self.page = key, 0
@@ -157,40 +182,45 @@ class FeatureBrowser:
         return (f'<div class="wb-muted">query {self.query!r}, sorted by {self.sort_key}, page {self.page + 1} of '
                 f"{self.n_pages}</div>" + H.table(["feature", "density", "max", "explanation"], rows))
 
-    def to_html(self, include_plotlyjs: bool | str = "cdn") -> str:
+    def body_html(self, include_plotlyjs: bool | str = "cdn") -> str:
         """The current page as a table, then the selected feature's card."""
         card = self.card.to_html(include_plotlyjs) if self.card is not None else ""
-        return f'<div class="wb-browser">{self.listing_html()}{card}</div>'
+        return f"{self.listing_html()}{card}"
 
-    @property
-    def widget(self):
-        """The ipywidgets view (built on first use): search box, sort menu, page buttons, feature list, card."""
-        if self._ui is None:
-            import ipywidgets as W
+    def plain_text(self) -> str:
+        return (f"FeatureBrowser: {len(self.order)} features, sorted by {self.sort_key}, page {self.page + 1} of "
+                f"{self.n_pages}" + (f", feature {self.selected} open" if self.selected is not None else ""))
 
-            ui = {"search": W.Text(placeholder="explanation text or feature id", continuous_update=False),
-                  "sort": W.Dropdown(options=self._sort_options(), value=self.sort_key, description="sort"),
-                  "prev": W.Button(description="◀", layout=W.Layout(width="40px")),
-                  "next": W.Button(description="▶", layout=W.Layout(width="40px")),
-                  "page": W.Label(), "message": W.HTML(),
-                  "list": W.Select(rows=12, layout=W.Layout(width="100%")), "card": W.Box()}
-            ui["search"].observe(lambda ch: self._syncing or self.search(ch["new"]), names="value")
-            ui["sort"].observe(lambda ch: self._syncing or ch["new"] == self.sort_key or self.sort_by(ch["new"]),
-                               names="value")
-            ui["prev"].on_click(lambda _: self.prev_page())
-            ui["next"].on_click(lambda _: self.next_page())
-            ui["list"].observe(lambda ch: self._syncing or ch["new"] is None or ch["new"] == self.selected
-                               or self.select(ch["new"]), names="value")
-            self._ui = ui
-            self._ui_box = W.VBox([W.HBox([ui["search"], ui["sort"], ui["prev"], ui["page"], ui["next"]]),
-                                   ui["message"], ui["list"], ui["card"]])
-            self._refresh()
-            self._refresh_card()
-        return self._ui_box
+    def _build_widget(self):
+        """The ipywidgets view: search box, sort menu, page buttons, feature list, card."""
+        import ipywidgets as W
+
+        ui = {"search": W.Text(placeholder="explanation text or feature id", continuous_update=False),
+              "sort": W.Dropdown(options=self._sort_options(), value=self.sort_key, description="sort"),
+              "prev": W.Button(description="◀", layout=W.Layout(width="40px")),
+              "next": W.Button(description="▶", layout=W.Layout(width="40px")),
+              "page": W.Label(), "message": W.HTML(),
+              "list": W.Select(rows=12, layout=W.Layout(width="100%")), "card": W.Box()}
+        ui["search"].observe(lambda ch: self._syncing or self.search(ch["new"]), names="value")
+        ui["sort"].observe(lambda ch: self._syncing or ch["new"] == self.sort_key or self.sort_by(ch["new"]),
+                           names="value")
+        ui["prev"].on_click(lambda _: self.prev_page())
+        ui["next"].on_click(lambda _: self.next_page())
+        ui["list"].observe(lambda ch: self._syncing or ch["new"] is None or ch["new"] == self.selected
+                           or self.select(ch["new"]), names="value")
+        self._ui = ui
+        box = W.VBox([W.HBox([ui["search"], ui["sort"], ui["prev"], ui["page"], ui["next"]]),
+                      ui["message"], ui["list"], ui["card"]])
+        self._refresh()
+        self._refresh_card()
+        return box
+
+    def _keys(self) -> tuple[str, ...]:
+        return SORT_KEYS + (("given",) if self.given_order is not None else ())
 
     def _sort_options(self) -> list[str]:
-        return list(SORT_KEYS) + (["relevance"] if self._matches is not None and self.query
-                                  and not self.query.lstrip("Ff#").isdigit() else [])
+        return list(self._keys()) + (["relevance"] if self._matches is not None and self.query
+                                     and not self.query.lstrip("Ff#").isdigit() else [])
 
     def _refresh(self) -> None:
         """Bring the view in line with the state. Changing the list's options must not pick a feature: only a
@@ -217,6 +247,3 @@ class FeatureBrowser:
     def _refresh_card(self) -> None:
         if self._ui is not None and self.card is not None:
             self._ui["card"].children = [self.card.widget]
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)

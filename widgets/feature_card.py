@@ -7,30 +7,25 @@ histogram by bucket, logit table) as a live widget (``card.widget``, or just ``c
 """
 from __future__ import annotations
 
-import plotly.graph_objects as go
-
 from workbench.report import html as H
 from workbench.report.card import FeatureCard as StaticFeatureCard
 from workbench.report.card import histogram_figure
 
+from .view import View, figure_output
+
 __all__ = ["FeatureCard", "figure_output", "histogram_figure"]
 
 
-def figure_output(fig: go.Figure):
-    """A widget showing ``fig``: a :class:`widgets.plot.PlotWidget` (one plotly.js per page, clicks reach Python
-    through its ``on_click``)."""
-    from .plot import PlotWidget
-
-    return PlotWidget(fig)
-
-
-class FeatureCard(StaticFeatureCard):
-    """The live view of one :class:`workbench.analysis.features.FeatureReport`: the static card plus ``widget``."""
+class FeatureCard(StaticFeatureCard, View):
+    """The live view of one :class:`workbench.analysis.features.FeatureReport`: the static card (its ``to_html``)
+    plus the :class:`View` contract (``widget``, the notebook display with a static fallback)."""
 
     def __init__(self, report, explanation=None, **kwargs):
         super().__init__(report, explanation, **kwargs)
-        self._widget = None
         self.bucket: int | None = None  # the activation bucket whose examples the card lists (a click on a bar)
+
+    def plain_text(self) -> str:
+        return f"FeatureCard: feature {self.report.index}" + (f" ({self.explanation})" if self.explanation else "")
 
     def show_bucket(self, b: int) -> list:
         """List the examples of activation bucket ``b`` under the histogram (what a click on a bar does)."""
@@ -55,19 +50,14 @@ class FeatureCard(StaticFeatureCard):
         if points and points[0].get("customdata") is not None:
             self.show_bucket(int(points[0]["customdata"]))
 
-    @property
-    def widget(self):
-        """The ipywidgets view (built on first use)."""
-        if self._widget is None:
-            import ipywidgets as W
+    def _build_widget(self):
+        import ipywidgets as W
 
-            style = W.HTML(f"<style>{H.STYLE}</style>")
-            plot = figure_output(self.figure())
-            plot.on_click(self._on_click)
-            self._bucket_html = W.HTML(self.bucket_html())
-            self._widget = W.VBox([style, W.HTML(self.header_html()), W.HBox([plot, W.HTML(self.logits_html())]),
-                                   self._bucket_html, W.HTML(self.examples_html())])
-        return self._widget
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        style = W.HTML(f"<style>{H.STYLE}</style>")
+        # this module's figure_output, not View.figure_output: benchmarks/bench_widgets.py swaps it for plotly's
+        # FigureWidget (tests/browser/lab.py BASELINE_PATCH) to measure the baseline
+        plot = figure_output(self.figure())
+        plot.on_click(self._on_click)
+        self._bucket_html = W.HTML(self.bucket_html())
+        return W.VBox([style, W.HTML(self.header_html()), W.HBox([plot, W.HTML(self.logits_html())]),
+                       self._bucket_html, W.HTML(self.examples_html())])

@@ -16,7 +16,8 @@ from workbench.analysis.multilingual import feature_scores, shared_top_features
 from workbench.analysis.multilingual_probes import LANGUAGE_NAMES
 
 from workbench.report import html as H
-from .feature_card import FeatureCard, figure_output
+from .feature_card import FeatureCard
+from .view import View
 
 __all__ = ["LanguageHeatmap", "language_heatmap_figure"]
 
@@ -34,7 +35,7 @@ def language_heatmap_figure(z: list[list[float]], languages: list[str], features
     return fig
 
 
-class LanguageHeatmap:
+class LanguageHeatmap(View):
     """The mean activation of a group's strongest features in each language.
 
     Columns: the features in the top ``k`` of every language first (:func:`shared_top_features`), then the others by
@@ -115,27 +116,31 @@ class LanguageHeatmap:
         return (f"<div><b>in the top {self.k} of every language</b> (rank 1 = top)"
                 + H.table(["feature", "worst rank", *self.languages], rows) + "</div>")
 
-    def to_html(self, include_plotlyjs: bool | str = "cdn") -> str:
-        card = self.card.to_html(include_plotlyjs) if self.card is not None else ""
-        return (f'<div class="wb-card"><h3>{H.escape(self.name)}</h3>{H.figure_html(self.figure(), include_plotlyjs)}'
-                f"{self.shared_html()}{self.texts_html()}</div>{card}")
+    def body_html(self, include_plotlyjs: bool | str = "cdn") -> str:
+        return (f"<h3>{H.escape(self.name)}</h3>{H.figure_html(self.figure(), include_plotlyjs)}"
+                f"{self.shared_html()}{self.texts_html()}")
 
-    @property
-    def widget(self):
+    def after_html(self, include_plotlyjs: bool | str = False) -> str:
+        return self.card.to_html(include_plotlyjs) if self.card is not None else ""
+
+    def plain_text(self) -> str:
+        sel = f", F{self.selected} open" if self.selected is not None else ""
+        return (f"LanguageHeatmap: {self.name!r}, {len(self.features)} features x {len(self.languages)} languages "
+                f"({len(self.shared)} shared){sel}")
+
+    def _build_widget(self):
         """The ipywidgets view: heatmap (click a column), shared-feature table, feature picker, card."""
-        if self._ui is None:
-            import ipywidgets as W
+        import ipywidgets as W
 
-            plot = figure_output(self.figure())
-            plot.on_click(self._on_click)  # a click opens the column's card
-            picker = W.Dropdown(options=[(f"F{f}", f) for f in self.features], value=None, description="feature")
-            picker.observe(lambda ch: ch["new"] is not None and self.results is not None and self.select(ch["new"]),
-                           names="value")
-            self._ui = {"card": W.Box(), "picker": picker}
-            self._box = W.VBox([W.HTML(f"<style>{H.STYLE}</style>"), plot,
-                                W.HTML(self.shared_html() + self.texts_html()), picker, self._ui["card"]])
-            self._refresh_card()
-        return self._box
+        plot = self.figure_output(self.figure(), on_click=self._on_click)  # a click opens the column's card
+        picker = W.Dropdown(options=[(f"F{f}", f) for f in self.features], value=None, description="feature")
+        picker.observe(lambda ch: ch["new"] is not None and self.results is not None and self.select(ch["new"]),
+                       names="value")
+        self._ui = {"card": W.Box(), "picker": picker}
+        box = W.VBox([W.HTML(f"<style>{H.STYLE}</style>"), plot,
+                      W.HTML(self.shared_html() + self.texts_html()), picker, self._ui["card"]])
+        self._refresh_card()
+        return box
 
     def _on_click(self, points: list[dict]) -> None:
         if points and self.results is not None:
@@ -146,6 +151,3 @@ class LanguageHeatmap:
     def _refresh_card(self) -> None:
         if self._ui is not None and self.card is not None:
             self._ui["card"].children = [self.card.widget]
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)

@@ -22,6 +22,7 @@ from workbench.analysis.search import search_explanations
 
 from workbench.report import html as H
 from .feature_card import FeatureCard
+from .view import View
 
 __all__ = ["COLOUR_KEYS", "NeighborhoodMap"]
 
@@ -37,12 +38,14 @@ def _hover_escape(text: str) -> str:
     return H.escape(text).replace("&quot;", '"').replace("&#x27;", "'")
 
 
-class NeighborhoodMap:
+class NeighborhoodMap(View):
     """State (colouring, search, selection, zoom) plus a plotly/ipywidgets view kept in sync with it.
 
     ``results`` / ``explanations``: SAE name -> :class:`~workbench.analysis.features.FeatureResults` /
     :class:`~workbench.analysis.explain.ExplanationSet` for the SAEs of the layout (either may be partial or None; the
     card needs results, density colouring needs results, search needs explanations or results)."""
+
+    frame = "wb-map"
 
     def __init__(self, layout: FeatureLayout, results: Mapping[str, Any] | None = None,
                  explanations: Mapping[str, Any] | None = None, *, colour: str = "sae", height: int = 560,
@@ -242,31 +245,37 @@ class NeighborhoodMap:
         return (f'<div class="wb-muted">search {self.query!r}: {len(self.matches)} matches{more}</div>'
                 + H.table(["sae", "feature", "cluster", "explanation"], rows))
 
-    def to_html(self, include_plotlyjs: bool | str = "cdn") -> str:
+    def body_html(self, include_plotlyjs: bool | str = "cdn") -> str:
         """The map, the search matches and the selected feature's card, as one static fragment."""
         card = self.card.to_html(include_plotlyjs=False) if self.card is not None else ""
-        return (f'<div class="wb-map">{H.figure_html(self.figure(), include_plotlyjs)}{self.matches_html()}'
-                f"{card}</div>")
+        return f"{H.figure_html(self.figure(), include_plotlyjs)}{self.matches_html()}{card}"
 
-    @property
-    def widget(self):
+    def plain_text(self) -> str:
+        sel = ""
+        if self.selected is not None:
+            sae, f = self.layout.label(self.selected)
+            sel = f", {sae} F{f} selected"
+        query = f", search {self.query!r}: {len(self.matches)} matches" if self.query else ""
+        return (f"NeighborhoodMap: {len(self.layout)} features of {', '.join(self.layout.sae_names)}, coloured by "
+                f"{self.colour}{query}{sel}")
+
+    def _build_widget(self):
         """The ipywidgets view (built on first use): search box, colour menu, reset-zoom button, map, card."""
-        if self._ui is None:
-            import ipywidgets as W
+        import ipywidgets as W
 
-            ui = {"search": W.Text(placeholder="search explanations", continuous_update=False),
-                  "colour": W.Dropdown(options=list(COLOUR_KEYS), value=self.colour, description="colour"),
-                  "reset": W.Button(description="reset zoom"), "plot": W.Box(), "info": W.HTML(),
-                  "card": W.Box()}
-            ui["search"].observe(lambda ch: self.search(ch["new"]), names="value")
-            ui["colour"].observe(lambda ch: self.colour_by(ch["new"]), names="value")
-            ui["reset"].on_click(lambda _: self.reset_zoom())
-            self._ui = ui
-            self._ui_box = W.VBox([W.HTML(f"<style>{H.STYLE}</style>"),
-                                   W.HBox([ui["search"], ui["colour"], ui["reset"]]), ui["plot"], ui["info"],
-                                   ui["card"]])
-            self._refresh()
-        return self._ui_box
+        ui = {"search": W.Text(placeholder="search explanations", continuous_update=False),
+              "colour": W.Dropdown(options=list(COLOUR_KEYS), value=self.colour, description="colour"),
+              "reset": W.Button(description="reset zoom"), "plot": W.Box(), "info": W.HTML(),
+              "card": W.Box()}
+        ui["search"].observe(lambda ch: self.search(ch["new"]), names="value")
+        ui["colour"].observe(lambda ch: self.colour_by(ch["new"]), names="value")
+        ui["reset"].on_click(lambda _: self.reset_zoom())
+        self._ui = ui
+        box = W.VBox([W.HTML(f"<style>{H.STYLE}</style>"),
+                      W.HBox([ui["search"], ui["colour"], ui["reset"]]), ui["plot"], ui["info"],
+                      ui["card"]])
+        self._refresh()
+        return box
 
     def _on_click(self, points: list[dict]) -> None:
         if not points or points[0].get("customdata") is None:
@@ -278,13 +287,10 @@ class NeighborhoodMap:
     def _refresh(self) -> None:
         if self._ui is None:
             return
-        from .plot import PlotWidget
-
         ui = self._ui
         fig = self.figure()
         if ui.get("figure") is None:  # one chart for the map's lifetime: a change redraws it in place
-            ui["figure"] = PlotWidget(fig)
-            ui["figure"].on_click(self._on_click)
+            ui["figure"] = self.figure_output(fig, on_click=self._on_click)
             ui["plot"].children = [ui["figure"]]
         else:
             ui["figure"].figure = fig
@@ -294,6 +300,3 @@ class NeighborhoodMap:
         if ui["colour"].value != self.colour:
             ui["colour"].value = self.colour
         ui["card"].children = [self.card.widget] if self.card is not None else []
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)

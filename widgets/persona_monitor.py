@@ -23,6 +23,8 @@ from workbench.persona.monitor import token_projections
 from workbench.persona.steer import persona_steering
 from workbench.report import html as H
 
+from .view import View
+
 __all__ = ["PersonaMonitor"]
 
 
@@ -37,7 +39,7 @@ def _signed_spans(tokens, values, scale: float) -> str:
     return "".join(parts)
 
 
-class PersonaMonitor:
+class PersonaMonitor(View):
     """State (conversation, coefficient) plus an ipywidgets view kept in sync with it (module docstring)."""
 
     def __init__(self, model, pv, layer: int, *, sae=None, explanations=None, judge=None,
@@ -112,7 +114,8 @@ class PersonaMonitor:
 
     # ----- rendering -----
 
-    def to_html(self) -> str:
+    def body_html(self, include_plotlyjs: bool | str = "cdn") -> str:
+        """The reply, each token's projection, the top SAE features (no chart: ``include_plotlyjs`` is unused)."""
         scale = float(self.projections.abs().max()) if len(self.projections) else 1.0
         heat = _signed_spans(self.tokens, self.projections.tolist(), scale) if self.tokens else \
             '<div class="wb-muted">no conversation yet</div>'
@@ -123,36 +126,35 @@ class PersonaMonitor:
             score = f" · judged trait {s.trait:.0f}, coherence {s.coherence:.0f}"
         feats = H.table(["feature", "cosine"], [[self.describe(i), c] for i, c in self.top_features]) \
             if self.top_features else '<div class="wb-muted">no SAE given</div>'
-        return (f'<div class="wb-card"><h3>Persona monitor: {H.escape(self.trait)} (layer {self.layer}, '
+        return (f"<h3>Persona monitor: {H.escape(self.trait)} (layer {self.layer}, "
                 f"coefficient {self.coef:+g}{score})</h3>"
                 f"<div><b>reply</b><div class=\"wb-ex\">{H.escape(reply)}</div></div>"
                 f"<div><b>projection per token</b> (red: towards the trait, blue: away; max |p| {scale:.3g})"
-                f'<div class="wb-ex">{heat}</div></div><div><b>top SAE features</b>{feats}</div></div>')
+                f'<div class="wb-ex">{heat}</div></div><div><b>top SAE features</b>{feats}</div>')
 
-    @property
-    def widget(self):
+    def plain_text(self) -> str:
+        said = f"; {len(self.tokens)} tokens of conversation" if self.tokens else "; no conversation yet"
+        return f"PersonaMonitor: {self.trait} at layer {self.layer}, coefficient {self.coef:+g}{said}"
+
+    def _build_widget(self):
         """The ipywidgets view: message box, coefficient slider, send button, output."""
-        if self._ui is None:
-            import ipywidgets as W
+        import ipywidgets as W
 
-            lo, hi = self.coef_range
-            ui = {"message": W.Textarea(value=self.message, placeholder="a message", layout=W.Layout(width="100%")),
-                  "coef": W.FloatSlider(value=self.coef, min=lo, max=hi, step=0.5, description="coefficient",
-                                        continuous_update=False),
-                  "send": W.Button(description="send", button_style="primary"),
-                  "out": W.HTML()}
-            ui["coef"].observe(lambda ch: self.set_coef(ch["new"]), names="value")
-            ui["send"].on_click(lambda _: self.set_message(ui["message"].value, system=self.system,
-                                                           history=self.history))
-            self._ui = ui
-            self._box = W.VBox([ui["message"], ui["coef"], ui["send"], ui["out"]])
-            self._sync()
-        return self._box
+        lo, hi = self.coef_range
+        ui = {"message": W.Textarea(value=self.message, placeholder="a message", layout=W.Layout(width="100%")),
+              "coef": W.FloatSlider(value=self.coef, min=lo, max=hi, step=0.5, description="coefficient",
+                                    continuous_update=False),
+              "send": W.Button(description="send", button_style="primary"),
+              "out": W.HTML()}
+        ui["coef"].observe(lambda ch: self.set_coef(ch["new"]), names="value")
+        ui["send"].on_click(lambda _: self.set_message(ui["message"].value, system=self.system,
+                                                       history=self.history))
+        self._ui = ui
+        box = W.VBox([ui["message"], ui["coef"], ui["send"], ui["out"]])
+        self._sync()
+        return box
 
     def _sync(self) -> None:
         if self._ui is None:
             return
         self._ui["out"].value = f"<style>{H.STYLE}</style>" + self.to_html()
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)

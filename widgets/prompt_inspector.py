@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from workbench.analysis.search import TextSearchResult, features_for_text
 
 from workbench.report import html as H
-from .feature_card import figure_output
+from .view import View
 
 __all__ = ["PromptInspector", "heatmap_figure"]
 
@@ -37,7 +37,7 @@ def heatmap_figure(result: TextSearchResult, height: int | None = None, *, inclu
     return fig
 
 
-class PromptInspector:
+class PromptInspector(View):
     """A text box and a heatmap; ``select_token(j)`` lists that token's strongest features."""
 
     def __init__(self, model, sae, *, results=None, top_n: int = 15, token_top_n: int = 10, text: str | None = None):
@@ -99,27 +99,34 @@ class PromptInspector:
     def to_html(self, include_plotlyjs: bool | str = "cdn") -> str:
         if self.result is None:
             return '<div class="wb-muted">no prompt</div>'
-        return (f'<div class="wb-card"><div class="wb-ex">{H.escape(self.result.text)}</div>'
-                f"{H.figure_html(self.figure(), include_plotlyjs)}{self.token_html()}</div>")
+        return super().to_html(include_plotlyjs)
 
-    @property
-    def widget(self):
+    def body_html(self, include_plotlyjs: bool | str = "cdn") -> str:
+        return (f'<div class="wb-ex">{H.escape(self.result.text)}</div>'
+                f"{H.figure_html(self.figure(), include_plotlyjs)}{self.token_html()}")
+
+    def plain_text(self) -> str:
+        if self.result is None:
+            return "PromptInspector: no prompt yet"
+        tok = "" if self.selected_token is None else f", token {self.selected_token} selected"
+        return f"PromptInspector: {len(self.result.hits)} features on {self.result.text[:60]!r}{tok}"
+
+    def _build_widget(self):
         """The ipywidgets view: prompt box, run button, heatmap, token selector, token table."""
-        if self._ui is None:
-            import ipywidgets as W
+        import ipywidgets as W
 
-            ui = {"text": W.Textarea(value=self.result.text if self.result else "", placeholder="type a prompt",
-                                     layout=W.Layout(width="100%")),
-                  "run": W.Button(description="inspect"), "plot": W.Box(),
-                  "token": W.Dropdown(description="token", options=[]), "table": W.HTML()}
-            ui["run"].on_click(lambda _: self.run(ui["text"].value))
-            ui["token"].observe(lambda ch: not self._syncing and ch["new"] is not None
-                                and ch["new"] != self.selected_token and self.select_token(ch["new"]), names="value")
-            self._ui = ui
-            self._box = W.VBox([ui["text"], ui["run"], ui["plot"], ui["token"], ui["table"]])
-            self._refresh()
-            self._refresh_token()
-        return self._box
+        ui = {"text": W.Textarea(value=self.result.text if self.result else "", placeholder="type a prompt",
+                                 layout=W.Layout(width="100%")),
+              "run": W.Button(description="inspect"), "plot": W.Box(),
+              "token": W.Dropdown(description="token", options=[]), "table": W.HTML()}
+        ui["run"].on_click(lambda _: self.run(ui["text"].value))
+        ui["token"].observe(lambda ch: not self._syncing and ch["new"] is not None
+                            and ch["new"] != self.selected_token and self.select_token(ch["new"]), names="value")
+        self._ui = ui
+        box = W.VBox([ui["text"], ui["run"], ui["plot"], ui["token"], ui["table"]])
+        self._refresh()
+        self._refresh_token()
+        return box
 
     def _on_click(self, points: list[dict]) -> None:
         if points:
@@ -130,8 +137,7 @@ class PromptInspector:
     def _refresh(self) -> None:
         if self._ui is None or self.result is None:
             return
-        plot = figure_output(self.figure())
-        plot.on_click(self._on_click)  # clicking a cell selects its token
+        plot = self.figure_output(self.figure(), on_click=self._on_click)  # clicking a cell selects its token
         self._ui["plot"].children = [plot]
         first = self.result.span[0]
         self._syncing = True  # new options must not pick a token by themselves
@@ -151,6 +157,3 @@ class PromptInspector:
                 finally:
                     self._syncing = False
             self._ui["table"].value = f"<style>{H.STYLE}</style>" + self.token_html()
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 
 from workbench.analysis.scaling import LOSS_KEYS
 from workbench.report import html as H
-from .feature_card import figure_output
+from .view import View
 
 __all__ = ["ScalingView", "completeness_figure", "dead_figure", "loss_figure", "optimum_figure"]
 
@@ -120,7 +120,7 @@ def completeness_figure(result, rescaled: bool = False) -> go.Figure:
     return fig
 
 
-class ScalingView:
+class ScalingView(View):
     """The three scaling figures and the table of fitted laws for one metric, as a widget or static HTML."""
 
     def __init__(self, results, loss: str | None = None):
@@ -129,7 +129,6 @@ class ScalingView:
         self.results = results
         self.loss = loss or results.config.loss
         results.fits(self.loss)  # validates the metric
-        self._widget = None
 
     @property
     def fits(self):
@@ -159,13 +158,15 @@ class ScalingView:
         return (f'<div><b>fitted laws</b> <span class="wb-muted">{H.escape(note)}</span>'
                 + H.table(["law", "exponent", "CI (fit)", "CI (bootstrap)", "points"], rows) + "</div>")
 
-    def to_html(self, include_plotlyjs: bool | str = "cdn") -> str:
+    def body_html(self, include_plotlyjs: bool | str = "cdn") -> str:
         figs = self.figures()
-        parts = [H.figure_html(figs["loss"], include_plotlyjs)]
-        parts += [H.figure_html(figs[k], False) for k in ("optimum", "dead")]
+        parts = self.figures_html([figs[k] for k in ("loss", "optimum", "dead")], include_plotlyjs)
         grid = "".join(f'<div style="flex:1;min-width:360px">{p}</div>' for p in parts)
-        return (f'<div class="wb-card"><h3>Scaling laws</h3>{self.table_html()}'
-                f'<div style="display:flex;gap:8px;flex-wrap:wrap">{grid}</div></div>')
+        return (f"<h3>Scaling laws</h3>{self.table_html()}"
+                f'<div style="display:flex;gap:8px;flex-wrap:wrap">{grid}</div>')
+
+    def plain_text(self) -> str:
+        return f"ScalingView: {len(self.results.runs)} runs, laws fitted on {self.loss}"
 
     # ----- widget -----
 
@@ -174,20 +175,15 @@ class ScalingView:
 
         figs = self.figures()
         self._table.value = f"<style>{H.STYLE}</style>{self.table_html()}"
-        self._plots.children = [W.Box([figure_output(figs[k])]) for k in ("loss", "optimum", "dead")]
+        self._plots.children = [W.Box([self.figure_output(figs[k])]) for k in ("loss", "optimum", "dead")]
 
-    @property
-    def widget(self):
-        if self._widget is None:
-            import ipywidgets as W
+    def _build_widget(self):
+        import ipywidgets as W
 
-            self._table = W.HTML()
-            self._plots = W.HBox(layout=W.Layout(flex_flow="row wrap"))
-            choose = W.Dropdown(options=list(LOSS_KEYS), value=self.loss, description="metric")
-            choose.observe(lambda ch: self.set_loss(ch["new"]), names="value")
-            self._widget = W.VBox([choose, self._table, self._plots])
-            self._refresh()
-        return self._widget
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        self._table = W.HTML()
+        self._plots = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        choose = W.Dropdown(options=list(LOSS_KEYS), value=self.loss, description="metric")
+        choose.observe(lambda ch: self.set_loss(ch["new"]), names="value")
+        box = W.VBox([choose, self._table, self._plots])
+        self._refresh()
+        return box

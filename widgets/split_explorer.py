@@ -19,7 +19,7 @@ from workbench.analysis.splitting import FamilyMember, SplitAnalysis, SplitFamil
 
 from workbench.report import html as H
 
-from .feature_card import figure_output
+from .view import View
 
 __all__ = ["SplitExplorer", "family_figure"]
 
@@ -63,11 +63,13 @@ def family_figure(family: SplitFamily, names: list[str], height: int = 320) -> g
     return fig
 
 
-class SplitExplorer:
+class SplitExplorer(View):
     """State (the selected family) plus an ipywidgets view of a :class:`SplitAnalysis`.
 
     ``results`` / ``explanations``: SAE name -> FeatureResults / ExplanationSet, for the members' top examples and
     explanations (optional: without them the view shows the numbers only)."""
+
+    frame = "wb-split"
 
     def __init__(self, analysis: SplitAnalysis, results: Mapping[str, Any] | None = None,
                  explanations: Mapping[str, Any] | None = None, *, n_examples: int = 3, min_children: int = 1):
@@ -160,27 +162,32 @@ class SplitExplorer:
             raise ValueError("no family selected: call select(feature) first")
         return family_figure(self.family, self.analysis.names)
 
-    def to_html(self, include_plotlyjs: bool | str = "cdn") -> str:
+    def body_html(self, include_plotlyjs: bool | str = "cdn") -> str:
         """The selected family: its graph, the members side by side, the edge table."""
         if self.family is None:
-            return f'<div class="wb-split">{self.members_html()}</div>'
-        return (f'<div class="wb-split">{H.figure_html(self.figure(), include_plotlyjs)}{self.members_html()}'
-                f"{self.edges_html()}</div>")
+            return self.members_html()
+        return f"{H.figure_html(self.figure(), include_plotlyjs)}{self.members_html()}{self.edges_html()}"
 
-    @property
-    def widget(self):
+    def plain_text(self) -> str:
+        fam = self.family
+        head = f"SplitExplorer: {', '.join(self.analysis.names)}"
+        if fam is None:
+            return head + ", no family selected"
+        n = sum(len(v) for v in fam.children.values())
+        return head + f", family of {fam.parent_sae} F{fam.parent} ({n} children)"
+
+    def _build_widget(self):
         """The ipywidgets view (built on first use): a parent menu, the family graph and the member columns."""
-        if self._ui is None:
-            import ipywidgets as W
+        import ipywidgets as W
 
-            options = [(f"F{i} ({n} children)", i) for i, n in self.parents()]
-            ui = {"parent": W.Dropdown(options=options, description="feature", value=None),
-                  "plot": W.Box(), "members": W.HTML()}
-            ui["parent"].observe(self._on_pick, names="value")
-            self._ui = ui
-            self._ui_box = W.VBox([W.HTML(f"<style>{H.STYLE}</style>"), ui["parent"], ui["plot"], ui["members"]])
-            self._refresh()
-        return self._ui_box
+        options = [(f"F{i} ({n} children)", i) for i, n in self.parents()]
+        ui = {"parent": W.Dropdown(options=options, description="feature", value=None),
+              "plot": W.Box(), "members": W.HTML()}
+        ui["parent"].observe(self._on_pick, names="value")
+        self._ui = ui
+        box = W.VBox([W.HTML(f"<style>{H.STYLE}</style>"), ui["parent"], ui["plot"], ui["members"]])
+        self._refresh()
+        return box
 
     def _on_pick(self, change) -> None:
         new = change["new"]
@@ -195,8 +202,5 @@ class SplitExplorer:
             if ui["parent"].value != self.family.parent and any(v == self.family.parent
                                                                 for _, v in ui["parent"].options):
                 ui["parent"].value = self.family.parent
-            ui["plot"].children = [figure_output(self.figure())]
+            ui["plot"].children = [self.figure_output(self.figure())]
         ui["members"].value = self.members_html() + self.edges_html()
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)

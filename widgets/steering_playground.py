@@ -22,12 +22,14 @@ from workbench.intervene.steering import steered_generate, steering_methods
 
 from workbench.report import html as H
 
+from .view import View
+
 __all__ = ["SteeringPlayground"]
 
 METHODS = ("clamp", "add feature")
 
 
-class SteeringPlayground:
+class SteeringPlayground(View):
     """State (prompt, feature, strength, method) plus an ipywidgets view kept in sync with it.
 
     ``max_activations`` [d_sae]: each feature's max over the training data (``FeatureResults.max_activation`` or
@@ -173,50 +175,55 @@ class SteeringPlayground:
         return H.table(["prompt", "feature", "max activation", "method", "strength"],
                        [[self.prompt, feat, mx, self.method, f"{self.strength:+g}x"]])
 
-    def to_html(self) -> str:
+    def body_html(self, include_plotlyjs: bool | str = "cdn") -> str:
+        """Settings, then the unsteered and steered generations side by side (no chart: ``include_plotlyjs`` is
+        unused)."""
         steered_title = (f"steered ({self.method} F{self.feature} at {self.strength:+g}x max)"
                          if self.feature is not None else "steered")
-        return (f'<div class="wb-card"><h3>Steering playground</h3>{self.settings_html()}'
+        return (f"<h3>Steering playground</h3>{self.settings_html()}"
                 f'<div style="display:flex;gap:12px">{self._column("unsteered", self.unsteered)}'
-                f"{self._column(steered_title, self.steered)}</div></div>")
+                f"{self._column(steered_title, self.steered)}</div>")
 
-    @property
-    def widget(self):
+    def plain_text(self) -> str:
+        feat = f"F{self.feature}, {self.method} at {self.strength:+g}x max" if self.feature is not None else \
+            "no feature"
+        return f"SteeringPlayground: {feat}; prompt {self.prompt[:60]!r}"
+
+    def _build_widget(self):
         """The ipywidgets view: prompt box, feature search and picker, method, strength slider, run, outputs."""
-        if self._ui is None:
-            import ipywidgets as W
+        import ipywidgets as W
 
-            lo, hi = self.strength_range
-            ui = {"prompt": W.Textarea(value=self.prompt, placeholder="a prompt", layout=W.Layout(width="100%")),
-                  "query": W.Text(value=self.query, placeholder="search features (text, explanation or id)"),
-                  "search": W.Button(description="search"),
-                  "feature": W.Dropdown(description="feature", options=[], layout=W.Layout(width="100%",
-                                                                                          max_width="760px")),
-                  "method": W.ToggleButtons(options=list(METHODS), value=self.method),
-                  # a wide slider (about 16 px per unit over ±20) and a box to type an exact value
-                  "strength": W.FloatSlider(value=self.strength, min=lo, max=hi, step=0.5, description="strength",
-                                            continuous_update=False, readout_format="+.1f",
-                                            layout=W.Layout(width="100%", max_width="760px"),
-                                            style={"description_width": "initial"}),
-                  "run": W.Button(description="generate", button_style="primary"),
-                  "out": W.HTML()}
-            ui["search"].on_click(lambda _: self.search(ui["query"].value))
-            ui["feature"].observe(lambda ch: not self._syncing and ch["new"] is not None
-                                  and ch["new"] != self.feature and self.set_feature(ch["new"]), names="value")
-            ui["method"].observe(lambda ch: self.set_method(ch["new"]), names="value")
-            ui["strength"].observe(lambda ch: self.set_strength(ch["new"]), names="value")
+        lo, hi = self.strength_range
+        ui = {"prompt": W.Textarea(value=self.prompt, placeholder="a prompt", layout=W.Layout(width="100%")),
+              "query": W.Text(value=self.query, placeholder="search features (text, explanation or id)"),
+              "search": W.Button(description="search"),
+              "feature": W.Dropdown(description="feature", options=[], layout=W.Layout(width="100%",
+                                                                                      max_width="760px")),
+              "method": W.ToggleButtons(options=list(METHODS), value=self.method),
+              # a wide slider (about 16 px per unit over ±20) and a box to type an exact value
+              "strength": W.FloatSlider(value=self.strength, min=lo, max=hi, step=0.5, description="strength",
+                                        continuous_update=False, readout_format="+.1f",
+                                        layout=W.Layout(width="100%", max_width="760px"),
+                                        style={"description_width": "initial"}),
+              "run": W.Button(description="generate", button_style="primary"),
+              "out": W.HTML()}
+        ui["search"].on_click(lambda _: self.search(ui["query"].value))
+        ui["feature"].observe(lambda ch: not self._syncing and ch["new"] is not None
+                              and ch["new"] != self.feature and self.set_feature(ch["new"]), names="value")
+        ui["method"].observe(lambda ch: self.set_method(ch["new"]), names="value")
+        ui["strength"].observe(lambda ch: self.set_strength(ch["new"]), names="value")
 
-            def go(_):
-                if ui["prompt"].value != self.prompt:
-                    self.set_prompt(ui["prompt"].value)
-                self.run()
+        def go(_):
+            if ui["prompt"].value != self.prompt:
+                self.set_prompt(ui["prompt"].value)
+            self.run()
 
-            ui["run"].on_click(go)
-            self._ui = ui
-            self._box = W.VBox([ui["prompt"], W.HBox([ui["query"], ui["search"]]), ui["feature"], ui["method"],
-                                ui["strength"], ui["run"], ui["out"]])
-            self._sync()
-        return self._box
+        ui["run"].on_click(go)
+        self._ui = ui
+        box = W.VBox([ui["prompt"], W.HBox([ui["query"], ui["search"]]), ui["feature"], ui["method"],
+                      ui["strength"], ui["run"], ui["out"]])
+        self._sync()
+        return box
 
     def _sync(self) -> None:
         if self._ui is None:
@@ -235,7 +242,3 @@ class SteeringPlayground:
                     f"the feature menu</div>" if self.matches else
                     f'<div class="wb-muted">no alive feature for {H.escape(repr(self.query))}</div>')
         ui["out"].value = f"<style>{H.STYLE}</style>" + hint + self.to_html()
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-

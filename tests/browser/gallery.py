@@ -2,16 +2,19 @@
 
 A 2-layer random TransformerLens model over SmolLM2's tokenizer (tokenizer only, no weights), a handful of short
 English/French/Spanish sentences run through it into a real on-disk store, three small data-initialised TopK SAEs
-(16/32/64 features) at one hook, and the analyses each widget shows, computed from those. Building everything takes
-a few seconds; nothing loads a real model.
+(16/32/64 features) at one hook, and the analyses each widget shows, computed from those; for the persona monitor a
+stand-in trait vector (French/Spanish minus English residuals), for the diff explorer a second random model and a
+small random crosscoder over both. Building everything takes a few seconds; nothing loads a real model.
 
     import gallery
     g = gallery.build(tmp_dir)
-    g.browser, g.card, g.inspector, g.map, g.splits, g.scaling, g.languages, g.attribution, g.steering
+    g.views        # {"card": FeatureCard, "browser": FeatureBrowser, ...}: one per widgets.registry entry
+    g.card, g.diff  # each view by its registry key
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,32 +44,36 @@ TEXTS = [
 
 @dataclass
 class Gallery:
+    """The data, and ``views``: gallery key (``widgets.registry`` ViewSpec.gallery) -> the view built for it; each
+    view is also an attribute (``g.card``, ``g.browser``, ...)."""
+
     model: Any
     saes: dict
     results: dict
     explanations: dict
     store: Any
-    browser: Any = None
-    card: Any = None
-    inspector: Any = None
-    map: Any = None
-    splits: Any = None
-    scaling: Any = None
-    languages: Any = None
-    attribution: Any = None
+    work: Path | None = None
+    x: Any = None  # the store's activations (no BOS), [n_tokens, d_model]
+    views: dict = field(default_factory=dict)
     attribution_pick: tuple = (0, 0)
-    steering: Any = None
+
+    def __getattr__(self, key: str):
+        views = self.__dict__.get("views") or {}
+        if key in views:
+            return views[key]
+        raise AttributeError(f"the gallery has no {key!r}: views {sorted(views)}")
 
 
-def tiny_model():
-    """A random 2-layer model over SmolLM2's vocabulary (the tokenizer is the real one: real token strings)."""
+def tiny_model(seed: int = 0):
+    """A random 2-layer model over SmolLM2's vocabulary (the tokenizer is the real one: real token strings, and its
+    chat template)."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     from workbench.data.models import load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
     cfg = HookedTransformerConfig(n_layers=2, d_model=D_MODEL, n_ctx=64, d_head=8, n_heads=4, d_mlp=64,
-                                  act_fn="gelu", d_vocab=len(tok), normalization_type="LN", seed=0)
+                                  act_fn="gelu", d_vocab=len(tok), normalization_type="LN", seed=seed)
     model = HookedTransformer(cfg, tokenizer=tok)
     return model.eval()
 
@@ -125,9 +132,8 @@ def probes(model, sae):
 
 
 def build(work_dir: str | Path, *, widgets: bool = True) -> Gallery:
-    """Build the data and (``widgets``) one instance of every widget class, each with a first state shown."""
-    import sys
-
+    """Build the data and (``widgets``) one instance of every view of ``widgets.registry``, each with a first
+    state shown (its builder in ``BUILDERS``)."""
     from workbench.analysis.explain import explain_features
     from workbench.analysis.features import FeatureConfig, compute_features
 
@@ -148,53 +154,181 @@ def build(work_dir: str | Path, *, widgets: bool = True) -> Gallery:
     results = {name: compute_features(store, sae, None, cfg, model=model, tokenizer=model.tokenizer)
                for name, sae in saes.items()}
     explanations = {name: explain_features(res) for name, res in results.items()}
-    g = Gallery(model, saes, results, explanations, store)
+    g = Gallery(model, saes, results, explanations, store, work, x)
     if widgets:
-        _widgets(g, x)
+        from widgets.registry import VIEWS
+
+        for spec in VIEWS:
+            if spec.gallery not in BUILDERS:
+                raise ValueError(f"no gallery builder for {spec.name} (key {spec.gallery!r}): add one to BUILDERS "
+                                 f"in {__file__}")
+            g.views[spec.gallery] = BUILDERS[spec.gallery](g)
     return g
 
 
-def _widgets(g: Gallery, x: torch.Tensor) -> None:
+# ----------------------------------------------------------------------------------------------------------------
+# One builder per view of widgets.registry (its ``gallery`` key): the view on the gallery's data, in a first state
+# ----------------------------------------------------------------------------------------------------------------
+
+NAME = "topk-64"  # the SAE most views show
+
+
+def card(g: Gallery):
+    import widgets as W
+
+    res, expl = g.results[NAME], g.explanations[NAME]
+    return W.FeatureCard.from_results(res, int(res.alive()[0]), expl)
+
+
+def browser(g: Gallery):
+    import widgets as W
+
+    b = W.FeatureBrowser(g.results[NAME], g.explanations[NAME], page_size=8)
+    b.select(b.visible[0])
+    return b
+
+
+def inspector(g: Gallery):
+    import widgets as W
+
+    return W.PromptInspector(g.model, g.saes[NAME], results=g.results[NAME], top_n=8, text=TEXTS[4])
+
+
+def map(g: Gallery):  # noqa: A001  (the registry's key)
     from workbench.analysis.neighborhoods import LayoutConfig, joint_layout, label_clusters
+    import widgets as W
+
+    layout = joint_layout(g.saes, config=LayoutConfig(progress=False, n_neighbors=5, cluster_components=4))
+    label_clusters(layout, explanations=g.explanations)
+    return W.NeighborhoodMap(layout, g.results, g.explanations, height=420)
+
+
+def splits(g: Gallery):
     from workbench.analysis.splitting import analyze_splitting
+    import widgets as W
+
+    ex = W.SplitExplorer(analyze_splitting(g.saes, g.x.split(64)), g.results, g.explanations)
+    ex.select(ex.parents()[0][0])
+    return ex
+
+
+def scaling(g: Gallery):
+    import widgets as W
+
+    return W.ScalingView(scaling_results())
+
+
+def languages(g: Gallery):
+    import widgets as W
+
+    return W.LanguageHeatmap(probes(g.model, g.saes[NAME]), "bridge", results=g.results[NAME],
+                             explanations=g.explanations[NAME], top_n=8)
+
+
+def attribution(g: Gallery):
     from workbench.intervene.attribution import LogitDiff, attribute
+    import widgets as W
+
+    tok = g.model.tokenizer
+    a, b = (tok.decode([i]) for i in tok(" bridge capital")["input_ids"][:2])
+    attr = attribute(g.model, g.saes[NAME], TEXTS[0], LogitDiff(a, b))
+    view = W.AttributionView(g.model, g.saes[NAME], attr, top_n=8)
+    f0 = view.features[0]  # its strongest cell: (position menu index, feature menu index) for the test
+    pos = max(int(attr.attr[:, f0].abs().argmax()), attr.first)
+    g.attribution_pick = (pos - attr.first, 0)
+    return view
+
+
+def steering(g: Gallery):
     from workbench.intervene.generation import GenerationConfig
     import widgets as W
 
-    name = "topk-64"
-    sae, res, expl = g.saes[name], g.results[name], g.explanations[name]
-    g.card = W.FeatureCard.from_results(res, int(res.alive()[0]), expl)
-    g.browser = W.FeatureBrowser(res, expl, page_size=8)
-    g.browser.select(g.browser.visible[0])
-    g.inspector = W.PromptInspector(g.model, sae, results=res, top_n=8, text=TEXTS[4])
-    layout = joint_layout(g.saes, config=LayoutConfig(progress=False, n_neighbors=5, cluster_components=4))
-    label_clusters(layout, explanations=g.explanations)
-    g.map = W.NeighborhoodMap(layout, g.results, g.explanations, height=420)
-    g.splits = W.SplitExplorer(analyze_splitting(g.saes, x.split(64)), g.results, g.explanations)
-    g.splits.select(g.splits.parents()[0][0])
-    g.scaling = W.ScalingView(scaling_results())
-    g.languages = W.LanguageHeatmap(probes(g.model, sae), "bridge", results=res, explanations=expl, top_n=8)
-    tok = g.model.tokenizer
-    a, b = (tok.decode([i]) for i in tok(" bridge capital")["input_ids"][:2])
-    attr = attribute(g.model, sae, TEXTS[0], LogitDiff(a, b))
-    g.attribution = W.AttributionView(g.model, sae, attr, top_n=8)
-    f0 = g.attribution.features[0]  # its strongest cell: (position menu index, feature menu index) for the test
-    pos = max(int(attr.attr[:, f0].abs().argmax()), attr.first)
-    g.attribution_pick = (pos - attr.first, 0)
-    g.steering = W.SteeringPlayground(g.model, sae, res.max_activation, explanations=expl,
-                                      config=GenerationConfig(max_new_tokens=6, n_samples=1), chat=False)
-    g.steering.set_prompt("The bridge")
+    res = g.results[NAME]
+    pg = W.SteeringPlayground(g.model, g.saes[NAME], res.max_activation, explanations=g.explanations[NAME],
+                              config=GenerationConfig(max_new_tokens=6, n_samples=1), chat=False)
+    pg.set_prompt("The bridge")
+    return pg
+
+
+def trait_vectors(model, texts_a=TEXTS[2:4], texts_b=TEXTS[0:2]) -> torch.Tensor:
+    """A stand-in persona vector [n_layers, d_model]: at each layer's residual output, the mean over tokens of
+    ``texts_a`` (French/Spanish) minus that of ``texts_b`` (English): a "romance language" direction."""
+    hooks = [f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers)]
+
+    def mean(texts):
+        with torch.no_grad():
+            rows = []
+            for t in texts:
+                _, cache = model.run_with_cache(t, names_filter=hooks)
+                rows.append(torch.stack([cache[h][0, 1:].mean(0) for h in hooks]))
+        return torch.stack(rows).mean(0)
+
+    return mean(texts_a) - mean(texts_b)
+
+
+def persona(g: Gallery):
+    from workbench.intervene.generation import GenerationConfig
+    from workbench.persona.extract import PersonaVector
+    import widgets as W
+
+    pv = PersonaVector("romance", "gallery-tiny", trait_vectors(g.model))
+    pm = W.PersonaMonitor(g.model, pv, 1, sae=g.saes[NAME], explanations=g.explanations[NAME],
+                          config=GenerationConfig(max_new_tokens=6, n_samples=1, seed=0), coef_range=(-8.0, 8.0))
+    pm.set_message("Hello")
+    return pm
+
+
+def diff(g: Gallery):
+    """A 24-latent crosscoder (3 A-only, 3 B-only) on the gallery model (A) and a second random one (B, same
+    tokenizer), row for row on the same tokens; each side's feature pass and logit effects; Latent Scaling."""
+    from workbench.analysis.features import FeatureConfig, compute_features
+    from workbench.analysis.logits import logit_effects
+    from workbench.diffing.crosscoder import Crosscoder, CrosscoderConfig
+    from workbench.diffing.latent_scaling import latent_scaling
+    import widgets as W
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from helpers import write_store
+
+    model_b = tiny_model(seed=1)
+    tokens = _tokens(g.model)
+    with torch.no_grad():
+        acts = [m.run_with_cache(tokens, names_filter=HOOK)[1][HOOK].float() for m in (g.model, model_b)]
+    both = torch.cat(acts, dim=-1)  # [n_ctx, ctx, 2 * D_MODEL]
+    store = write_store(g.work / "paired", both.numpy(), tokens.numpy(), shard_contexts=8, hook=HOOK)
+    cc = Crosscoder(CrosscoderConfig("relu", 2 * D_MODEL, 24, d_models=(D_MODEL, D_MODEL), a_only=3, b_only=3),
+                    seed=0).eval()
+    x = both[:, 1:].reshape(-1, 2 * D_MODEL)
+    scaling = latent_scaling(cc, x.split(64))
+    cfg = FeatureConfig(top_k=6, n_buckets=3, per_bucket=2, progress=False)
+    sides = []
+    for k, model in enumerate((g.model, model_b)):
+        res = compute_features(store, cc, None, cfg, hook=HOOK, tokenizer=model.tokenizer)
+        w = cc.W_dec.detach()[:, k * D_MODEL:(k + 1) * D_MODEL]
+        eff = logit_effects(model, w, k=5)
+        ids = sorted(set(eff.top_ids.reshape(-1).tolist()) | set(eff.bottom_ids.reshape(-1).tolist()))
+        res.set_logit_effects(eff.top_ids, eff.top_values, eff.bottom_ids, eff.bottom_values,
+                              {int(i): model.tokenizer.decode([int(i)]) for i in ids})
+        sides.append(res)
+    return W.DiffExplorer(cc, sides[0], sides[1], scaling, models=(g.model, model_b), hooks=(HOOK, HOOK),
+                          names=("tiny-A", "tiny-B"), prompts=("The bridge",), coefficient=4.0)
+
+
+BUILDERS = {"card": card, "browser": browser, "inspector": inspector, "map": map, "splits": splits,
+            "scaling": scaling, "languages": languages, "attribution": attribution, "steering": steering,
+            "persona": persona, "diff": diff}
 
 
 if __name__ == "__main__":
     import tempfile
     import time
 
+    from widgets.registry import VIEWS
+
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         g = build(d)
         print(f"built in {time.perf_counter() - t:.1f} s")
-        for k in ("card", "browser", "inspector", "map", "splits", "scaling", "languages", "attribution",
-                  "steering"):
-            w = getattr(g, k)
-            print(k, type(w).__name__, type(w.widget).__name__)
+        for spec in VIEWS:
+            w = getattr(g, spec.gallery)
+            print(spec.gallery, type(w).__name__, type(w.widget).__name__)

@@ -12,9 +12,14 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Mapping
 
 ROOT = Path(__file__).resolve().parents[2]
-WIDGETS = ("card", "browser", "inspector", "map", "splits", "scaling", "languages", "attribution", "steering")
+sys.path.insert(0, str(ROOT))
+from widgets.registry import VIEWS  # noqa: E402  (pure data: imports nothing heavy)
+
+WIDGETS = tuple(v.gallery for v in VIEWS)  # the gallery's keys, one cell each, in the registry's order
+CLASS_OF = {v.gallery: v.name for v in VIEWS}
 
 # plotly's own FigureWidget in place of widgets.plot.PlotWidget: the baseline of benchmarks/bench_widgets.py
 BASELINE_PATCH = """
@@ -52,25 +57,23 @@ def _cell(src: str, kind: str = "code") -> dict:
     return cell
 
 
-def gallery_notebook(work: Path, *, baseline: bool = False) -> dict:
-    """Cell 0 builds the gallery; one cell per widget (its name printed first, so the test finds it); a last cell
-    prints the kernel-side state the interactions should have changed."""
+def gallery_notebook(work: Path, *, baseline: bool = False, state: Mapping[str, str] | None = None) -> dict:
+    """Cell 0 builds the gallery; one cell per view of the registry (its key printed first, so the test finds it);
+    a last cell prints, after ``STATE``, a JSON object of the kernel-side state the interactions should have
+    changed: each expression of ``state`` (key -> Python expression over ``g``, the gallery) and ``plotly_sends``
+    (how many times the kernel sent plotly.js to the page)."""
     cells = [_cell((BASELINE_PATCH if baseline else "")
                    + f"import sys\nsys.path.insert(0, {str(ROOT / 'tests' / 'browser')!r})\nimport gallery\n"
                    f"g = gallery.build({str(work / 'data')!r})")]
     for name in WIDGETS:
         extra = " pick', *g.attribution_pick, '" if name == "attribution" else ""
         cells.append(_cell(f"print('gallery:{name}{extra}')\ng.{name}"))
+    fields = "".join(f"  {k!r}: {expr},\n" for k, expr in (state or {}).items())
     cells.append(_cell(
         "import json\nfrom widgets.plot import PlotWidget\n"
-        "print('STATE' + json.dumps({'browser': g.browser.query, 'inspector': g.inspector.selected_token,\n"
-        "  'map': g.map.query, 'splits': g.splits.family.parent if g.splits.family else None,\n"
-        "  'scaling': g.scaling.loss, 'languages': g.languages.selected,\n"
-        "  'attribution': [g.attribution.outcome.position, g.attribution.outcome.feature] if g.attribution.outcome"
-        " else None,\n"
-        "  'steering': g.steering.query, 'steering_feature': g.steering.feature,\n"
-        "  'plotly_sends': sum(w.n_library_sends for w in PlotWidget.widgets.values() if isinstance(w, PlotWidget)),\n"
-        "  'card': g.card.bucket}))"))
+        "print('STATE' + json.dumps({\n" + fields +
+        "  'plotly_sends': sum(w.n_library_sends for w in PlotWidget.widgets.values() if isinstance(w, PlotWidget)),"
+        "\n}))"))
     return {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                          "language": "python"}},
             "nbformat": 4, "nbformat_minor": 5}
