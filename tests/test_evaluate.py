@@ -87,22 +87,56 @@ def tiny_model():
 def test_downstream_perfect_sae_recovers_everything(tiny_model):
     tokens = torch.randint(0, 40, (6, 12), generator=torch.Generator().manual_seed(2))
     m = downstream_metrics(tiny_model, identity_sae(16, "blocks.0.hook_resid_post"), tokens, batch_size=4)
-    assert m.n_tokens == 6 * 11
+    assert m.n_tokens == 6 * 10  # predictions made from position 0 (BOS) are not counted, as in SAELens
     assert m.ce_spliced == pytest.approx(m.ce_clean, abs=1e-5)
-    assert m.ce_loss_recovered == pytest.approx(1.0, abs=1e-3)
-    assert m.kl_div == pytest.approx(0.0, abs=1e-6)
-    assert abs(m.ce_zero_ablation - m.ce_clean) > 1e-3
+    assert m.ce_loss_score == pytest.approx(1.0, abs=1e-3)
+    assert m.kl_div == pytest.approx(0.0, abs=1e-6) and m.kl_div_score == pytest.approx(1.0, abs=1e-4)
+    assert abs(m.ce_zero_ablation - m.ce_clean) > 1e-3 and m.kl_div_ablation > 0
 
 
-def test_downstream_zero_sae_recovers_nothing(tiny_model):
+def test_downstream_zero_sae_recovers_nothing_against_the_bos_kept_baseline(tiny_model):
     tokens = torch.randint(0, 40, (4, 12), generator=torch.Generator().manual_seed(3))
     sae = identity_sae(16, "blocks.1.hook_resid_pre")
     with torch.no_grad():
         sae.W_dec.zero_()
-    m = downstream_metrics(tiny_model, sae, tokens)
-    assert m.ce_spliced == pytest.approx(m.ce_zero_ablation, abs=1e-6)
-    assert m.ce_loss_recovered == pytest.approx(0.0, abs=1e-6)
-    assert m.kl_div > 0
+    kept = downstream_metrics(tiny_model, sae, tokens, keep_bos_in_ablation=True)
+    assert kept.ce_spliced == pytest.approx(kept.ce_zero_ablation, abs=1e-6)
+    assert kept.ce_loss_score == pytest.approx(0.0, abs=1e-6) and kept.ablation == "BOS kept"
+    assert kept.kl_div > 0
+    field = downstream_metrics(tiny_model, sae, tokens)  # the field's baseline also zeroes BOS: a different loss
+    assert field.ablation == "all positions" and field.ce_spliced == pytest.approx(kept.ce_spliced, abs=1e-6)
+    assert abs(field.ce_zero_ablation - kept.ce_zero_ablation) > 1e-4
+
+
+@pytest.mark.parametrize("hook", ["blocks.0.hook_resid_post", "blocks.1.hook_resid_pre", "blocks.1.hook_mlp_out"])
+def test_downstream_resumed_passes_equal_full_hooked_passes(tiny_model, hook):
+    """Residual hooks run the blocks before the hook once (start_at_layer); the numbers equal full hooked passes,
+    computed here independently with run_with_hooks."""
+    import torch.nn.functional as F
+
+    tokens = torch.randint(0, 40, (3, 12), generator=torch.Generator().manual_seed(4))
+    sae = identity_sae(16, hook)
+    with torch.no_grad():
+        sae.W_dec.mul_(0.5)  # an imperfect SAE: spliced differs from clean
+    m = downstream_metrics(tiny_model, sae, tokens, batch_size=2)
+
+    def splice(act, hook):
+        out = sae(act).clone()
+        out[:, 0] = act[:, 0]
+        return out
+
+    ref = {}
+    for name, hooks in (("clean", []), ("spliced", [(hook, splice)]), ("zero", [(hook, lambda a, hook: a * 0)])):
+        with torch.no_grad():
+            logp = tiny_model.run_with_hooks(tokens, fwd_hooks=hooks)[:, 1:-1].log_softmax(-1)
+        ref[name] = logp
+    tgt = tokens[:, 2:]
+    ce = {k: float(F.nll_loss(v.reshape(-1, 40), tgt.reshape(-1))) for k, v in ref.items()}
+    assert m.ce_clean == pytest.approx(ce["clean"], rel=1e-5)
+    assert m.ce_spliced == pytest.approx(ce["spliced"], rel=1e-5)
+    assert m.ce_zero_ablation == pytest.approx(ce["zero"], rel=1e-5)
+    kl = float((ref["clean"].exp() * (ref["clean"] - ref["spliced"])).sum(-1).mean())
+    assert m.kl_div == pytest.approx(kl, rel=1e-4)
 
 
 def test_downstream_errors(tiny_model):

@@ -3,17 +3,19 @@
 - :func:`evaluate_activations` streams activation batches once and returns FVU / explained variance, MSE, L0,
   the firing density of every feature, the dead and dense fractions and a log10 feature-density histogram.
 - :func:`downstream_metrics` runs a TransformerLens ``HookedTransformer`` on token contexts three times (clean,
-  SAE reconstruction in place of the activation, activation zeroed) and returns the CE loss recovered and the KL
-  divergence of the spliced next-token distribution from the clean one.
+  SAE reconstruction in place of the activation, activation zeroed) and returns SAEBench's CE loss score and the
+  KL divergence of the spliced next-token distribution from the clean one (and its score).
 
 Definitions (docs/methods.md §4): FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2; explained variance = 1 - FVU;
 L0 = mean number of active features per token; a feature is dead if it never fires on the evaluated tokens and
-dense if it fires on more than ``dense_threshold`` (10%) of them; CE loss recovered =
-(CE_zero - CE_spliced) / (CE_zero - CE_clean).
+dense if it fires on more than ``dense_threshold`` (10%) of them; CE loss score =
+(CE_zero - CE_spliced) / (CE_zero - CE_clean), the zero-ablation baseline zeroing every position as SAELens and
+SAEBench do (:class:`DownstreamMetrics`).
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
@@ -22,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from workbench.sae.model import SAE
+
+_RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
 
 @dataclass
@@ -100,12 +104,25 @@ def evaluate_activations(sae: SAE, batches: Iterable[Tensor], *, max_tokens: int
 
 @dataclass
 class DownstreamMetrics:
-    n_tokens: int  # predicted positions
+    """The model's loss with the SAE spliced in, by SAELens's / SAEBench's definitions (docs/methods.md §4).
+
+    ``ce_loss_score = (ce_zero_ablation - ce_spliced) / (ce_zero_ablation - ce_clean)`` and ``kl_div_score =
+    (kl_div_ablation - kl_div) / kl_div_ablation``, where the zero-ablation baseline zeroes the activation at
+    *every* position (BOS included) and positions whose input is a special token (BOS) are neither spliced nor
+    counted. ``ablation`` says which baseline was used: ``"all positions"`` (the field's) or ``"BOS kept"`` (the
+    workbench's definition before 0.3, whose baseline leaves the BOS activation intact: the model then loses its
+    attention sink's value but not its position, a far worse loss, so the score read higher: 0.970 vs 0.932 on the
+    demo SAE)."""
+
+    n_tokens: int  # predicted positions counted
     ce_clean: float
     ce_spliced: float
     ce_zero_ablation: float
-    ce_loss_recovered: float
-    kl_div: float  # mean over positions of KL(clean || spliced), in nats
+    ce_loss_score: float
+    kl_div: float  # mean over counted positions of KL(clean || spliced), in nats
+    kl_div_ablation: float  # the same for the zero-ablated model
+    kl_div_score: float
+    ablation: str = "all positions"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,15 +135,38 @@ def _check_hook(model: Any, hook_name: str) -> None:
         raise ValueError(f"the model has no hook {hook_name!r}" + (f"; hooks of that kind: {near}" if near else ""))
 
 
+def _resume_layer(model: Any, hook_name: str) -> int | None:
+    """The block after which the residual stream equals ``hook_name``'s activation (so a pass can start there), or
+    None for hooks inside a block (attention, MLP) or models without ``start_at_layer``."""
+    m = _RESID.match(hook_name)
+    if m is None or not hasattr(model, "blocks"):
+        return None
+    layer = int(m.group(1)) + (1 if m.group(2) == "post" else 0)
+    return layer if 0 < layer <= model.cfg.n_layers else None
+
+
+def _special_mask(model: Any, toks: Tensor) -> Tensor:
+    """True where the input token is special: position 0 (the contexts' BOS) and the tokenizer's special ids."""
+    mask = torch.zeros_like(toks, dtype=torch.bool)
+    mask[:, 0] = True
+    ids = sorted(set(getattr(getattr(model, "tokenizer", None), "all_special_ids", None) or []))
+    if ids:
+        mask |= torch.isin(toks, torch.tensor(ids, device=toks.device))
+    return mask
+
+
 @torch.no_grad()
 def downstream_metrics(model: Any, sae: SAE, tokens: Tensor, *, hook_name: str | None = None, batch_size: int = 4,
-                       splice_bos: bool = False) -> DownstreamMetrics:
-    """CE loss recovered and KL to the clean logits with ``sae`` spliced in at ``hook_name``.
+                       keep_bos_in_ablation: bool = False) -> DownstreamMetrics:
+    """CE loss score and KL to the clean logits with ``sae`` spliced in at ``hook_name`` (SAEBench's core metrics).
 
     ``model`` is a TransformerLens ``HookedTransformer``; ``tokens`` [n_contexts, ctx] are held-out token ids
     (start them with BOS as the SAE's training contexts did). The reconstruction replaces the activation at every
-    position except the first (BOS) unless ``splice_bos``; the zero-ablation baseline zeroes the same positions.
-    ``hook_name`` defaults to the SAE's ``metadata.hook_name``.
+    position whose input is not a special token; the zero-ablation baseline zeroes every position (with
+    ``keep_bos_in_ablation``, every position the SAE replaces: the workbench's earlier baseline). Losses and KL are
+    averaged over the predictions made from non-special positions. ``hook_name`` defaults to the SAE's
+    ``metadata.hook_name``. For residual-stream hooks the blocks before the hook run once per batch and the three
+    passes continue from there (``start_at_layer``); the logits are those of full passes.
     """
     hook_name = hook_name or sae.metadata.hook_name
     if not hook_name:
@@ -134,41 +174,53 @@ def downstream_metrics(model: Any, sae: SAE, tokens: Tensor, *, hook_name: str |
     _check_hook(model, hook_name)
     if tokens.dim() != 2 or tokens.shape[1] < 2:
         raise ValueError(f"tokens must be [n_contexts, ctx] with ctx >= 2, got shape {tuple(tokens.shape)}")
-    first = 0 if splice_bos else 1
+    if tokens.shape[0] == 0:
+        raise ValueError("no contexts to evaluate: tokens has 0 rows")
     was_training = sae.training
     sae.eval()
-
-    def splice(act: Tensor, hook: Any) -> Tensor:
-        out = act.clone()
-        part = act[:, first:]
-        out[:, first:] = sae(part.to(sae.device)).to(act.dtype).to(act.device)
-        return out
-
-    def zero(act: Tensor, hook: Any) -> Tensor:
-        out = act.clone()
-        out[:, first:] = 0
-        return out
-
+    resume = _resume_layer(model, hook_name)
     device = getattr(getattr(model, "cfg", None), "device", None) or tokens.device
-    sums = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl": 0.0}
+    sums = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl": 0.0, "kl_zero": 0.0}
     count = 0
     for start in range(0, tokens.shape[0], batch_size):
         toks = tokens[start:start + batch_size].to(device)
-        targets = toks[:, 1:]
-        clean = model(toks, return_type="logits")[:, :-1].float().log_softmax(-1)
-        spliced = model.run_with_hooks(toks, return_type="logits", fwd_hooks=[(hook_name, splice)])[:, :-1]
-        spliced = spliced.float().log_softmax(-1)
-        zeroed = model.run_with_hooks(toks, return_type="logits", fwd_hooks=[(hook_name, zero)])[:, :-1]
-        zeroed = zeroed.float().log_softmax(-1)
+        special = _special_mask(model, toks)
+        keep = ~special[:, :-1]  # predictions counted: made from a non-special position
+        targets = toks[:, 1:][keep]
+
+        def splice(act: Tensor, hook: Any = None) -> Tensor:
+            recon = sae(act.to(sae.device)).to(act.dtype).to(act.device)
+            return torch.where(special[..., None], act, recon)
+
+        def zero(act: Tensor, hook: Any = None) -> Tensor:
+            return torch.where(special[..., None], act, torch.zeros_like(act)) if keep_bos_in_ablation \
+                else torch.zeros_like(act)
+
+        if resume is not None:
+            act = model(toks, stop_at_layer=resume)
+            logits = [model(a, start_at_layer=resume) for a in (act, splice(act), zero(act))]
+        else:
+            logits = [model(toks, return_type="logits"),
+                      model.run_with_hooks(toks, return_type="logits", fwd_hooks=[(hook_name, splice)]),
+                      model.run_with_hooks(toks, return_type="logits", fwd_hooks=[(hook_name, zero)])]
+        clean, spliced, zeroed = (lg[:, :-1][keep].float().log_softmax(-1) for lg in logits)
+        del logits
         for key, logp in (("clean", clean), ("spliced", spliced), ("zero", zeroed)):
-            sums[key] += float(F.nll_loss(logp.reshape(-1, logp.shape[-1]), targets.reshape(-1), reduction="sum"))
-        sums["kl"] += float((clean.exp() * (clean - spliced)).sum())
+            sums[key] += float(F.nll_loss(logp, targets, reduction="sum"))
+        p = clean.exp()
+        sums["kl"] += float((p * (clean - spliced)).sum())
+        sums["kl_zero"] += float((p * (clean - zeroed)).sum())
         count += targets.numel()
-        del clean, spliced, zeroed
+        del clean, spliced, zeroed, p
     if was_training:
         sae.train()
-    ce_clean, ce_spliced, ce_zero = (sums[k] / count for k in ("clean", "spliced", "zero"))
+    if count == 0:
+        raise ValueError("every position of tokens is a special token: nothing to evaluate")
+    ce_clean, ce_spliced, ce_zero, kl, kl_zero = (sums[k] / count for k in ("clean", "spliced", "zero", "kl",
+                                                                            "kl_zero"))
     denom = ce_zero - ce_clean
-    recovered = (ce_zero - ce_spliced) / denom if abs(denom) > 1e-12 else float("nan")
     return DownstreamMetrics(n_tokens=count, ce_clean=ce_clean, ce_spliced=ce_spliced, ce_zero_ablation=ce_zero,
-                             ce_loss_recovered=recovered, kl_div=sums["kl"] / count)
+                             ce_loss_score=(ce_zero - ce_spliced) / denom if abs(denom) > 1e-12 else float("nan"),
+                             kl_div=kl, kl_div_ablation=kl_zero,
+                             kl_div_score=(kl_zero - kl) / kl_zero if kl_zero > 1e-12 else float("nan"),
+                             ablation="BOS kept" if keep_bos_in_ablation else "all positions")

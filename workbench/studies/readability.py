@@ -1,6 +1,7 @@
 """How readable a trained dictionary is, computed once per SAE and cached beside its feature results: explanations
 of every alive feature scored on held-out text (what ranks the report), and the interpretability scorecard
-(features vs MLP neurons vs random directions). The demo and the whole-corpus profile both run these.
+(features vs MLP neurons vs random directions), the concept-probing scorecard on the wiki's topic labels and the
+features-vs-neurons correlation statistic. The demo and the whole-corpus profile both run these.
 
     expl = scored_explanations(results, sae, heldout_store, features_dir)
     card = cached_scorecard(results, store, sae, model, heldout_store, features_dir, ScorecardConfig(n_units=200))
@@ -8,14 +9,19 @@ of every alive feature scored on held-out text (what ranks the report), and the 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
+from workbench.analysis.concept_probing import PROBING_JSON, ProbeConfig, ProbeScorecard, concept_probing
 from workbench.analysis.explain import ExplanationSet, explain_features, score_features
 from workbench.analysis.features import FeatureResults, sae_fingerprint
 from workbench.analysis.scorecard import Scorecard, ScorecardConfig, find_scorecard, scorecard
+from workbench.analysis.neurons import NeuronConfig, NeuronCorrelations, default_neuron_layers, neuron_correlations
 from workbench.core.hardware import torch_threads
+from workbench.data.hooks import sae_hook
 
-__all__ = ["cached_scorecard", "load_explanations", "scored_explanations"]
+__all__ = ["cached_concept_probing", "cached_neuron_correlations", "cached_scorecard", "load_explanations",
+           "scored_explanations"]
 
 EXPLANATIONS_JSON = "explanations.json"
 
@@ -75,3 +81,44 @@ def cached_scorecard(results: FeatureResults, store, sae, model, heldout, folder
     card.meta["heldout_identity"] = _heldout_identity(heldout)
     card.save(folder)
     return card
+
+
+def cached_concept_probing(model, sae, folder: str | Path, config: ProbeConfig | None = None) -> ProbeScorecard:
+    """The concept-probing scorecard of ``sae`` (topic probes on the embedded wiki, docs/methods.md §20), saved in
+    ``folder/concept_probing.json`` and reused while the SAE and the settings are the same."""
+    cfg = config or ProbeConfig()
+    key = {"sae_fingerprint": sae_fingerprint(sae), "config": json.loads(json.dumps(asdict(cfg)))}
+    path = Path(folder) / PROBING_JSON
+    if path.is_file():
+        try:
+            card = ProbeScorecard.load(path)
+            if card.config.get("key") == key:
+                return card
+        except (ValueError, KeyError, TypeError):
+            pass  # unreadable or stale: compute again and overwrite
+    card = concept_probing(model, sae, cfg)
+    card.config["key"] = key
+    card.save(folder)
+    return card
+
+
+def cached_neuron_correlations(model, sae, heldout, folder: str | Path, n_contexts: int = 64) -> NeuronCorrelations:
+    """Each feature's best |Pearson r| with any neuron of the MLP just before the SAE's hook, over the first
+    ``n_contexts`` contexts of the held-out store (the paper's features-vs-neurons statistic, docs/methods.md §20),
+    saved under ``folder/neurons`` and reused while the SAE and the held-out store are the same."""
+    hook = sae_hook(sae)
+    layers = default_neuron_layers(hook)[-1:]  # the preceding MLP
+    key = {"sae_fingerprint": sae_fingerprint(sae), "heldout": _heldout_identity(heldout), "layers": layers,
+           "n_contexts": int(n_contexts)}
+    out = Path(folder) / "neurons"
+    try:
+        cached = NeuronCorrelations.load(out)
+        if cached.meta.get("key") == key:
+            return cached
+    except (ValueError, OSError, KeyError):
+        pass
+    corr = neuron_correlations(model, sae, heldout, range(min(n_contexts, heldout.n_contexts)),
+                               config=NeuronConfig(layers=layers, absolute=True, progress=False))
+    corr.meta["key"] = key
+    corr.save(out)
+    return corr
