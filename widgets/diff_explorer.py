@@ -179,15 +179,15 @@ class DiffExplorer(View):
         import ipywidgets as W
 
         hist, scatter = self.figures()
+        # fixed widths, side by side or wrapped: a chart sized by the row is measured before the row settles
+        hist.update_layout(width=440)
+        scatter.update_layout(width=560)
         plot = self.figure_output(scatter, on_click=self._on_click)
         button = W.Button(description="steering check")
         button.on_click(lambda _: self.steer())
         ui = {"header": W.HTML(), "cards": W.HBox(layout=W.Layout(flex_flow="row wrap")), "steer": W.HTML()}
         self._ui = ui
-        # each chart in a half of the row (a chart without a fixed width fills its box), the cards wrap
-        half = dict(flex="1 1 0%", min_width="0")
-        charts = W.HBox([W.Box([self.figure_output(hist)], layout=W.Layout(**half)),
-                         W.Box([plot], layout=W.Layout(**half))])
+        charts = W.HBox([self.figure_output(hist), plot], layout=W.Layout(flex_flow="row wrap"))
         box = W.VBox([W.HTML(f"<style>{H.STYLE}</style>"), charts, ui["header"], ui["cards"], button, ui["steer"]])
         self._refresh()
         return box
