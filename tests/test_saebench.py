@@ -190,7 +190,23 @@ def test_core_ce_and_kl_scores_match_sae_lens_and_the_workbench(gemma, gemma_sae
     assert ours.ce_clean == pytest.approx(ce["ce_loss_without_sae"], rel=1e-3)
     assert ours.ce_zero_ablation == pytest.approx(ce["ce_loss_with_ablation"], rel=1e-3)
     assert ours.ce_loss_score == pytest.approx(ce["ce_loss_score"], abs=2e-3)
-    assert ours.kl_div_score == pytest.approx(kl["kl_div_score"], abs=2e-3)
+    # KL differs by which positions count: SAEBench / SAELens average it over every non-special position, the
+    # last one of each context included (KL needs no target); the workbench over the positions that predict a
+    # next token (as for CE). Both recomputed from the same logits:
+    special = torch.isin(tokens, torch.tensor([tok.pad_token_id, tok.eos_token_id, tok.bos_token_id]))
+
+    def splice(act, hook=None):
+        return torch.where(special[..., None], act, gemma_sae(act))
+
+    with torch.no_grad():
+        clean = gemma(tokens).log_softmax(-1)
+        spliced = gemma.run_with_hooks(tokens, fwd_hooks=[(HOOK, splice)]).log_softmax(-1)
+    kl_pos = (clean.exp() * (clean - spliced)).sum(-1)
+    del clean, spliced
+    assert kl["kl_div_with_sae"] == pytest.approx(float(kl_pos[~special].mean()), rel=1e-3)
+    assert ours.kl_div == pytest.approx(float(kl_pos[:, :-1][~special[:, :-1]].mean()), rel=1e-3)
+    assert ours.kl_div != pytest.approx(kl["kl_div_with_sae"], rel=1e-3)
+    assert ours.kl_div_score == pytest.approx(kl["kl_div_score"], abs=0.03)
     # the workbench's pre-0.3 baseline kept BOS: a far worse zero-ablated loss, so a higher score
     old = downstream_metrics(gemma, gemma_sae, tokens, batch_size=2, keep_bos_in_ablation=True)
     assert old.ce_zero_ablation > ours.ce_zero_ablation + 1.0 and old.ce_loss_score > ours.ce_loss_score

@@ -90,7 +90,8 @@ def saebench_run(path: str | Path, evals: str | Sequence[str] = EVALS, config: S
     sae_dir = find_sae_folder(path)
     out_dir = Path(out) if out is not None else (sae_dir if sae_dir == Path(path) else Path(path)) / "saebench"
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = {"sae": _weights_digest(sae_dir), "config": config.to_dict(), "sae_bench": version("sae-bench")}
+    key = json.loads(json.dumps({"sae": _weights_digest(sae_dir), "config": config.to_dict(),
+                                 "sae_bench": version("sae-bench")}))  # as it reads back (tuples -> lists)
     keys = _read_json(out_dir / "cache_key.json") or {}
     saved = _read_json(out_dir / "summary.json") or {}
     timings: dict[str, float] = dict(saved.get("timings") or {})
