@@ -52,6 +52,19 @@ class FeatureBrowser(View):
         self._syncing = False
         self.sort_by(sort or ("given" if self.given_order is not None else "density"))
 
+    @classmethod
+    def concept_first(cls, results, explanations=None, *, store=None, concept_scores=None, tokenizer=None,
+                      **kwargs) -> "FeatureBrowser":
+        """A browser over every alive feature in reading order: features that carry a concept first (ranked by
+        :func:`workbench.analysis.reading_order.lead_order`, with ``concept_scores`` e.g. a concept-probing
+        scorecard's ``feature_scores``), then the dense ones and, last, the token / position / whitespace /
+        punctuation detectors (docs/methods.md §22)."""
+        from workbench.analysis.reading_order import lead_order
+
+        order = lead_order(results, store=store, concept_scores=concept_scores, tokenizer=tokenizer,
+                           include_rest=True)
+        return cls(results, explanations, order=order, **kwargs)
+
     def _check_order(self, order: Sequence[int]) -> list[int]:
         out = [self.results.check_index(i) for i in order]
         if not out:

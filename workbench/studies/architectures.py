@@ -54,6 +54,7 @@ class ArchitectureComparisonConfig:
     downstream_contexts: int = 16
     probing: ProbeConfig = field(default_factory=ProbeConfig)
     saebench_evals: tuple[str, ...] = ()  # e.g. ("sparse_probing", "absorption"): SAEBench's own evals
+    saebench: Any = None  # a workbench.analysis.saebench.SAEBenchConfig (None: its defaults)
     seed: int = 0
 
     @classmethod
@@ -112,7 +113,8 @@ class ArchitectureComparison:
         rows = self.matched() if rows is None else rows
         cols = [c for c in ("l0", "explained_variance", "ce_loss_score", "kl_div_score", "dead_fraction",
                             "probe_en_k1", "probe_en_to_es_fr_k1", "saebench_sparse_probing_top1",
-                            "saebench_absorption") if any(c in r for r in rows)]
+                            "saebench_absorption_absorption_fraction_score", "saebench_absorption_full_absorption_score")
+                if any(c in r for r in rows)]
         head = f"{'SAE':<26}" + "".join(f"{c:>22}" for c in cols)
         out = [head]
         for r in rows:
@@ -167,13 +169,22 @@ def _probe_columns(card) -> dict:
     return out
 
 
-def _saebench_columns(model, sae, evals: Sequence[str], out_dir: Path) -> dict:
+def _saebench_columns(model, sae, evals: Sequence[str], out_dir: Path, config=None) -> dict:
+    """Headline numbers of SAEBench's own evals: sparse probing's top-1 SAE accuracy, absorption's mean scores."""
     if not evals:
         return {}
-    from workbench.studies.saebench import headline_metrics, run_saebench
+    from workbench.analysis.saebench import run_saebench
+    from workbench.studies.saebench import summarise
 
-    results = run_saebench(model, sae, evals=tuple(evals), out_dir=out_dir)
-    return {f"saebench_{k}": v for k, v in headline_metrics(results).items()}
+    flat = summarise(run_saebench(model, sae, evals=tuple(evals), config=config, out_dir=out_dir))
+    out: dict[str, Any] = {}
+    if "sparse_probing" in flat:
+        out["saebench_sparse_probing_top1"] = flat["sparse_probing"].get("sae_top_1_test_accuracy")
+        out["saebench_sparse_probing_top1_llm"] = flat["sparse_probing"].get("llm_top_1_test_accuracy")
+    for key, value in flat.get("absorption", {}).items():
+        if key.startswith("mean_") and isinstance(value, (int, float)):
+            out[f"saebench_absorption_{key.removeprefix('mean_')}"] = value
+    return out
 
 
 def compare_architectures(model, store, config: ArchitectureComparisonConfig | None = None,
@@ -213,7 +224,7 @@ def compare_architectures(model, store, config: ArchitectureComparisonConfig | N
                                "dead_fraction": act.dead_fraction, "ce_loss_score": down.ce_loss_score,
                                "kl_div_score": down.kl_div_score, "kl_div": down.kl_div}
         row.update(_probe_columns(concept_probing(model, sae, cfg.probing, activations=articles)))
-        row.update(_saebench_columns(model, sae, cfg.saebench_evals, run.path / "saebench"))
+        row.update(_saebench_columns(model, sae, cfg.saebench_evals, run.path / "saebench", cfg.saebench))
         rows.append(row)
     cmp = ArchitectureComparison(rows=rows, target_l0=float(cfg.k), config=key)
     cmp.save(out_dir)

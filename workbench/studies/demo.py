@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.analysis.concept_probing import ProbeConfig
+from workbench.analysis.concept_probing import KIND_NAMES, ProbeConfig
 from workbench.analysis.features import FeatureConfig, compute_features
 from workbench.analysis.scorecard import ScorecardConfig
 from workbench.core.persist import atomic_write_text, read_tagged_json, write_tagged_json
@@ -39,8 +39,8 @@ class DemoConfig:
     model: str = DEFAULT_MODEL
     n_tokens: int = 200_000  # harvested tokens (wiki, train split); the store's first holdout_tokens are held out
     holdout_tokens: int = 16_384  # held-out activations: EV / L0 of the SAE, and its FVU at every epoch end
-    heldout_tokens: int = 16_384  # held-out text (the corpus' heldout split) for the spliced-model CE / KL metrics
-    downstream_contexts: int = 32  # of those, the contexts (of 128 tokens) run with the SAE spliced in (3 passes each)
+    heldout_tokens: int = 16_384  # held-out text (the corpus' heldout split): spliced-model metrics, explanation scores
+    downstream_contexts: int = 16  # of those, the contexts (of 128 tokens) run with the SAE spliced in (3 passes each)
     d_sae: int = 4096
     k: int = 32
     epochs: int = 10  # passes over the store's training tokens
@@ -48,8 +48,9 @@ class DemoConfig:
     lr: float | None = None  # None: the TopK default, 2e-4 / sqrt(d_sae / 2^14)
     seed: int = 0
     report_features: int = 12
-    scorecard_units: int = 200  # features (and as many neurons and random directions) the scorecard explains
-    probing: ProbeConfig = field(default_factory=ProbeConfig)  # topic probes: features vs neurons vs random vs PCA
+    scorecard_units: int = 120  # features (and as many neurons and random directions) the explainer-F1 row explains
+    probing: ProbeConfig = field(default_factory=lambda: ProbeConfig(train_per_topic=30, test_per_topic=20,
+                                                                     max_tokens=48))  # topic probes
     neuron_contexts: int = 32  # held-out contexts for each feature's best |r| with a neuron of the preceding MLP
 
 
@@ -170,7 +171,7 @@ def run_demo(out: str | Path = "runs/demo", n_tokens: int | None = None, model_n
           f"neuron of the preceding MLP (Scaling Monosemanticity: 82%) ==", flush=True)
     print("\n== explainer F1 on held-out text (token predictability: rewards single-token detectors) ==\n"
           + card.format_table(), flush=True)
-    report = _report_step(cfg, harvested["store"], results, explanations, card, metrics, model, probing)
+    report = _report_step(cfg, harvested["store"], results, explanations, card, metrics, model, probing, neurons)
     lap("report")
     timer.finish()
     summary["report"] = str(report)
@@ -202,9 +203,22 @@ def _probing_step(cfg: DemoConfig, trained: dict, heldout, model):
     return probing, neurons
 
 
-def _report_step(cfg: DemoConfig, store, results, explanations, card, metrics: dict, model, probing) -> Path:
+def _probing_section(probing, neurons) -> dict:
+    """The report's concept-probing table, with the features-vs-neurons statistic in its note."""
+    s = probing.summary()
+    note = (f"{s['note']}. Chance is 0.5. Features vs neurons: {neurons.fraction_below():.0%} of "
+            f"{neurons.summary()['n_defined']} features have a best |r| <= 0.3 with any neuron of the preceding "
+            f"MLP over {neurons.n_tokens} held-out tokens (Scaling Monosemanticity: 82%).")
+    return {"rows": [{"setting": r["setting"], "k": r["k"], **{name: round(r[kind], 3) for kind, name in
+                                                                KIND_NAMES.items()}} for r in s["rows"]],
+            "note": note}
+
+
+def _report_step(cfg: DemoConfig, store, results, explanations, card, metrics: dict, model, probing,
+                 neurons) -> Path:
     path = Path(cfg.out) / "report.html"
     write_report(path, results, metrics, explanations=explanations, n_features=cfg.report_features,
                  title=f"{cfg.model} · {store.hooks[0]} · topk d_sae={cfg.d_sae}", scorecard=card,
-                 tokenizer=model.tokenizer)
+                 tokenizer=model.tokenizer, store=store, probing=_probing_section(probing, neurons),
+                 concept_scores=probing.feature_scores)
     return path
