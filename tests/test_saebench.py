@@ -101,7 +101,7 @@ def test_config_and_eval_names_are_checked(tmp_path):
     assert parse_evals("core, tpp,core") == ("core", "tpp")
     with pytest.raises(ValueError, match="choose from"):
         parse_evals("core,scr")
-    assert SAEBenchConfig.demo().probe_datasets == ("wiki_topics_en", "wiki_language_id")
+    assert SAEBenchConfig.demo().probe_datasets == ("wiki_topics_en",)
 
 
 def test_find_sae_folder_skips_checkpoints_and_refuses_ambiguity(tmp_path):
