@@ -1,4 +1,4 @@
-"""Ground-truth concept labels: the embedded Wikipedia articles' own ``topic`` field (docs/methods.md §24).
+"""Ground-truth concept labels: the embedded Wikipedia articles' own ``topic`` field (docs/methods.md §20).
 
 Every embedded summary carries the category of the vital-articles list it comes from (12 in English, 8 in Spanish,
 11 in French). Seven of them exist in all three languages under their own names; :data:`SHARED_TOPICS` gives them

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.analysis.concept_probing import KIND_NAMES, ProbeConfig
+from workbench.analysis.concept_probing import ProbeConfig
 from workbench.analysis.features import FeatureConfig, compute_features
 from workbench.analysis.scorecard import ScorecardConfig
 from workbench.core.persist import atomic_write_text, read_tagged_json, write_tagged_json
@@ -28,7 +28,7 @@ from workbench.sae.evaluate import downstream_metrics, evaluate_activations
 from workbench.sae.io import load_sae
 from workbench.sae.train import RunSpec, StoreSource, TrainConfig, train, training_dir
 from workbench.studies.readability import (cached_concept_probing, cached_neuron_correlations, cached_scorecard,
-                                           scored_explanations)
+                                           probing_section, scored_explanations)
 
 
 @dataclass
@@ -203,22 +203,11 @@ def _probing_step(cfg: DemoConfig, trained: dict, heldout, model):
     return probing, neurons
 
 
-def _probing_section(probing, neurons) -> dict:
-    """The report's concept-probing table, with the features-vs-neurons statistic in its note."""
-    s = probing.summary()
-    note = (f"{s['note']}. Chance is 0.5. Features vs neurons: {neurons.fraction_below():.0%} of "
-            f"{neurons.summary()['n_defined']} features have a best |r| <= 0.3 with any neuron of the preceding "
-            f"MLP over {neurons.n_tokens} held-out tokens (Scaling Monosemanticity: 82%).")
-    return {"rows": [{"setting": r["setting"], "k": r["k"], **{name: round(r[kind], 3) for kind, name in
-                                                                KIND_NAMES.items()}} for r in s["rows"]],
-            "note": note}
-
-
 def _report_step(cfg: DemoConfig, store, results, explanations, card, metrics: dict, model, probing,
                  neurons) -> Path:
     path = Path(cfg.out) / "report.html"
     write_report(path, results, metrics, explanations=explanations, n_features=cfg.report_features,
                  title=f"{cfg.model} · {store.hooks[0]} · topk d_sae={cfg.d_sae}", scorecard=card,
-                 tokenizer=model.tokenizer, store=store, probing=_probing_section(probing, neurons),
+                 tokenizer=model.tokenizer, store=store, probing=probing_section(probing, neurons),
                  concept_scores=probing.feature_scores)
     return path

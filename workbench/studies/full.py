@@ -23,7 +23,8 @@ from workbench.data.models import DEFAULT_MODEL, load_model
 from workbench.report.page import write_report
 from workbench.sae.evaluate import downstream_metrics, evaluate_activations
 from workbench.studies.profile import current_profile, standard_harvest_spec, standard_sae
-from workbench.studies.readability import cached_scorecard, scored_explanations
+from workbench.studies.readability import (cached_concept_probing, cached_neuron_correlations, cached_scorecard,
+                                           probing_section, scored_explanations)
 
 __all__ = ["run_full"]
 
@@ -70,18 +71,26 @@ def run_full(out: str | Path = "runs/full", model_name: str = DEFAULT_MODEL, *, 
     card = cached_scorecard(results, store, sae, model, heldout, folder,
                             ScorecardConfig(n_units=scorecard_units, seed=0))
     lap("scorecard")
+    probing = cached_concept_probing(model, sae, folder)
+    neurons = cached_neuron_correlations(model, sae, heldout, folder)
+    lap("concept_probing")
     report = write_report(out / "report.html", results, metrics, explanations=explanations, scorecard=card,
-                          tokenizer=model.tokenizer, title=f"{model_name} · {study.hook} · {prof.name} profile")
+                          tokenizer=model.tokenizer, title=f"{model_name} · {study.hook} · {prof.name} profile",
+                          store=store, probing=probing_section(probing, neurons),
+                          concept_scores=probing.feature_scores)
     lap("report")
     times = timer.finish()
     summary = {"model": model_name, "profile": prof.name, "run_dir": str(study.run_dir), "store": str(store.path),
                "store_tokens": store.n_tokens, "corpus": stats["languages"], "times_s": times,
                "training": study.metrics(), "training_tokens": _trained_tokens(study.run_dir),
                "sae_metrics": {k: v for k, v in metrics.items() if k != "log10_density_histogram"},
-               "scorecard": card.summary(), "report": str(report)}
+               "scorecard": card.summary(), "concept_probing": probing.summary(),
+               "features_vs_neurons": neurons.summary(), "report": str(report)}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
     print("\n== SAE ==\n" + json.dumps(summary["sae_metrics"], indent=1))
-    print("\n== interpretability scorecard ==\n" + card.format_table())
+    print("\n== concept probing (held-out articles, balanced accuracy) ==\n" + probing.format_table())
+    print(f"\n== features vs neurons: {neurons.fraction_below():.0%} of features have a best |r| <= 0.3 ==")
+    print("\n== explainer F1 (token predictability) ==\n" + card.format_table())
     print("\n== time per step (s) ==\n" + timer.line())
     print(f"\nReport: {Path(report).resolve()}")
     return summary

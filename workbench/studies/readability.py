@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from workbench.analysis.concept_probing import PROBING_JSON, ProbeConfig, ProbeScorecard, concept_probing
+from workbench.analysis.concept_probing import KIND_NAMES, PROBING_JSON, ProbeConfig, ProbeScorecard, concept_probing
 from workbench.analysis.explain import ExplanationSet, explain_features, score_features
 from workbench.analysis.features import FeatureResults, sae_fingerprint
 from workbench.analysis.scorecard import Scorecard, ScorecardConfig, find_scorecard, scorecard
@@ -21,7 +21,7 @@ from workbench.core.hardware import torch_threads
 from workbench.data.hooks import sae_hook
 
 __all__ = ["cached_concept_probing", "cached_neuron_correlations", "cached_scorecard", "load_explanations",
-           "scored_explanations"]
+           "probing_section", "scored_explanations"]
 
 EXPLANATIONS_JSON = "explanations.json"
 
@@ -122,3 +122,15 @@ def cached_neuron_correlations(model, sae, heldout, folder: str | Path, n_contex
     corr.meta["key"] = key
     corr.save(out)
     return corr
+
+
+def probing_section(probing: ProbeScorecard, neurons: NeuronCorrelations) -> dict:
+    """The report's concept-probing table (``write_report(probing=...)``), with the features-vs-neurons statistic
+    in its note."""
+    s = probing.summary()
+    note = (f"{s['note']}. Chance is 0.5. Features vs neurons: {neurons.fraction_below():.0%} of "
+            f"{neurons.summary()['n_defined']} features have a best |r| <= 0.3 with any neuron of the preceding "
+            f"MLP over {neurons.n_tokens} held-out tokens (Scaling Monosemanticity: 82%).")
+    return {"rows": [{"setting": r["setting"], "k": r["k"], **{name: round(r[kind], 3) for kind, name in
+                                                                KIND_NAMES.items()}} for r in s["rows"]],
+            "note": note}
