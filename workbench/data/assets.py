@@ -18,6 +18,7 @@ from pathlib import Path
 
 from workbench.core.home import cache_dir
 from workbench.core.persist import atomic_write, atomic_write_text
+from workbench.core.errors import InputError
 
 INSTALL_HINT = "python -m workbench assets install   (or: make demo / make test)"
 
@@ -87,7 +88,7 @@ ASSETS: dict[str, Asset] = {
 }
 
 
-class AssetError(ValueError):
+class AssetError(InputError):
     """An embedded asset is missing or does not match its pinned hash."""
 
 

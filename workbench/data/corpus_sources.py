@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.core.errors import InputError
 from workbench.data.assets import asset_path
 from workbench.data.corpus_spec import (CorpusSpec, Document, WIKI_ID_STRIDE, WIKI_LANGUAGES, in_split,
                                         local_files, relative_name, unit_hash, is_heldout)
@@ -116,7 +117,7 @@ def _decode_utf8(data: bytes, path: Path, first_line: int = 1) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = first_line + data.count(b"\n", 0, err.start)
-        raise ValueError(
+        raise InputError(
             f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}): convert it first, e.g. "
             f"`iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}`, and point the corpus at the converted file"
         ) from None

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from workbench.core.errors import ConfigError
 from workbench.data.corpus import CorpusSpec, PackedBatch, packed_contexts
 from workbench.core.home import cache_dir
 from workbench.core.signals import StopSignals
@@ -49,11 +50,11 @@ class HarvestSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_tokens, int) or self.n_tokens <= 0:
-            raise ValueError(f"n_tokens must be a positive integer, got {self.n_tokens!r}")
+            raise ConfigError(f"n_tokens must be a positive integer, got {self.n_tokens!r}", param="n_tokens")
         if self.context_size < 2:
-            raise ValueError(f"context_size must be at least 2, got {self.context_size}")
+            raise ConfigError(f"context_size must be at least 2, got {self.context_size}", param="context_size")
         if self.dtype not in ("float16", "bfloat16"):
-            raise ValueError(f"dtype must be 'float16' or 'bfloat16', got {self.dtype!r}")
+            raise ConfigError(f"dtype must be 'float16' or 'bfloat16', got {self.dtype!r}", param="dtype")
         if isinstance(self.hooks, str):
             object.__setattr__(self, "hooks", (self.hooks,))
         object.__setattr__(self, "hooks", tuple(self.hooks))
@@ -84,10 +85,11 @@ class HarvestConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_contexts, bool) or not isinstance(self.batch_contexts, int) or self.batch_contexts < 1:
-            raise ValueError(f"batch_contexts={self.batch_contexts!r} must be a whole number >= 1 (--batch), e.g. 32")
+            raise ConfigError(f"batch_contexts={self.batch_contexts!r} must be a whole number >= 1, e.g. 32",
+                              param="batch_contexts")
         if self.shard_contexts is not None and (not isinstance(self.shard_contexts, int) or self.shard_contexts < 1):
-            raise ValueError(f"shard_contexts={self.shard_contexts!r} must be a whole number >= 1 (--shard-contexts), "
-                             f"or None for the default")
+            raise ConfigError(f"shard_contexts={self.shard_contexts!r} must be a whole number >= 1, or None for the "
+                              f"default", param="shard_contexts")
 
 
 MAX_SHARD_CONTEXTS = 512
@@ -204,7 +206,7 @@ def harvest(
         if store is not None:
             if store.manifest.get("extra", {}).get("harvest_spec") == spec.to_dict():
                 return store
-            raise ValueError(
+            raise ConfigError(
                 f"{out} already holds a finished store from a different harvest "
                 f"({store.manifest.get('extra', {}).get('harvest_spec')}). Choose another output directory, "
                 "or delete this one to harvest again."
@@ -329,7 +331,7 @@ def _hook_width(model, hook: str) -> int:
     with torch.inference_mode():
         model.run_with_hooks(toks, fwd_hooks=[(hook, grab)], stop_at_layer=stop_layer(model, [hook]), return_type=None)
     if len(seen["shape"]) != 3:
-        raise ValueError(
+        raise ConfigError(
             f"Hook '{hook}' gives activations of shape {list(seen['shape'])}, not one vector per token "
             "([batch, pos, d]). Harvest a per-token hook: hook_resid_pre/mid/post, hook_attn_out, hook_mlp_out, "
             "mlp.hook_post, or attn.hook_z's per-token equivalent hook_attn_out."

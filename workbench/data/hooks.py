@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+from workbench.core.errors import ConfigError
+
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
@@ -36,12 +38,12 @@ def validate_hooks(model, hooks: list[str] | tuple[str, ...] | str | None) -> li
             continue
         layer = hook_layer(hook)
         if layer is not None and layer >= n_layers:
-            raise ValueError(
+            raise ConfigError(
                 f"Hook '{hook}' asks for layer {layer}, but the model has {n_layers} layers (0..{n_layers - 1}). "
                 f"The default SAE site is '{default_hook(n_layers)}'."
             )
         suffixes = sorted({name.split(".", 2)[2] for name in known if name.startswith("blocks.0.")})
-        raise ValueError(
+        raise ConfigError(
             f"Unknown hook '{hook}'. Use a TransformerLens hook name: 'blocks.<layer>.<point>' with point one "
             f"of {', '.join(suffixes)}; or 'hook_embed', 'ln_final.hook_normalized'. "
             f"Default: '{default_hook(n_layers)}'."

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from workbench.core.persist import atomic_write_bytes
+from workbench.core.errors import InputError
 
 FORMAT = "workbench-activation-store"
 FORMAT_VERSION = 1
@@ -43,7 +44,7 @@ _CHUNK = 1 << 22
 _VERIFIED: set[tuple] = set()  # per-process cache of (path, size, mtime_ns, sha256) already hashed OK
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """A store is missing, corrupt, truncated, incomplete or incompatible; the message names the file and the fix."""
 
 

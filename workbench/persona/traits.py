@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from workbench.core.errors import InputError
+
 __all__ = ["LabelledResponse", "PromptPair", "Trait", "TraitFileError", "load_trait", "shipped_traits",
            "trait_from_dict"]
 
@@ -37,7 +39,7 @@ N_PAIRS = 5
 N_QUESTIONS = 20  # per split
 
 
-class TraitFileError(ValueError):
+class TraitFileError(InputError):
     """A trait file that does not follow the format (the message names the file, the problem and the fix)."""
 
 

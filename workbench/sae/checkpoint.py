@@ -14,6 +14,7 @@ from workbench.core.persist import atomic_directory, atomic_write_text, is_temp_
 from workbench.sae.io import read_safetensors
 from workbench.sae.model import SAE
 from workbench.sae.train_config import RunSpec, TrainConfig, lr_multiplier, warmup_multiplier
+from workbench.core.errors import InputError
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "Checkpointer", "RunState", "trim_log"]
 
@@ -21,7 +22,7 @@ __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "Checkpointer", "RunState", "
 CHECKPOINT_FORMAT = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint is unreadable or does not belong to this training configuration."""
 
 

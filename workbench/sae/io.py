@@ -166,8 +166,8 @@ def _convert(cfg: dict[str, Any], tensors: dict[str, torch.Tensor], source: str,
         config = SAEConfig(ours_arch.name, d_in, d_sae, apply_b_dec_to_input=centred, dtype=dtype or "float32",
                            **ours_arch.config_from_sae_lens(cfg))
     if (config.d_in, config.d_sae) != (d_in, d_sae):
-        raise ValueError(f"{source}: metadata.workbench.core.config has d_in={config.d_in}, d_sae={config.d_sae} but the "
-                         f"weights have d_in={d_in}, d_sae={d_sae}")
+        raise ValueError(f"{source}: metadata.workbench.config in cfg.json has d_in={config.d_in}, d_sae={config.d_sae} "
+                         f"but the weights have d_in={d_in}, d_sae={d_sae}: the folder's files do not belong together")
     extra = {k: v for k, v in (ours or {}).items() if k not in ("architecture", "config", "input_scale")}
     metadata = SAEMetadata(model_name=meta_in.get("model_name"), hook_name=meta_in.get("hook_name"),
                            context_size=meta_in.get("context_size"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from workbench.core.errors import InputError
 from workbench.analysis.features import FeatureResults, sae_fingerprint
 from workbench.data.store import ActivationStore
 from workbench.sae.io import load_sae
@@ -18,7 +19,7 @@ def _features_dir(path: Path) -> Path:
     for cand in (path, path / "features"):
         if (cand / "features.json").is_file():
             return cand
-    raise ValueError(f"{path} holds no feature results (no features.json in it or in {path / 'features'}): point at "
+    raise InputError(f"{path} holds no feature results (no features.json in it or in {path / 'features'}): point at "
                      f"a run folder (e.g. runs/demo) or at the folder compute_features wrote")
 
 
@@ -70,8 +71,8 @@ def locate_run(path: str | Path, *, sae: str | Path | None = None, store: str | 
     else:
         model, sae_dir = _find_sae(results, [run, fdir.parent])
         if model is None:
-            raise ValueError(f"no SAE under {run} matches the feature results in {fdir} (by its weights' "
-                             f"fingerprint): pass --sae DIR")
+            raise InputError(f"no SAE under {run} matches the feature results in {fdir} (by its weights' "
+                             f"fingerprint): pass sae=<its folder>", param="sae")
     held = None
     if heldout is not None:
         held = ActivationStore.open(heldout)
