@@ -18,7 +18,7 @@ from workbench.analysis.explain import (ExplainedUnit, Explanation, ExplanationS
                                         heldout_contexts, score_features)
 from workbench.analysis.features import FeatureConfig, compute_features
 from workbench.analysis.scorecard import Scorecard, UnitScores
-from workbench.report.card import HIST_WIDTH, FeatureCard
+from workbench.report.card import HIST_WIDTH, StaticFeatureCard
 from workbench.report.html import STYLE
 from workbench.analysis.reading_order import ReadingOrderConfig, reading_order
 from workbench.report.page import (metrics_rows, pick_features, probing_html, rank_features, scorecard_html,
@@ -237,7 +237,7 @@ def test_report_sections_come_in_reading_order(tmp_path):
 def test_card_histogram_has_a_fixed_width_box_beside_the_logit_table(planted_results):
     """The layout bug: a histogram drawn before the table after it was parsed came out as wide as the whole row and
     covered the table. Its box and the figure now have the same fixed width, and the table has its own column."""
-    html_ = FeatureCard.from_results(planted_results, 0).to_html(include_plotlyjs=False)
+    html_ = StaticFeatureCard.from_results(planted_results, 0).to_html(include_plotlyjs=False)
     box = re.search(r'<div class="wb-fig" style="width:(\d+)px">', html_)
     assert box and int(box.group(1)) == HIST_WIDTH
     assert f'"width":{HIST_WIDTH}' in html_.replace(" ", "")  # plotly draws at that width, whatever the box measures

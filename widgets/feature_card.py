@@ -8,7 +8,7 @@ histogram by bucket, logit table) as a live widget (``card.widget``, or just ``c
 from __future__ import annotations
 
 from workbench.report import html as H
-from workbench.report.card import FeatureCard as StaticFeatureCard
+from workbench.report.card import StaticFeatureCard
 from workbench.report.card import histogram_figure
 
 from .view import View, figure_output

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.analysis.bundle import AnalysisBundle
 from workbench.analysis.feature_kernels import hash_keys
 from workbench.analysis.features import ActivationExample, FeatureResults, encode_contexts
 from workbench.core.config import known_fields_only
@@ -442,14 +443,30 @@ def heldout_contexts(results: FeatureResults, store) -> range:
     return range(results.n_contexts, store.n_contexts)
 
 
-def score_features(explanations: ExplanationSet, store, sae, contexts: Sequence[int] | range, *,
+def score_features(explanations, store=None, sae=None, contexts: Sequence[int] | range | None = None, *,
                    results: FeatureResults | None = None, n_buckets: int = 10, threshold: float = 0.0,
                    batch_contexts: int = 32, progress: bool = False) -> ExplanationSet:
     """Score every explanation of the set on ``contexts`` of ``store`` (encoded by ``sae``), in place; returns it.
 
     Bucket scales come from ``results``' max activations when given (streaming, memory of one batch); without
-    ``results`` every batch is kept until the max over ``contexts`` is known.
+    ``results`` every batch is kept until the max over ``contexts`` is known. ``explanations`` may instead be an
+    :class:`~workbench.analysis.bundle.AnalysisBundle` with explanations: its store, SAE and results are used, and
+    ``contexts`` defaults to every context of its held-out store when it has one (else the store's contexts the
+    feature pass did not see).
     """
+    if isinstance(explanations, AnalysisBundle):
+        bundle = explanations
+        if bundle.explanations is None:
+            raise ValueError("the bundle has no explanations to score: build it with explanations= "
+                             "(explain_features(results)) or use bundle.with_explanations(...)")
+        explanations, results = bundle.explanations, bundle.results
+        if contexts is None and bundle.heldout is not None:
+            store, sae, contexts = bundle.heldout, bundle.sae, range(bundle.heldout.n_contexts)
+        else:
+            store, sae = bundle.store, bundle.sae
+            contexts = heldout_contexts(results, store) if contexts is None else contexts
+    if store is None or sae is None or contexts is None:
+        raise ValueError("score_features needs store, sae and contexts (or an AnalysisBundle as its first argument)")
     feats = sorted(explanations.items)
     contexts = list(contexts)
     if not feats or not contexts:

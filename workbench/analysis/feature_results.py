@@ -19,7 +19,7 @@ from workbench.core.persist import atomic_write_text, load_tensors, read_tagged_
 from workbench.data.token_text import REPLACEMENT, bytes_decoder, spell_tokens
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ActivationBucket", "ActivationExample", "FeatureConfig", "FeatureReport",
-           "FeatureResults", "Histogram", "LogitEffect"]
+           "FeatureResults", "Histogram", "LogitEffect", "analysis_tokens"]
 
 FORMAT = "workbench-feature-results"
 FORMAT_VERSION = 1
@@ -103,6 +103,13 @@ class FeatureConfig:
 CODE_KEYS = ("threshold", "exclude_bos")
 # Settings that do not change the results (tested for chunk_tokens).
 NOT_SEMANTIC = ("progress", "device", "threads", "reduce_threads", "chunk_tokens")
+
+
+def analysis_tokens(n_tokens: int) -> int:
+    """How many of a store's first tokens the default analysis pass reads: three quarters. The contexts after them
+    stay held out for scoring explanations (:func:`workbench.analysis.explain.heldout_contexts`); the standard
+    studies and notebook 00 both split this way."""
+    return int(n_tokens) * 3 // 4
 
 
 def semantic_settings(config: dict) -> dict:

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.analysis.bundle import unpack
 from workbench.analysis.explain import TokenExplainer, examples_from_activations, heldout_contexts, score_explanation
 from workbench.analysis.feature_traits import (feature_languages, special_token_features, special_token_ids,
                                                token_languages)
@@ -418,17 +419,22 @@ def _language_section(results: FeatureResults, store, sample: list[int], min_lan
             "sample_counts": {str(f): counts[f].tolist() for f in sample}}
 
 
-def scorecard(results: FeatureResults, store, sae, model=None, *, heldout=None, config: ScorecardConfig | None = None,
+def scorecard(results, store=None, sae=None, model=None, *, heldout=None, config: ScorecardConfig | None = None,
               explainer=None, tokenizer=None, hook: str | None = None) -> Scorecard:
     """The interpretability scorecard of ``sae`` (see the module docstring).
 
-    ``results``: its feature pass over ``store`` (the training contexts are drawn from the contexts it analysed);
+    ``results``: its feature pass over ``store`` (or an :class:`~workbench.analysis.bundle.AnalysisBundle` holding
+    results, store, SAE, and optionally model and held-out store) (the training contexts are drawn from the contexts it analysed);
     ``model``: the HookedTransformer the store was harvested from, for the neuron baseline (None: no neuron row);
     ``heldout``: a store of held-out text (e.g. ``split="heldout"``) or None for the contexts of ``store`` the
     feature pass did not see (ValueError if there are none); ``explainer``: default
     :class:`~workbench.analysis.explain.TokenExplainer` (``fire_fraction=0``: a unit fires where its activation,
     thresholded as above, is > 0); ``tokenizer``: names tokens (default the model's) and adds its special ids.
     """
+    parts = unpack(results, store=store, sae=sae, model=model, heldout=heldout)
+    results, store, sae, model, heldout = (parts[k] for k in ("results", "store", "sae", "model", "heldout"))
+    if store is None or sae is None:
+        raise ValueError("scorecard needs the store and the SAE of the results (or an AnalysisBundle first)")
     cfg = config or ScorecardConfig()
     t_start = time.perf_counter()
     timings: dict[str, float] = {}

@@ -214,7 +214,7 @@ def _side_view_store(paired, side: str, out: Path):
 def side_features(paired, cc, side: str, model, out_dir: str | Path, *, config=None, n_logits: int = 10):
     """The feature pass (:func:`workbench.analysis.features.compute_features`) of crosscoder ``cc`` with
     ``side``'s tokens in the examples, and the logit effects of ``side``'s decoder through ``model``: FeatureResults
-    that :class:`~workbench.report.card.FeatureCard` shows as they are."""
+    that :class:`~workbench.report.card.StaticFeatureCard` shows as they are."""
     from workbench.analysis.features import FeatureConfig, compute_features
     from workbench.analysis.logits import logit_effects
 

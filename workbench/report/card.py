@@ -2,7 +2,7 @@
 by bucket, the logit table, density and max. The report renders these; ``widgets.FeatureCard`` adds the live
 JupyterLab view on top.
 
-    card = FeatureCard.from_results(results, 123, explanations=expl)
+    card = StaticFeatureCard.from_results(results, 123, explanations=expl)
     card.to_html()  # a self-contained fragment
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 
 from workbench.report import html as H
 
-__all__ = ["HIST_WIDTH", "FeatureCard", "histogram_figure"]
+__all__ = ["HIST_WIDTH", "StaticFeatureCard", "histogram_figure"]
 
 BUCKET_COLOURS = ["#fde0c5", "#fcc89b", "#fbb072", "#f99850", "#f7803a", "#ee6a2e", "#dd5426", "#c7401f",
                   "#ad2f19", "#8e2013"]
@@ -48,7 +48,7 @@ def histogram_figure(report, n_buckets: int | None = None, height: int = 220, wi
     return fig
 
 
-class FeatureCard:
+class StaticFeatureCard:
     """The static view of one :class:`workbench.analysis.features.FeatureReport` (plus, optionally, its explanation and score
     and a ``note`` line, e.g. the report's concept evidence)."""
 
@@ -63,7 +63,7 @@ class FeatureCard:
         self.n_bucket_examples = int(n_bucket_examples)
 
     @classmethod
-    def from_results(cls, results, index: int, explanations=None, **kwargs) -> "FeatureCard":
+    def from_results(cls, results, index: int, explanations=None, **kwargs) -> "StaticFeatureCard":
         """The card of feature ``index`` of a :class:`FeatureResults`; ``explanations``: an ExplanationSet or a
         mapping feature -> text."""
         i = results.check_index(index)
@@ -135,3 +135,14 @@ class FeatureCard:
                 f"{H.figure_html(fig, include_plotlyjs)}</div>"
                 f'<div class="wb-side">{self.logits_html()}</div></div>'
                 f"{self.examples_html()}</div>")
+
+
+def __getattr__(name: str):
+    # the 0.2 name, kept for one release: widgets.FeatureCard is the notebook view of the same card
+    if name == "FeatureCard":
+        import warnings
+
+        warnings.warn("workbench.report.card.FeatureCard is now StaticFeatureCard (widgets.FeatureCard is the "
+                      "notebook view); the old name goes in 0.3", DeprecationWarning, stacklevel=2)
+        return StaticFeatureCard
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,8 @@ from workbench.analysis.reading_order import ReadingOrder, ReadingOrderConfig, r
 from workbench.analysis.scorecard import KIND_NAMES, Scorecard
 from workbench.core.persist import atomic_write_text
 from workbench.report import html as H
-from workbench.report.card import FeatureCard
+from workbench.analysis.bundle import unpack
+from workbench.report.card import StaticFeatureCard
 from workbench.sae.evaluate import density_histogram
 
 __all__ = ["FeatureRanking", "density_figure", "detectors_html", "metrics_rows", "pick_features", "probing_html",
@@ -244,7 +245,7 @@ def detectors_html(order: ReadingOrder, results, per_kind: int = 10) -> str:
 
 
 def _cards(results, feats, explanations, order: ReadingOrder, **kwargs) -> str:
-    return "".join(FeatureCard.from_results(results, i, explanations, note=_evidence_note(order, i), **kwargs)
+    return "".join(StaticFeatureCard.from_results(results, i, explanations, note=_evidence_note(order, i), **kwargs)
                    .to_html(include_plotlyjs=False) for i in feats)
 
 
@@ -270,8 +271,14 @@ def write_report(path: str | Path, results, sae_metrics: Mapping[str, Any], expl
 
     ``sae_metrics``: e.g. ``evaluate_activations(...).to_dict()`` plus downstream metrics; ``features`` replaces
     the lead by those features; ``explanations`` label the cards. ``skip_special`` and ``min_heldout_firing``
-    only matter to :func:`rank_features` (the F1 ranking), which the report no longer uses.
+    only matter to :func:`rank_features` (the F1 ranking), which the report no longer uses. ``results`` may be an
+    :class:`~workbench.analysis.bundle.AnalysisBundle`: its explanations and store are used, and its model's
+    tokenizer.
     """
+    parts = unpack(results, explanations=explanations, store=store)
+    results, explanations, store = parts["results"], parts["explanations"], parts["store"]
+    if tokenizer is None and parts.get("model") is not None:
+        tokenizer = getattr(parts["model"], "tokenizer", None)
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"the report is one HTML file: give a path ending in .html, got {str(path)!r}")

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from workbench.analysis.concept_probing import ProbeConfig, concept_probing, probing_articles
+from workbench.core.cache import cached
 from workbench.core.persist import read_tagged_json, write_tagged_json
 from workbench.sae.evaluate import downstream_metrics, evaluate_activations
 from workbench.sae.train import RunSpec, StoreSource, TrainConfig, train, training_dir
@@ -196,14 +197,13 @@ def compare_architectures(model, store, config: ArchitectureComparisonConfig | N
     cfg = config or ArchitectureComparisonConfig()
     out_dir = Path(out_dir)
     key = json.loads(json.dumps({**asdict(cfg), "store": str(Path(store.path).resolve())}))
-    cached = out_dir / COMPARISON_JSON
-    if cached.is_file():
-        try:
-            got = ArchitectureComparison.load(cached)
-            if got.config == key:
-                return got
-        except (ValueError, KeyError, TypeError):
-            pass
+    return cached(out_dir / COMPARISON_JSON, key,
+                  lambda: _compare(model, store, cfg, out_dir, key, heldout=heldout, progress=progress),
+                  load=ArchitectureComparison.load, save=lambda c, p: c.save(p.parent))
+
+
+def _compare(model, store, cfg: ArchitectureComparisonConfig, out_dir: Path, key: dict, *, heldout,
+             progress: bool) -> ArchitectureComparison:
     source = StoreSource(store.path, seed=cfg.seed, holdout_tokens=cfg.holdout_tokens)
     specs = comparison_specs(cfg)
     per_epoch = source.n_train_tokens // cfg.batch_size * cfg.batch_size
@@ -226,6 +226,4 @@ def compare_architectures(model, store, config: ArchitectureComparisonConfig | N
         row.update(_probe_columns(concept_probing(model, sae, cfg.probing, activations=articles)))
         row.update(_saebench_columns(model, sae, cfg.saebench_evals, run.path / "saebench", cfg.saebench))
         rows.append(row)
-    cmp = ArchitectureComparison(rows=rows, target_l0=float(cfg.k), config=key)
-    cmp.save(out_dir)
-    return cmp
+    return ArchitectureComparison(rows=rows, target_l0=float(cfg.k), config=key)

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from workbench.core.cache import cached
 from workbench.core.home import cache_dir
 from workbench.persona.extract import (SHUFFLE_METHOD, ExtractConfig, PersonaVector, extract_persona_vector,
                                       rejudge, stored_responses, vector_from_responses)
@@ -79,20 +80,29 @@ def persona_vector(model, trait, judge=None, *, sizes: PersonaSizes | None = Non
     folder = cache_dir("persona") / "vectors"
     prefix = f"{str(name).replace('/', '--')}-{trait.name}-"
     path = folder / f"{prefix}{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
-    pv = _load_or_none(path)
-    if pv is not None and pv.meta.get("shuffle_method") == SHUFFLE_METHOD:
+
+    def compute() -> PersonaVector:
+        stale = _load_or_none(path)  # an older control: rebuilt from its stored judged responses (no generation)
+        if stale is not None:
+            responses = stored_responses(stale)
+        else:
+            donor = _same_samples(folder, prefix, trait, cfg)
+            responses = rejudge(stored_responses(donor), judge) if donor is not None else None
+        if responses is not None:
+            pv = vector_from_responses(model, trait, responses, cfg, progress=progress)
+        else:
+            pv = extract_persona_vector(model, trait, judge, cfg, progress=progress)
+        pv.meta["judge"] = judge_name
         return pv
-    if pv is not None:  # an older control: rebuild it from the stored judged responses (no generation)
-        responses = stored_responses(pv)
-    else:
-        donor = _same_samples(folder, prefix, trait, cfg)
-        responses = rejudge(stored_responses(donor), judge) if donor is not None else None
-    if responses is not None:
-        pv = vector_from_responses(model, trait, responses, cfg, progress=progress)
-    else:
-        pv = extract_persona_vector(model, trait, judge, cfg, progress=progress)
-    pv.meta["judge"] = judge_name
-    pv.save(path)
+
+    return cached(path, {**json.loads(key), "shuffle_method": SHUFFLE_METHOD}, compute, load=_load_current,
+                  save=lambda v, p: v.save(p))
+
+
+def _load_current(path) -> PersonaVector:
+    pv = PersonaVector.load(path)
+    if pv.meta.get("shuffle_method") != SHUFFLE_METHOD:
+        raise ValueError(f"{path}: its shuffled control predates {SHUFFLE_METHOD!r}")
     return pv
 
 

@@ -27,15 +27,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from torch import Tensor
 
+from workbench.analysis.bundle import AnalysisBundle
 from workbench.analysis.explain import ExplanationSet, explain_features
-from workbench.analysis.features import FeatureConfig, FeatureResults, semantic_settings, compute_features
+from workbench.analysis.features import FeatureConfig, FeatureResults, analysis_tokens, compute_features, semantic_settings
 from workbench.core.home import cache_dir
 from workbench.data.corpus import CorpusSpec, whole_corpus_tokens
 from workbench.data.harvest import HarvestSpec, harvest_cached
 from workbench.data.models import load_model
 from workbench.sae.model import SAE
 from workbench.sae.train import RunSpec, StoreSource, TrainConfig, default_lr, train, training_dir
-from workbench.studies.readability import load_explanations
+from workbench.studies.readability import cached_explanations
 
 __all__ = [
     "NestedSAEs",
@@ -195,12 +196,17 @@ class StudySAEs:
 
     def _explanations(self, name: str, results: FeatureResults) -> ExplanationSet:
         path = self.features_dir(name, results.meta.get("config", {})) / "explanations.json"
-        cached = load_explanations(path, {"sae_fingerprint": results.meta.get("sae_fingerprint")})
-        if cached is not None:
-            return cached
-        out = explain_features(results)
-        out.save(path)
-        return out
+        return cached_explanations(path, {"sae_fingerprint": results.meta.get("sae_fingerprint")},
+                                   lambda: explain_features(results))
+
+    def bundle(self, name: str | None = None, *, explained: bool = True, **config) -> AnalysisBundle:
+        """SAE ``name`` with its store, its feature results (:meth:`features` with ``config``), its explanations
+        (:meth:`explanations`; ``explained=False`` leaves them out) and the model, as one
+        :class:`~workbench.analysis.bundle.AnalysisBundle` for the scorer, the scorecard, the report and export."""
+        name = self._name(name)
+        results = self.features(name, **config)
+        expl = self._explanations(name, results) if explained else None
+        return AnalysisBundle(self.saes[name], self.store, results, expl, model=self.model)
 
     # ----- training metrics and held-out activations -----
 
@@ -283,7 +289,7 @@ def standard_sae(model_name: str = "gemma-3-270m", *, profile: Profile | str | N
     run_dir = training_dir(runs_base(model_name, prof), specs, config, source)
     trained = train(specs, config, source, run_dir, progress=prof.progress)
     return StudySAEs(model=model, store=store, source=source, saes={n: r.sae for n, r in trained.runs.items()},
-                     run_dir=run_dir, profile=prof, feature_tokens=store.n_tokens * 3 // 4)
+                     run_dir=run_dir, profile=prof, feature_tokens=analysis_tokens(store.n_tokens))
 
 
 # ----------------------------------------------------------------------------------------------------------------

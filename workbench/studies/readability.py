@@ -15,12 +15,13 @@ from pathlib import Path
 from workbench.analysis.concept_probing import KIND_NAMES, PROBING_JSON, ProbeConfig, ProbeScorecard, concept_probing
 from workbench.analysis.explain import ExplanationSet, explain_features, score_features
 from workbench.analysis.features import FeatureResults, sae_fingerprint
-from workbench.analysis.scorecard import Scorecard, ScorecardConfig, find_scorecard, scorecard
+from workbench.analysis.scorecard import SCORECARD_JSON, Scorecard, ScorecardConfig, scorecard
 from workbench.analysis.neurons import NeuronConfig, NeuronCorrelations, default_neuron_layers, neuron_correlations
+from workbench.core.cache import cached
 from workbench.core.hardware import torch_threads
 from workbench.data.hooks import sae_hook
 
-__all__ = ["cached_concept_probing", "cached_neuron_correlations", "cached_scorecard", "load_explanations",
+__all__ = ["cached_concept_probing", "cached_explanations", "cached_neuron_correlations", "cached_scorecard",
            "probing_section", "scored_explanations"]
 
 EXPLANATIONS_JSON = "explanations.json"
@@ -31,17 +32,14 @@ def _heldout_identity(store) -> dict:
             "n_contexts": int(store.n_contexts)}
 
 
-def load_explanations(path: str | Path, key: dict) -> ExplanationSet | None:
-    """The explanations saved at ``path`` when every entry of ``key`` matches their metadata (the SAE's
-    fingerprint, what they were scored on...); None when the file is missing, unreadable or stale."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        cached = ExplanationSet.load(path)
-    except ValueError:
-        return None  # unreadable: the caller explains again and overwrites
-    return cached if all(cached.meta.get(k) == v for k, v in key.items()) else None
+def _json(obj) -> dict:
+    return json.loads(json.dumps(obj))
+
+
+def cached_explanations(path: str | Path, key: dict, compute) -> ExplanationSet:
+    """The explanations saved at ``path`` under ``key`` (the SAE's fingerprint, what they were scored on...), or
+    ``compute()`` saved there (:func:`workbench.core.cache.cached`)."""
+    return cached(path, key, compute, load=ExplanationSet.load, save=lambda e, p: e.save(p))
 
 
 def scored_explanations(results: FeatureResults, sae, heldout, folder: str | Path, *, threads: int | None = 1,
@@ -50,17 +48,16 @@ def scored_explanations(results: FeatureResults, sae, heldout, folder: str | Pat
     ``heldout`` (text the SAE and the explainer never saw), saved as ``folder/explanations.json`` and reused while
     the SAE and the held-out store are the same. ``threads``: torch threads for the scoring (one is fastest for its
     many small ops on a busy machine)."""
-    path = Path(folder) / EXPLANATIONS_JSON
     key = {"sae_fingerprint": sae_fingerprint(sae), "scored_on": _heldout_identity(heldout)}
-    cached = load_explanations(path, key)
-    if cached is not None:
-        return cached
-    expl = explain_features(results, progress=progress)
-    with torch_threads(threads):
-        score_features(expl, heldout, sae, range(heldout.n_contexts), results=results, progress=progress)
-    expl.meta.update(key)
-    expl.save(path)
-    return expl
+
+    def compute() -> ExplanationSet:
+        expl = explain_features(results, progress=progress)
+        with torch_threads(threads):
+            score_features(expl, heldout, sae, range(heldout.n_contexts), results=results, progress=progress)
+        expl.meta.update(key)
+        return expl
+
+    return cached_explanations(Path(folder) / EXPLANATIONS_JSON, key, compute)
 
 
 def cached_scorecard(results: FeatureResults, store, sae, model, heldout, folder: str | Path,
@@ -68,60 +65,39 @@ def cached_scorecard(results: FeatureResults, store, sae, model, heldout, folder
     """The :func:`~workbench.analysis.scorecard.scorecard` of ``sae``, saved in ``folder/scorecard.json`` and
     reused while the SAE, the held-out store and the settings are the same."""
     cfg = config or ScorecardConfig()
-    card = None
-    try:
-        card = find_scorecard(folder)
-    except ValueError:
-        pass  # unreadable: compute again and overwrite
-    if (card is not None and card.meta.get("sae_fingerprint") == sae_fingerprint(sae)
-            and card.meta.get("config") == json.loads(json.dumps(cfg.to_dict()))
-            and card.meta.get("heldout_identity") == _heldout_identity(heldout)):
+    key = {"sae_fingerprint": sae_fingerprint(sae), "config": _json(cfg.to_dict()),
+           "heldout_identity": _heldout_identity(heldout)}
+
+    def compute() -> Scorecard:
+        card = scorecard(results, store, sae, model, heldout=heldout, config=cfg)
+        card.meta["heldout_identity"] = key["heldout_identity"]
         return card
-    card = scorecard(results, store, sae, model, heldout=heldout, config=cfg)
-    card.meta["heldout_identity"] = _heldout_identity(heldout)
-    card.save(folder)
-    return card
+
+    return cached(Path(folder) / SCORECARD_JSON, key, compute, load=Scorecard.load, save=lambda c, p: c.save(p))
 
 
 def cached_concept_probing(model, sae, folder: str | Path, config: ProbeConfig | None = None) -> ProbeScorecard:
     """The concept-probing scorecard of ``sae`` (topic probes on the embedded wiki, docs/methods.md §20), saved in
     ``folder/concept_probing.json`` and reused while the SAE and the settings are the same."""
     cfg = config or ProbeConfig()
-    key = {"sae_fingerprint": sae_fingerprint(sae), "config": json.loads(json.dumps(asdict(cfg)))}
-    path = Path(folder) / PROBING_JSON
-    if path.is_file():
-        try:
-            card = ProbeScorecard.load(path)
-            if card.config.get("key") == key:
-                return card
-        except (ValueError, KeyError, TypeError):
-            pass  # unreadable or stale: compute again and overwrite
-    card = concept_probing(model, sae, cfg)
-    card.config["key"] = key
-    card.save(folder)
-    return card
+    key = {"sae_fingerprint": sae_fingerprint(sae), "config": _json(asdict(cfg))}
+    return cached(Path(folder) / PROBING_JSON, key, lambda: concept_probing(model, sae, cfg),
+                  load=ProbeScorecard.load, save=lambda c, p: c.save(p.parent))
 
 
 def cached_neuron_correlations(model, sae, heldout, folder: str | Path, n_contexts: int = 64) -> NeuronCorrelations:
     """Each feature's best |Pearson r| with any neuron of the MLP just before the SAE's hook, over the first
     ``n_contexts`` contexts of the held-out store (the paper's features-vs-neurons statistic, docs/methods.md §20),
     saved under ``folder/neurons`` and reused while the SAE and the held-out store are the same."""
-    hook = sae_hook(sae)
-    layers = default_neuron_layers(hook)[-1:]  # the preceding MLP
+    layers = default_neuron_layers(sae_hook(sae))[-1:]  # the preceding MLP
     key = {"sae_fingerprint": sae_fingerprint(sae), "heldout": _heldout_identity(heldout), "layers": layers,
            "n_contexts": int(n_contexts)}
-    out = Path(folder) / "neurons"
-    try:
-        cached = NeuronCorrelations.load(out)
-        if cached.meta.get("key") == key:
-            return cached
-    except (ValueError, OSError, KeyError):
-        pass
-    corr = neuron_correlations(model, sae, heldout, range(min(n_contexts, heldout.n_contexts)),
-                               config=NeuronConfig(layers=layers, absolute=True, progress=False))
-    corr.meta["key"] = key
-    corr.save(out)
-    return corr
+
+    def compute() -> NeuronCorrelations:
+        return neuron_correlations(model, sae, heldout, range(min(n_contexts, heldout.n_contexts)),
+                                   config=NeuronConfig(layers=layers, absolute=True, progress=False))
+
+    return cached(Path(folder) / "neurons", key, compute, load=NeuronCorrelations.load, save=lambda c, p: c.save(p))
 
 
 def probing_section(probing: ProbeScorecard, neurons: NeuronCorrelations) -> dict:
