@@ -29,7 +29,8 @@ from torch import Tensor
 
 from workbench.analysis.bundle import AnalysisBundle
 from workbench.analysis.explain import ExplanationSet, explain_features
-from workbench.analysis.features import FeatureConfig, FeatureResults, analysis_tokens, compute_features, semantic_settings
+from workbench.analysis.feature_results import analysis_tokens
+from workbench.analysis.features import FeatureConfig, FeatureResults, compute_features, semantic_settings
 from workbench.core.home import cache_dir
 from workbench.data.corpus import CorpusSpec, whole_corpus_tokens
 from workbench.data.harvest import HarvestSpec, harvest_cached
