@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from workbench.core.errors import ConfigError
 from workbench.core.config import known_fields_only
 from workbench.core.persist import atomic_write_text, load_tensors, read_tagged_json, save_tensors, write_tagged_json
 from workbench.data.token_text import REPLACEMENT, bytes_decoder, spell_tokens
@@ -264,10 +265,11 @@ class FeatureResults:
         if isinstance(i, Tensor) and i.numel() == 1 and not i.is_floating_point() and i.dtype != torch.bool:
             i = int(i)
         if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
-            raise ValueError(f"feature index must be an integer, got {i!r}")
+            raise ConfigError(f"feature index must be an integer, got {i!r}", param="feature")
         i = int(i)
         if not 0 <= i < self.d_sae:
-            raise ValueError(f"feature index {i} out of range [0, {self.d_sae}) (this SAE has {self.d_sae} features)")
+            raise ConfigError(f"feature index {i} out of range [0, {self.d_sae}) (this SAE has {self.d_sae} features)",
+                              param="feature")
         return i
 
     # ----- per-feature views -----

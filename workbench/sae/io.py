@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 import torch
 from safetensors import SafetensorError, safe_open
 
+from workbench.core.errors import InputError
 from workbench.core.persist import atomic_write_text, save_tensors
 from workbench.sae.architectures import architecture_for_sae_lens
 from workbench.sae.model import DTYPES, SAE, SAEConfig, SAEMetadata, load_parameters, sae_parameters_dict
@@ -94,12 +95,12 @@ def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> di
     """All tensors of a safetensors file; a missing, truncated or corrupt file raises ValueError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path} does not exist")
+        raise InputError(f"{path} does not exist")
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as fh:
             return {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from err
+        raise InputError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from err
 
 def _modernise_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Bring a pre-6 SAELens cfg.json (flat, hook_point, activation_fn_str) to the v6 layout."""
@@ -132,18 +133,18 @@ def _convert(cfg: dict[str, Any], tensors: dict[str, torch.Tensor], source: str,
     ours = meta_in.get("workbench") if isinstance(meta_in.get("workbench"), dict) else None
     norm = cfg.get("normalize_activations", "none") or "none"
     if norm != "none":
-        raise ValueError(f"{source}: normalize_activations={norm!r} is not folded into the weights; fold it first "
+        raise InputError(f"{source}: normalize_activations={norm!r} is not folded into the weights; fold it first "
                          f"(sae_lens: sae.fold_activation_norm_scaling_factor(factor)) and save again")
     if (cfg.get("reshape_activations") or "none") != "none":
-        raise ValueError(f"{source}: reshape_activations={cfg['reshape_activations']!r} (hook_z SAEs) is not "
+        raise InputError(f"{source}: reshape_activations={cfg['reshape_activations']!r} (hook_z SAEs) is not "
                          f"supported; flatten the heads and use a standard SAE")
     tensors = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in tensors.items()}
     for key in ("W_enc", "W_dec"):
         if key not in tensors:
-            raise ValueError(f"{source} has no {key} tensor: is it an SAE weights file?")
+            raise InputError(f"{source} has no {key} tensor: is it an SAE weights file?")
     d_in, d_sae = int(cfg.get("d_in", tensors["W_enc"].shape[0])), int(cfg.get("d_sae", tensors["W_enc"].shape[1]))
     if tuple(tensors["W_enc"].shape) != (d_in, d_sae):
-        raise ValueError(f"{source}: W_enc has shape {tuple(tensors['W_enc'].shape)} but the config says "
+        raise InputError(f"{source}: W_enc has shape {tuple(tensors['W_enc'].shape)} but the config says "
                          f"d_in={d_in}, d_sae={d_sae}: the folder's files do not belong together")
 
     scale = tensors.pop("finetuning_scaling_factor", tensors.pop("scaling_factor", None))
@@ -166,8 +167,9 @@ def _convert(cfg: dict[str, Any], tensors: dict[str, torch.Tensor], source: str,
         config = SAEConfig(ours_arch.name, d_in, d_sae, apply_b_dec_to_input=centred, dtype=dtype or "float32",
                            **ours_arch.config_from_sae_lens(cfg))
     if (config.d_in, config.d_sae) != (d_in, d_sae):
-        raise ValueError(f"{source}: metadata.workbench.config in cfg.json has d_in={config.d_in}, d_sae={config.d_sae} "
-                         f"but the weights have d_in={d_in}, d_sae={d_sae}: the folder's files do not belong together")
+        raise InputError(f"{source}: metadata.workbench.config in cfg.json has d_in={config.d_in}, "
+                         f"d_sae={config.d_sae} but the weights have d_in={d_in}, d_sae={d_sae}: the folder's files do "
+                         f"not belong together")
     extra = {k: v for k, v in (ours or {}).items() if k not in ("architecture", "config", "input_scale")}
     metadata = SAEMetadata(model_name=meta_in.get("model_name"), hook_name=meta_in.get("hook_name"),
                            context_size=meta_in.get("context_size"),
@@ -181,11 +183,11 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu", dtype: str | 
     path = Path(path)
     cfg_path = path / CFG_FILENAME
     if not cfg_path.is_file():
-        raise ValueError(f"{cfg_path} does not exist: an SAE folder holds {CFG_FILENAME} and {WEIGHTS_FILENAME}")
+        raise InputError(f"{cfg_path} does not exist: an SAE folder holds {CFG_FILENAME} and {WEIGHTS_FILENAME}")
     try:
         cfg = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{cfg_path} is not valid JSON ({err}): the file is corrupt") from err
+        raise InputError(f"{cfg_path} is not valid JSON ({err}): the file is corrupt") from err
     tensors = read_safetensors(path / WEIGHTS_FILENAME)
     return _convert(cfg, tensors, str(path), device, dtype)
 
@@ -238,7 +240,7 @@ def load_pretrained(release: str, sae_id: str, device: str | torch.device = "cpu
         else:
             sl_sae = SAELensSAE.from_pretrained(release, sae_id, device="cpu")
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError, OSError) as err:
-        raise ValueError(
+        raise InputError(
             f"cannot load SAE release={release!r} sae_id={sae_id!r}: the Hugging Face hub is unreachable "
             f"({'offline' if offline else type(err).__name__}) and the files are not in the local cache. Download the "
             f"folder where the hub is reachable and open it with workbench.sae.io.load_sae(PATH)") from err

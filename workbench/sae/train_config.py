@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from workbench.core.errors import ConfigError
 from workbench.core.config import known_fields_only
 from workbench.core.hardware import fast_bf16_matmul
 from workbench.sae.architectures import get_architecture
@@ -47,18 +48,18 @@ class RunSpec:
     def __post_init__(self) -> None:
         arch = get_architecture(self.architecture)  # a ValueError listing the known ones
         if "d_in" in self.options or "architecture" in self.options or "d_sae" in self.options:
-            raise ValueError("RunSpec.options cannot set d_in, d_sae or architecture: use the RunSpec fields")
+            raise ConfigError("RunSpec.options cannot set d_in, d_sae or architecture: use the RunSpec fields",
+                              param="options")
         if isinstance(self.d_sae, (bool, float)) or int(self.d_sae) != self.d_sae or self.d_sae < 1:
-            raise ValueError(f"d_sae={self.d_sae!r} must be a whole number >= 1 (e.g. --d-sae 4096)")
+            raise ConfigError(f"d_sae={self.d_sae!r} must be a whole number >= 1, e.g. 4096", param="d_sae")
         if arch.sparsity == "k" and not 0 < float(self.k) <= self.d_sae:
-            raise ValueError(f"k={self.k:g} must lie in (0, d_sae={self.d_sae}]: lower --k or raise --d-sae")
+            raise ConfigError(f"k={self.k:g} must lie in (0, d_sae={self.d_sae}]: lower k or raise d_sae", param="k")
         for name in ("lr", "l1_coefficient", "l0_coefficient"):
             value = getattr(self, name)
             if value is not None and (not math.isfinite(float(value)) or float(value) < 0
                                       or (name == "lr" and float(value) == 0)):
-                flag = {"lr": "--lr", "l1_coefficient": "--l1", "l0_coefficient": "--l0"}[name]
-                raise ValueError(f"{name}={value!r} must be a finite number {'> 0' if name == 'lr' else '>= 0'} "
-                                 f"({flag}); e.g. {'2e-4' if name == 'lr' else '5'}")
+                raise ConfigError(f"{name}={value!r} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, "
+                                  f"e.g. {'2e-4' if name == 'lr' else '5'}", param=name)
 
     def sae_config(self, d_in: int) -> SAEConfig:
         extra = dict(self.options)
@@ -118,37 +119,44 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs={self.epochs!r} must be a whole number >= 1 (1 = one pass over total_tokens)")
+            raise ConfigError(f"epochs={self.epochs!r} must be a whole number >= 1 (1 = one pass over total_tokens)",
+                              param="epochs")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size!r} must be a whole number >= 1 (--batch-size), e.g. 4096")
+            raise ConfigError(f"batch_size={self.batch_size!r} must be a whole number >= 1, e.g. 4096",
+                              param="batch_size")
         if self.total_tokens < self.batch_size:
-            raise ValueError(f"total_tokens={self.total_tokens} must be at least one batch of {self.batch_size}")
+            raise ConfigError(f"total_tokens={self.total_tokens} must be at least one batch of {self.batch_size}",
+                              param="total_tokens")
         if self.heldout_eval_tokens < 0:
-            raise ValueError(f"heldout_eval_tokens={self.heldout_eval_tokens} must be >= 0 (0 turns the per-epoch "
-                             f"evaluation off)")
+            raise ConfigError(f"heldout_eval_tokens={self.heldout_eval_tokens} must be >= 0 (0 turns the per-epoch "
+                              f"evaluation off)", param="heldout_eval_tokens")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
-            raise ValueError(f"b_dec_init={self.b_dec_init!r}: use geometric_median, mean or zeros")
+            raise ConfigError(f"b_dec_init={self.b_dec_init!r}: use geometric_median, mean or zeros",
+                              param="b_dec_init")
         if not 0 <= self.lr_decay_fraction <= 1 or not 0 <= self.sparsity_warmup_fraction <= 1:
-            raise ValueError("lr_decay_fraction and sparsity_warmup_fraction must lie in [0, 1]")
+            raise ConfigError("lr_decay_fraction and sparsity_warmup_fraction must lie in [0, 1]")
         if self.device != "auto":
             try:
                 device = torch.device(self.device)
             except RuntimeError as err:
-                raise ValueError(f"device={self.device!r} is not a torch device: use auto, cpu, cuda or cuda:N") from err
+                raise ConfigError(f"device={self.device!r} is not a torch device: use auto, cpu, cuda or cuda:N",
+                                  param="device") from err
             if device.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"device={self.device!r} but this torch build ({torch.__version__}) sees no CUDA GPU: "
-                                 f"use device 'cpu' or 'auto' (--device cpu)")
+                raise ConfigError(f"device={self.device!r} but this torch build ({torch.__version__}) sees no CUDA "
+                                  f"GPU: use device 'cpu' or 'auto'", param="device")
         for name in ("log_every", "checkpoint_every", "keep_checkpoints", "scale_estimate_tokens", "b_dec_init_tokens"):
             value, least = getattr(self, name), 0 if name == "checkpoint_every" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name}={value!r} must be a whole number >= {least}")
+                raise ConfigError(f"{name}={value!r} must be a whole number >= {least}", param=name)
         if self.dead_window_tokens is not None and self.dead_window_tokens < 1:
-            raise ValueError(f"dead_window_tokens={self.dead_window_tokens} must be >= 1 token (--dead-window), or "
-                             f"unset for the default")
+            raise ConfigError(f"dead_window_tokens={self.dead_window_tokens} must be >= 1 token, or unset for the "
+                              f"default", param="dead_window_tokens")
         if self.bf16 and self.resolved_device.type != "cuda":
-            raise ValueError("bf16 autocast is only supported on CUDA: drop bf16 or train with device='cuda'")
+            raise ConfigError("bf16 autocast is only supported on CUDA: drop bf16 or train with device='cuda'",
+                              param="bf16")
         if self.selection_dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"selection_dtype={self.selection_dtype!r}: use auto, float32 or bfloat16")
+            raise ConfigError(f"selection_dtype={self.selection_dtype!r}: use auto, float32 or bfloat16",
+                              param="selection_dtype")
 
     @property
     def resolved_device(self) -> torch.device:
