@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 # $WORKBENCH_PROFILE as you set it (unset: the full profile); `make test TEST_PROFILE=full` runs them full size.
 TEST_PROFILE ?= smoke
 
-.PHONY: demo full test lab install assets bench clean-venv
+.PHONY: demo full test lab install assets bench clean-venv check-install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ full: assets
 test: assets
 	WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q tests
 	WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q --nbmake notebooks
+
+# A fresh venv gets another torch first (torch==2.14.1, the CUDA build, with its dependencies), then this package's
+# wheel: pip must keep that torch (tests/test_install.py; pip list before/after in check-install.json). Several
+# minutes and ~5 GB of downloads/unpacking, so `make test` runs only its fast half.
+check-install: install
+	WORKBENCH_CHECK_INSTALL=1 $(PY) -m pytest -q -s tests/test_install.py
 
 lab: assets
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks

@@ -152,7 +152,7 @@ def test_small_store_layout(small_store, small_spec, gemma):
     assert small_store.model_name == "gemma-3-270m"
     assert small_store.manifest["complete"] is True
     assert small_store.manifest["extra"]["harvest_spec"] == small_spec.to_dict()
-    assert small_store.path == store_dir(small_spec)
+    assert small_store.path == store_dir(small_spec, shard_contexts=64)  # the layout is part of the cache key
     tokens = small_store.token_ids()
     assert tokens.shape == (128, 128)
     assert (tokens[:, 0] == gemma.tokenizer.bos_token_id).all()
@@ -207,13 +207,13 @@ def test_harvest_cached_reuses_store(small_store, small_spec, gemma, monkeypatch
         raise AssertionError("harvest_cached recomputed a finished store")
 
     monkeypatch.setattr(harvest_mod, "harvest", no_harvest)
-    again = harvest_cached(small_spec, model=gemma, config=HarvestConfig(progress=False))
-    assert again.path == small_store.path == store_dir(small_spec)
+    again = harvest_cached(small_spec, model=gemma, config=HarvestConfig(progress=False, shard_contexts=64))
+    assert again.path == small_store.path == store_dir(small_spec, shard_contexts=64)
     assert again.n_tokens == small_store.n_tokens
     assert np.array_equal(again.token_ids(), small_store.token_ids())
     # the cache key follows the spec: same spec -> same folder, another spec -> another folder
     same = HarvestSpec(model="gemma-3-270m", n_tokens=SMALL_TOKENS, corpus=CorpusSpec(source="wiki"))
-    assert store_dir(same) == small_store.path
+    assert store_dir(same, shard_contexts=64) == small_store.path
     for other in [
         dataclasses.replace(small_spec, n_tokens=SMALL_TOKENS + 128),
         dataclasses.replace(small_spec, hooks=(HOOK2,)),

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.core.errors import InputError
+from workbench.core.extras import require
 from workbench.data.assets import asset_path
 from workbench.data.corpus_spec import (CorpusSpec, Document, WIKI_ID_STRIDE, WIKI_LANGUAGES, in_split,
                                         local_files, relative_name, unit_hash, is_heldout)
@@ -158,7 +159,7 @@ def _iter_records(root: Path, files: list[Path], text_field: str) -> Iterator[tu
                         raise ValueError(f"{path}, line {lineno}: field {text_field!r} is not a string")
                     yield (value or "").strip(), f"{name}:{lineno}"
         elif ext == ".parquet":
-            import pyarrow.parquet as pq
+            pq = require("pyarrow.parquet", "hf", f"reading the .parquet corpus file {path}")
 
             pf = pq.ParquetFile(path)
             columns = pf.schema_arrow.names
@@ -237,14 +238,12 @@ def _hub_error(spec: CorpusSpec, err: BaseException) -> ValueError:
 
 
 def iter_hf(spec: CorpusSpec) -> Iterator[Document]:
-    try:
-        import datasets
-        from datasets.exceptions import DatasetNotFoundError
-    except ImportError as err:  # pragma: no cover
-        raise ValueError(f"source={spec.source!r} needs the 'datasets' package: pip install datasets") from err
+    datasets = require("datasets", "hf", f"CorpusSpec(source={spec.source!r})")
+    DatasetNotFoundError = require("datasets.exceptions", "hf").DatasetNotFoundError
     network = _network_errors()
     try:
-        ds = datasets.load_dataset(spec.hf_name, spec.hf_config, split=spec.hf_split, streaming=True)
+        ds = datasets.load_dataset(spec.hf_name, spec.hf_config, split=spec.hf_split, streaming=True,
+                                   revision=spec.hf_revision)
     except DatasetNotFoundError as err:
         raise ValueError(
             f"HF dataset {spec.hf_name!r} was not found on the Hub (or needs authentication): {err}. "

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench.core.errors import ConfigError
 from workbench.core.config import known_fields_only
 from workbench.data.assets import ASSETS
 
@@ -36,7 +37,10 @@ class CorpusSpec:
     """Where the text comes from and which part of it to use.
 
     ``languages`` only applies to ``source="wiki"``; ``text_field`` to .jsonl / .parquet / HF sources;
-    ``hf_config`` / ``hf_split`` to HF sources. ``split`` is ``"train"``, ``"heldout"`` or ``"all"``.
+    ``hf_config`` / ``hf_split`` / ``hf_revision`` to HF sources. ``split`` is ``"train"``, ``"heldout"`` or
+    ``"all"``. ``hf_revision`` pins the dataset to a Hub revision (a commit sha, tag or branch), passed to
+    ``datasets.load_dataset(revision=...)`` and part of the fingerprint; None follows the default branch, so the
+    fingerprint cannot see the dataset change on the Hub.
     """
 
     source: str = "wiki"
@@ -47,6 +51,7 @@ class CorpusSpec:
     text_field: str = "text"
     hf_config: str | None = None
     hf_split: str = "train"
+    hf_revision: str | None = None
 
     def __post_init__(self) -> None:
         source = os.fspath(self.source) if isinstance(self.source, os.PathLike) else self.source
@@ -74,6 +79,9 @@ class CorpusSpec:
             object.__setattr__(self, "seed", operator.index(self.seed))
         except TypeError:
             raise ValueError(f"CorpusSpec.seed={self.seed!r} must be an int") from None
+        if self.hf_revision is not None and (not isinstance(self.hf_revision, str) or not self.hf_revision.strip()):
+            raise ConfigError(f"CorpusSpec.hf_revision={self.hf_revision!r} must be a non-empty string (a commit sha, "
+                              f"tag or branch of the dataset's Hub repository) or None", param="hf_revision")
         if self.kind == "hf" and not self.hf_name:
             raise ValueError(f"CorpusSpec.source={source!r} names no dataset: write 'hf:<dataset name>'")
 
@@ -95,6 +103,8 @@ class CorpusSpec:
         """A JSON-able dict (``languages`` as a list); :meth:`from_dict` reverses it."""
         d = asdict(self)
         d["languages"] = list(self.languages)
+        if d["hf_revision"] is None:  # absent unless set, so specs saved before the field existed compare equal
+            del d["hf_revision"]
         return d
 
     @classmethod
@@ -111,7 +121,8 @@ class CorpusSpec:
         Covers the fields that matter for this kind of source, the pinned asset hashes (wiki) or each
         file's relative path, size and mtime (local), and :data:`CORPUS_FORMAT_VERSION`. Deterministic
         across processes; used to key caches of harvested activations. HF sources are keyed by name,
-        config and split only (a dataset revised on the Hub keeps its fingerprint).
+        config and split, and ``hf_revision`` when set (without one, a dataset revised on the Hub keeps its
+        fingerprint).
         """
         key: dict[str, Any] = {"version": CORPUS_FORMAT_VERSION, "kind": self.kind, "split": self.split}
         if self.split != "all":
@@ -121,6 +132,8 @@ class CorpusSpec:
             key.update(languages=langs, seed=self.seed, assets={lang: ASSETS[f"wiki-{lang}"].sha256 for lang in langs})
         elif self.kind == "hf":
             key.update(name=self.hf_name, config=self.hf_config, hf_split=self.hf_split, text_field=self.text_field)
+            if self.hf_revision is not None:  # only when set: unpinned specs keep the fingerprints they had
+                key["revision"] = self.hf_revision
         else:
             root, files = local_files(self)
             key.update(
@@ -136,7 +149,9 @@ class CorpusSpec:
         if self.kind == "wiki":
             return f"embedded wiki corpus ({'+'.join(self.languages)}, split={self.split!r})"
         if self.kind == "hf":
-            return f"HF dataset {self.hf_name!r} (config={self.hf_config!r}, split={self.hf_split!r}/{self.split!r})"
+            rev = f", revision={self.hf_revision!r}" if self.hf_revision else ""
+            return (f"HF dataset {self.hf_name!r} (config={self.hf_config!r}, split={self.hf_split!r}/{self.split!r}"
+                    f"{rev})")
         return f"local source {self.source!r} (split={self.split!r})"
 
 

@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +30,7 @@ from workbench.core.signals import StopSignals
 from workbench.data.forward import hook_forward
 from workbench.data.hooks import stop_layer, validate_hooks
 from workbench.data.models import DEFAULT_MODEL, load_model
+from workbench.data.provenance import check_model_matches, model_identity, weights_source
 from workbench.core.processes import barrier, process_group
 from workbench.data.store import ActivationStore, StoreError, StoreWriter
 from workbench.data.store_ranks import merge_rank_stores, rank_store_dir, shards_of_rank
@@ -65,6 +67,17 @@ class HarvestSpec:
         d["hooks"] = list(self.hooks)
         return d
 
+    def matches(self, stored: dict | None) -> bool:
+        """Whether ``stored`` (a ``to_dict()`` from a store's manifest, perhaps written before a field existed)
+        describes this spec: fields it lacks take their defaults."""
+        if not isinstance(stored, dict):
+            return False
+        try:
+            corpus = CorpusSpec.from_dict(stored.get("corpus") or {})
+        except (TypeError, ValueError):
+            return False
+        return {**self.to_dict(), **stored, "corpus": corpus.to_dict()} == self.to_dict()
+
     def key(self) -> str:
         """Stable hash of the spec (the corpus by its content fingerprint)."""
         d = self.to_dict()
@@ -95,10 +108,18 @@ class HarvestConfig:
 MAX_SHARD_CONTEXTS = 512
 
 
+def default_shard_contexts(batch_contexts: int, n_contexts: int) -> int:
+    """About a sixteenth of the harvest, in whole forward batches, at least one batch and at most 512 contexts,
+    so a small harvest checkpoints too."""
+    b = int(batch_contexts)
+    sixteenth = -(-n_contexts // 16)
+    per = -(-sixteenth // b) * b  # rounded up to whole batches
+    return max(b, min(MAX_SHARD_CONTEXTS, per))
+
+
 def resolve_shard_contexts(config: HarvestConfig, n_contexts: int, out: Path) -> int:
     """Contexts per shard: ``config.shard_contexts`` if set; else the shard size of a partial store already in
-    ``out`` (so it resumes); else about a sixteenth of the harvest, in whole forward batches, at least one batch and
-    at most 512 contexts, so a small harvest checkpoints too."""
+    ``out`` (so it resumes); else :func:`default_shard_contexts`."""
     if config.shard_contexts is not None:
         return int(config.shard_contexts)
     try:
@@ -107,10 +128,7 @@ def resolve_shard_contexts(config: HarvestConfig, n_contexts: int, out: Path) ->
             return existing
     except (OSError, ValueError, AttributeError):
         pass
-    b = config.batch_contexts
-    sixteenth = -(-n_contexts // 16)
-    per = -(-sixteenth // b) * b  # rounded up to whole batches
-    return max(b, min(MAX_SHARD_CONTEXTS, per))
+    return default_shard_contexts(config.batch_contexts, n_contexts)
 
 
 def _shards(batches: Iterator[PackedBatch], shard_contexts: int) -> Iterator[tuple[np.ndarray, ...]]:
@@ -194,17 +212,26 @@ def harvest(
 ) -> ActivationStore:
     """Harvest ``spec`` into the directory ``out``, resuming a partial store there.
 
-    Returns the finished, opened store. ``model`` may be passed to reuse a loaded one.
+    Returns the finished, opened store. ``model`` may be passed to reuse a loaded one; it must be the model
+    ``spec.model`` names (a ConfigError naming both otherwise), since the store is labelled with ``spec.model``.
     """
     config = config or HarvestConfig()
     out = Path(out)
+    if model is not None:
+        check_model_matches(model, spec.model)
     if (out / "manifest.json").exists():
         try:
             store = ActivationStore.open(out)
         except StoreError:
             store = None  # partial or damaged: the writer below resumes or explains
         if store is not None:
-            if store.manifest.get("extra", {}).get("harvest_spec") == spec.to_dict():
+            if spec.matches(store.manifest.get("extra", {}).get("harvest_spec")):
+                if config.shard_contexts is not None and store.shard_contexts != config.shard_contexts:
+                    raise ConfigError(
+                        f"{out} already holds this harvest with shard_contexts={store.shard_contexts}, not the "
+                        f"{config.shard_contexts} asked for (the shard layout orders a shuffled training stream)",
+                        fix="pass shard_contexts=None to use it, or choose another output directory",
+                        param="shard_contexts")
                 return store
             raise ConfigError(
                 f"{out} already holds a finished store from a different harvest "
@@ -244,8 +271,9 @@ def harvest(
         corpus_fingerprint=spec.corpus.fingerprint(),
     )
 
+    provenance = {"model_identity": model_identity(model), **weights_source(spec.model)}
     writer = StoreWriter(target, **store_args,
-                         extra={"harvest_spec": spec.to_dict(), "prepend_bos": spec.prepend_bos})
+                         extra={"harvest_spec": spec.to_dict(), "prepend_bos": spec.prepend_bos, **provenance})
     b = config.batch_contexts
     # SIGINT / SIGTERM: the shard being computed is abandoned, the finished ones are written, then Interrupted
     with StopSignals(what=f"harvest into {out}") as signals:
@@ -292,13 +320,15 @@ def harvest(
         "tokens_per_second": fresh_tokens / elapsed if elapsed > 0 and fresh_tokens else None,
         "device": str(device),
         "forward": forward.path,
+        **provenance,
     }
     if world == 1:
         return writer.finalize(extra=extra)
     writer.close()  # this rank's shards are on disk; rank 0 moves them all into ``out``
     barrier()
     if rank == 0:
-        final = StoreWriter(out, **store_args, extra={"harvest_spec": spec.to_dict(), "prepend_bos": spec.prepend_bos})
+        final = StoreWriter(out, **store_args, extra={"harvest_spec": spec.to_dict(), "prepend_bos": spec.prepend_bos,
+                                                      **provenance})
         try:
             merge_rank_stores(final, world, n_shards)
             final.finalize(extra={**extra, "processes": world, "tokens_per_second": None})
@@ -339,14 +369,42 @@ def _hook_width(model, hook: str) -> int:
     return int(seen["shape"][-1])
 
 
-def store_dir(spec: HarvestSpec) -> Path:
-    """Where ``harvest_cached`` keeps the store for ``spec``."""
+def cache_layout(spec: HarvestSpec, config: HarvestConfig | None = None) -> int:
+    """Contexts per shard of the store ``harvest_cached(spec, config=config)`` returns: ``config.shard_contexts``,
+    else :func:`default_shard_contexts` for ``config.batch_contexts``."""
+    config = config or HarvestConfig()
+    n_contexts = -(-spec.n_tokens // spec.context_size)
+    return int(config.shard_contexts or default_shard_contexts(config.batch_contexts, n_contexts))
+
+
+def store_dir(spec: HarvestSpec, shard_contexts: int | None = None) -> Path:
+    """Where ``harvest_cached`` keeps the store for ``spec`` with ``shard_contexts`` contexts per shard (None: the
+    default layout). The layout is part of the name because a shuffled training stream follows the shards: two
+    callers asking for different layouts get two stores, never one another's. The default layout keeps the plain
+    ``<model>-<key>`` name, so stores cached before the layout was in the name are found again."""
     safe_model = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.model)[-40:]
-    return cache_dir("stores") / f"{safe_model}-{spec.key()}"
+    base = cache_dir("stores") / f"{safe_model}-{spec.key()}"
+    if shard_contexts is None or int(shard_contexts) == cache_layout(spec):
+        return base
+    return base.with_name(f"{base.name}-s{int(shard_contexts)}")
+
+
+def _refile_legacy(target: Path, spec: HarvestSpec, want: int) -> None:
+    """A store cached under the plain name before the layout was in it may have another layout: move it to the
+    name of its own layout (if free) so it is neither returned for this one nor lost."""
+    try:
+        held = int(json.loads((target / "manifest.json").read_text())["shard_contexts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if held != want:
+        home = store_dir(spec, held)
+        if home != target and not home.exists():
+            target.rename(home)
 
 
 def harvest_cached(spec: HarvestSpec, model=None, config: HarvestConfig | None = None) -> ActivationStore:
-    """The store for ``spec``, harvested once and reused afterwards.
+    """The store for ``spec`` in the shard layout ``config`` asks for (:func:`cache_layout`), harvested once and
+    reused afterwards.
 
     Safe when several processes ask at once: the first harvests under a file lock, the others wait and
     then open the finished store.
@@ -355,12 +413,19 @@ def harvest_cached(spec: HarvestSpec, model=None, config: HarvestConfig | None =
 
     from filelock import FileLock
 
-    target = store_dir(spec)
+    if model is not None:
+        check_model_matches(model, spec.model)  # before anything is cached under spec.model's key
+    layout = cache_layout(spec, config)
+    target = store_dir(spec, layout)
+    config = dataclasses_replace(config or HarvestConfig(), shard_contexts=layout)
+    rank, world = process_group()
     # under torchrun the ranks harvest together (barriers inside harvest): only rank 0 takes the lock
-    with FileLock(str(target) + ".lock") if process_group()[0] == 0 else nullcontext():
+    with FileLock(str(target) + ".lock") if rank == 0 else nullcontext():
+        if world == 1 and target == store_dir(spec):
+            _refile_legacy(target, spec, layout)
         try:
             store = ActivationStore.open(target)
-            if store.manifest.get("complete"):
+            if store.manifest.get("complete") and store.shard_contexts == layout:
                 return store
         except StoreError:
             pass

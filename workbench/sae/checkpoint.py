@@ -60,6 +60,7 @@ class RunState:
         self.params = [getattr(sae, n) for n in self.param_names]
         self.optimizer = _make_adam(self.params, self.base_lr, config)
         self.since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=sae.device)
+        self.final_density: Tensor | None = None  # per feature, from the last epoch's evaluation (sparsity file)
         self.selection_dtype = config.resolved_selection_dtype
         self._reset_interval()
         self.last: dict[str, float] = {}

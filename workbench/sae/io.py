@@ -30,6 +30,7 @@ from workbench.core.errors import InputError
 from workbench.core.persist import atomic_write_text, save_tensors
 from workbench.sae.architectures import architecture_for_sae_lens
 from workbench.sae.model import DTYPES, SAE, SAEConfig, SAEMetadata, load_parameters, sae_parameters_dict
+from workbench.sae.provenance import provenance_metadata, write_sparsity
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -64,6 +65,7 @@ def sae_lens_config(sae: SAE, input_scale: float = 1.0) -> dict[str, Any]:
             "hook_head_index": None,
             "context_size": meta.context_size,
             "prepend_bos": meta.prepend_bos,
+            **provenance_metadata(meta.model_name, meta.extra),
             "workbench": {"architecture": cfg.architecture, "config": cfg.to_dict(), "input_scale": float(input_scale),
                           **meta.extra},
         },
@@ -71,11 +73,13 @@ def sae_lens_config(sae: SAE, input_scale: float = 1.0) -> dict[str, Any]:
     out.update(sae.arch.sae_lens_fields(cfg))
     return out
 
-def save_sae(sae: SAE, path: str | Path, *, input_scale: float = 1.0) -> Path:
+def save_sae(sae: SAE, path: str | Path, *, input_scale: float = 1.0, density: torch.Tensor | None = None) -> Path:
     """Write ``sae`` to the folder ``path`` in SAELens v6 format and return the folder.
 
     ``input_scale`` is the scalar the SAE's training inputs were multiplied by; it is folded into the weights
     (W_enc * s, W_dec / s, b_dec / s) so the saved SAE takes raw activations, and recorded in the metadata.
+    ``density`` (each feature's firing fraction, when known) is written as SAELens's ``sparsity.safetensors``.
+    cfg.json's metadata records the model's provenance (:mod:`workbench.sae.provenance`).
     Files are written to temporary names and renamed, so a reader never sees half a file.
     """
     path = Path(path)
@@ -84,6 +88,11 @@ def save_sae(sae: SAE, path: str | Path, *, input_scale: float = 1.0) -> Path:
     tensors = {k: v.cpu() for k, v in sae_parameters_dict(out).items()}
     cfg = sae_lens_config(out, input_scale)
     save_tensors(tensors, path / WEIGHTS_FILENAME)
+    if density is not None:
+        if tuple(density.shape) != (out.cfg.d_sae,):
+            raise ValueError(f"density has shape {tuple(density.shape)}; expected one value per feature, "
+                             f"({out.cfg.d_sae},)")
+        write_sparsity(path, density)
     atomic_write_text(path / CFG_FILENAME, json.dumps(cfg, indent=2))
     return path
 

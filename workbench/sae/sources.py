@@ -181,8 +181,11 @@ class StoreSource:
         self.hook = hook or self.store.hooks[0]
         self.d_model = int(self.store.d_in(self.hook))
         self.seed, self.exclude_bos, self.holdout_tokens = seed, exclude_bos, int(holdout_tokens)
+        from workbench.data.provenance import store_provenance
+
         self.metadata = SAEMetadata(model_name=self.store.model_name, hook_name=self.hook,
-                                    context_size=self.store.context_size, prepend_bos=self.store.prepend_bos)
+                                    context_size=self.store.context_size, prepend_bos=self.store.prepend_bos,
+                                    extra={"store": store_provenance(self.store.manifest, self.path)})
 
     @property
     def n_rows(self) -> int:

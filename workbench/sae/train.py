@@ -406,6 +406,8 @@ class Trainer:
                                       "tokens": self.step * cfg.batch_size}
             for part, sample in samples.items():
                 m = evaluate_activations(run.sae, sample.split(2048), input_scale=self.input_scale)
+                if part == "heldout" or "heldout" not in samples:  # saved as sparsity.safetensors at the end
+                    run.final_density = m.density
                 record.update({f"{part}_fvu": m.fvu, f"{part}_explained_variance": m.explained_variance,
                                f"{part}_l0": m.l0, f"{part}_dead_fraction": m.dead_fraction,
                                f"{part}_tokens": m.n_tokens})
@@ -453,7 +455,7 @@ class Trainer:
                 "final_epoch": epochs[-1] if epochs else None}}
             path = self.out_dir / run.name / "sae"
             if self.dist.writes_shared_files:
-                path = save_sae(folded, path)
+                path = save_sae(folded, path, density=run.final_density)
             self._log(run, {"event": "end", "step": self.step, "saved_to": str(path), **run.last})
             results[run.name] = RunResult(run.name, folded, path, dict(run.last), epochs)
         cfg = self.config
