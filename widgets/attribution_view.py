@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from workbench.intervene.attribution import AblationOutcome, Attribution, ablate_one
 
 from workbench.report import html as H
+from workbench.sae.interop import as_sae
 from .feature_card import FeatureCard
 from .view import View
 
@@ -44,6 +45,7 @@ class AttributionView(View):
 
     def __init__(self, model, sae, attribution: Attribution, *, top_n: int = 20, n_predictions: int = 8,
                  results=None, explanations=None):
+        sae = as_sae(sae, model=model)  # a sae_lens.SAE, a folder...; on the model's device
         if top_n < 1:
             raise ValueError(f"top_n must be a positive integer, got {top_n}")
         if int(sae.cfg.d_sae) != attribution.d_sae:

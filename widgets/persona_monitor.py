@@ -22,6 +22,7 @@ from workbench.persona.decompose import decompose
 from workbench.persona.monitor import token_projections
 from workbench.persona.steer import persona_steering
 from workbench.report import html as H
+from workbench.sae.interop import as_sae
 
 from .view import View
 
@@ -45,6 +46,7 @@ class PersonaMonitor(View):
     def __init__(self, model, pv, layer: int, *, sae=None, explanations=None, judge=None,
                  config: GenerationConfig | None = None, coef_range: tuple[float, float] = (-10.0, 10.0),
                  top_features: int = 8):
+        sae = as_sae(sae, model=model) if sae is not None else None  # a sae_lens.SAE, a folder...
         self.model, self.sae, self.explanations, self.judge = model, sae, explanations, judge
         vectors = getattr(pv, "vectors", pv)
         self.trait = getattr(pv, "trait", "trait")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from workbench.analysis.search import TextSearchResult, features_for_text
+from workbench.sae.interop import as_sae
 
 from workbench.report import html as H
 from .view import View
@@ -41,6 +42,7 @@ class PromptInspector(View):
     """A text box and a heatmap; ``select_token(j)`` lists that token's strongest features."""
 
     def __init__(self, model, sae, *, results=None, top_n: int = 15, token_top_n: int = 10, text: str | None = None):
+        sae = as_sae(sae, model=model)  # a sae_lens.SAE, a folder...; on the model's device
         self.model, self.sae, self.results = model, sae, results
         self.top_n, self.token_top_n = int(top_n), int(token_top_n)
         self.result: TextSearchResult | None = None

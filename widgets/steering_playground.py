@@ -21,6 +21,7 @@ from workbench.intervene.generation import Generation, GenerationConfig
 from workbench.intervene.steering import steered_generate, steering_methods
 
 from workbench.report import html as H
+from workbench.sae.interop import as_sae
 
 from .view import View
 
@@ -39,6 +40,7 @@ class SteeringPlayground(View):
 
     def __init__(self, model, sae, max_activations, *, explanations=None, config: GenerationConfig | None = None,
                  chat: bool | None = None, hook: str | None = None, strength_range: tuple[float, float] = (-20, 20)):
+        sae = as_sae(sae, model=model)  # a sae_lens.SAE, a folder...; on the model's device
         self.model, self.sae, self.explanations = model, sae, explanations
         self.max_activations = torch.as_tensor(max_activations, dtype=torch.float32).cpu()
         if self.max_activations.shape != (int(sae.cfg.d_sae),):

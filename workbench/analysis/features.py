@@ -63,6 +63,7 @@ from workbench.core.hardware import torch_threads
 from workbench.core.signals import StopSignals
 from workbench.data.models import load_tokenizer
 from workbench.data.token_text import fragment_bytes
+from workbench.sae.interop import as_sae
 
 __all__ = [
     "FORMAT",
@@ -285,6 +286,7 @@ def compute_features(store, sae, out_dir: str | Path | None = None, config: Feat
     import tempfile
 
     cfg = config or FeatureConfig()
+    sae = as_sae(sae, device=cfg.device, model=model)  # a sae_lens.SAE, a folder...; on the model's device
     hook = resolve_hook(store, sae, hook)
     device = _resolve_device(cfg.device, sae)
     d_sae, ctx_size = int(sae.cfg.d_sae), int(store.context_size)
@@ -400,6 +402,7 @@ def encode_contexts(store, sae, contexts: Sequence[int] | range, *, features: Se
 
     ``features`` selects columns (default: all, which costs n * ctx * d_sae * 4 bytes). BOS positions get 0.
     """
+    sae = as_sae(sae, device=device)
     hook = resolve_hook(store, sae, hook)
     dev = _resolve_device(device, sae)
     contexts = [int(c) for c in contexts]

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from workbench.data.hooks import sae_hook, stop_layer
 from workbench.data.token_text import spell_tokens
+from workbench.sae.interop import as_sae
 
 __all__ = [
     "ContrastHit",
@@ -136,6 +137,7 @@ def features_for_text(model, sae, text: str, *, span: str | tuple[int, int] | No
     ``by``: "max" or "mean" activation over the span. ``relative=True`` (needs ``results`` from the analysis pass)
     divides by each feature's corpus max first.
     """
+    sae = as_sae(sae, model=model)  # a sae_lens.SAE, a folder...; on the model's device
     if by not in ("max", "mean"):
         raise ValueError(f"by must be 'max' or 'mean', got {by!r}")
     if not isinstance(text, str) or not text:
@@ -209,6 +211,7 @@ def contrast_features(model, sae, texts_a: Sequence[str], texts_b: Sequence[str]
     """Features more active on ``texts_a`` than on ``texts_b``, ranked by mean difference (``by="diff"``) or by the
     normalised score (``by="score"``, Cohen's d). ``unit``: "token" (every non-BOS token is a sample) or "text" (each
     text's max activation is one sample)."""
+    sae = as_sae(sae, model=model)
     if by not in ("diff", "score"):
         raise ValueError(f"by must be 'diff' or 'score', got {by!r}")
     if unit not in ("token", "text"):

@@ -1,4 +1,11 @@
-"""What this machine offers torch: fast bf16 matmuls, and the CPU thread count for a block of work.
+"""What this machine offers torch: the default device and model dtype, fast bf16 matmuls, and the CPU thread count
+for a block of work.
+
+- :func:`default_device`: CUDA when a GPU is visible, else MPS on Apple hardware, else the CPU; what ``device=None``
+  means for models (and so, through :func:`workbench.sae.interop.as_sae`, for the SAE and the feature pass).
+- :func:`default_model_dtype`: bfloat16 model weights on a CUDA GPU with native bf16 (Ampere or newer), float32
+  everywhere else (the CPU, where the numbers of this project are measured, stays exactly as it was; MPS, where
+  several ops lack bf16 kernels). ``load_model(dtype="float32")`` opts out.
 
 - :func:`fast_bf16_matmul` says whether bf16 matrix products run natively (a CUDA GPU with native bf16, or a CPU with
   AVX512-BF16 or AMX). The trainer's selection GEMM and the feature pass's TopK candidates use bf16 only then: on a CPU that
@@ -12,6 +19,32 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+
+
+def mps_available() -> bool:
+    """Whether torch sees an Apple GPU (the MPS backend, built and usable)."""
+    mps = getattr(torch.backends, "mps", None)
+    try:
+        return bool(mps is not None and mps.is_available())
+    except Exception:  # an old or odd torch build
+        return False
+
+
+def default_device() -> torch.device:
+    """CUDA if a GPU is visible, else MPS on Apple hardware, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_model_dtype(device: torch.device | str) -> torch.dtype:
+    """The dtype of model weights when none is asked for: bfloat16 on a CUDA device with native bf16, else float32."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16
+    return torch.float32
 
 
 def fast_bf16_matmul(device: torch.device | str = "cpu") -> bool:

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from workbench.data.assets import ASSETS, asset_path, sha256_file
+from workbench.core.hardware import default_device, default_model_dtype, mps_available
 from workbench.core.home import cache_dir
 from workbench.core.persist import atomic_directory, save_tensors
 
@@ -77,9 +78,9 @@ _DTYPES = {
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` picks CUDA when available, else CPU."""
+    """``None`` picks CUDA when available, else MPS on Apple hardware, else the CPU."""
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device()
     try:
         resolved = torch.device(device)
     except RuntimeError as err:
@@ -88,15 +89,19 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} but this torch build ({torch.__version__}) sees no CUDA GPU: use "
                          f"device='cpu' or None (auto); on the command line --device cpu")
+    if resolved.type == "mps" and not mps_available():
+        raise ValueError(f"device={str(device)!r} but this torch build ({torch.__version__}) sees no Apple GPU (MPS): "
+                         f"use device='cpu' or None (auto)")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
         raise ValueError(f"device={str(device)!r} but only {torch.cuda.device_count()} CUDA device(s) are visible: "
                          f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return resolved
 
 
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype:
+    """``None``: the device's default (bfloat16 on a CUDA GPU with native bf16, else float32)."""
     if dtype is None:
-        return torch.float32
+        return default_model_dtype(device)
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
@@ -281,13 +286,16 @@ def load_model(
     """A TransformerLens ``HookedTransformer`` with working hooks, ``run_with_cache``,
     ``stop_at_layer`` and ``generate``.
 
-    ``device=None`` picks CUDA when available; ``dtype`` defaults to float32. For hub names,
+    ``device=None`` picks CUDA when available, else MPS on Apple hardware, else the CPU. ``dtype=None`` gives
+    bfloat16 weights on a CUDA GPU with native bf16 (half the memory, the GPU's fast path) and float32 everywhere
+    else; pass ``dtype="float32"`` to opt out of bf16 on a GPU. For hub names,
     ``processing`` (default: TransformerLens's own default) chooses ``from_pretrained`` against
     ``from_pretrained_no_processing``; extra keyword arguments go to it.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(unknown_model_message(str(name)))
-    device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
 
     if name in EMBEDDED_MODELS:
         spec = EMBEDDED_MODELS[name]

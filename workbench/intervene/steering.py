@@ -56,6 +56,7 @@ from workbench.core.persist import load_tensors, save_tensors
 from workbench.data.corpus import CorpusSpec, packed_contexts
 from workbench.data.hooks import sae_hook
 from workbench.intervene.generation import Generation, GenerationConfig, cache_offset, generate, prompt_tokens
+from workbench.sae.interop import as_sae
 
 __all__ = [
     "AddVector",
@@ -126,6 +127,7 @@ def add_vector(x: Tensor, vector: Tensor) -> Tensor:
 
 def feature_direction(sae, feature: int) -> Tensor:
     """Feature ``feature``'s decoder row W_dec[i] [d_in] (float32, not normalised)."""
+    sae = as_sae(sae)
     return sae.W_dec[_check_feature(sae, feature)].detach().to(torch.float32).cpu()
 
 
@@ -172,6 +174,7 @@ class FeatureClamp(Steering):
     def __post_init__(self) -> None:
         if self.sae is None:
             raise ValueError("FeatureClamp needs sae=")
+        self.sae = as_sae(self.sae)
         self.feature = _check_feature(self.sae, self.feature)
         hook = getattr(getattr(self.sae, "metadata", None), "hook_name", None)
         if hook and self.hook and hook != self.hook:
@@ -220,6 +223,7 @@ def max_activations(store, sae, *, hook: str | None = None, max_tokens: int | No
     ``max_tokens`` stops early (the first tokens of the store). ``cache``: a folder where the result is saved
     (safetensors, keyed by the SAE's fingerprint, the store and ``max_tokens``) and reused.
     """
+    sae = as_sae(sae)
     hook = resolve_hook(store, sae, hook)
     if store.d_in(hook) != sae.cfg.d_in:
         raise ValueError(f"d_model mismatch: the store's {hook!r} has d_model={store.d_in(hook)} but the SAE takes "
@@ -286,7 +290,7 @@ def mean_activation(model, hook: str, examples: Sequence[SteeringExample]) -> Te
 
 def completion_features(model, sae, examples: Sequence[SteeringExample], hook: str | None = None) -> Tensor:
     """SAE feature activations [n_tokens, d_sae] on the completion tokens of ``examples`` (all examples stacked)."""
-
+    sae = as_sae(sae, model=model)
     hook = sae_hook(sae, hook)
     if not examples:
         raise ValueError("no examples: give at least one SteeringExample")
@@ -312,6 +316,7 @@ def contrast_completions(model, sae, positive: Sequence[SteeringExample], negati
     (difference of means) or ``"relative"`` (difference divided by the feature's max activation over the training
     data: needs ``max_activations``). Returns ``workbench.analysis.search.ContrastHit``s, best first."""
 
+    sae = as_sae(sae, model=model)
     if by not in ("score", "diff", "relative"):
         raise ValueError(f"by must be 'score', 'diff' or 'relative', got {by!r}")
     if by == "relative" and max_activations is None:
@@ -347,6 +352,7 @@ def steering_methods(sae, feature: int, max_activation: float, hook: str | None 
     """Builders ``strength c -> Steering`` at matched strengths (module docstring): ``"clamp"`` (feature to
     ``c x max``), ``"add feature"`` (``c x max x W_dec[i]``) and one per named vector (its unit direction scaled to
     the same norm ``c x max x ||W_dec[i]||``)."""
+    sae = as_sae(sae)
     i = _check_feature(sae, feature)
     hook = sae_hook(sae, hook)
     mx = float(max_activation)
@@ -538,6 +544,7 @@ def screen_features(model, sae, features: Sequence[int], max_activations: Tensor
     Candidates whose generations are much less fluent than the unsteered ones (unsteered model's perplexity above
     ``max_gen_ppl_ratio`` x the unsteered generations', or fewer than half as many distinct tokens) rank last, since
     gibberish also "removes" a concept. The unsteered row is not returned."""
+    sae = as_sae(sae, model=model)
     if goal not in ("increase", "decrease"):
         raise ValueError(f"goal must be 'increase' or 'decrease', got {goal!r}")
     mx = torch.as_tensor(max_activations, dtype=torch.float32)

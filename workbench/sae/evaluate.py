@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from workbench.sae.model import SAE
+from workbench.sae.interop import as_sae, hook_name_of
 
 _RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
@@ -66,6 +67,7 @@ def evaluate_activations(sae: SAE, batches: Iterable[Tensor], *, max_tokens: int
     activations, so leave it at 1). Sums are kept in float64, so the large shared mean of residual streams does
     not cost precision.
     """
+    sae = as_sae(sae)
     was_training = sae.training
     sae.eval()
     n_sae = sae.cfg.d_sae
@@ -168,7 +170,7 @@ def downstream_metrics(model: Any, sae: SAE, tokens: Tensor, *, hook_name: str |
     ``metadata.hook_name``. For residual-stream hooks the blocks before the hook run once per batch and the three
     passes continue from there (``start_at_layer``); the logits are those of full passes.
     """
-    hook_name = hook_name or sae.metadata.hook_name
+    hook_name = hook_name or hook_name_of(sae)
     if not hook_name:
         raise ValueError("the SAE's metadata has no hook_name: pass hook_name= (e.g. 'blocks.6.hook_resid_post')")
     _check_hook(model, hook_name)
@@ -176,6 +178,7 @@ def downstream_metrics(model: Any, sae: SAE, tokens: Tensor, *, hook_name: str |
         raise ValueError(f"tokens must be [n_contexts, ctx] with ctx >= 2, got shape {tuple(tokens.shape)}")
     if tokens.shape[0] == 0:
         raise ValueError("no contexts to evaluate: tokens has 0 rows")
+    sae = as_sae(sae, model=model)  # a sae_lens.SAE, a folder...; on the model's device
     was_training = sae.training
     sae.eval()
     resume = _resume_layer(model, hook_name)
