@@ -39,6 +39,7 @@ LAYERS = {
     "workbench.data": 1,
     "workbench.sae": 2,
     "workbench.analysis": 3,
+    "workbench.sdm": 3,
     "workbench.intervene": 4,
     "workbench.persona": 5,
     "workbench.diffing": 6,
