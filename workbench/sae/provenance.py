@@ -62,9 +62,12 @@ def read_sparsity(folder: str | Path) -> torch.Tensor | None:
     path = Path(folder) / SPARSITY_FILENAME
     if not path.is_file():
         return None
-    from workbench.sae.io import read_safetensors
+    from safetensors.torch import load_file
 
-    tensors = read_safetensors(path)
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # truncated or not safetensors
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from err
     if "sparsity" not in tensors:
         raise ValueError(f"{path} has no 'sparsity' tensor (keys: {', '.join(tensors)}): not a SAELens sparsity file")
     return tensors["sparsity"]
