@@ -84,6 +84,10 @@ def iter_documents(spec: CorpusSpec | None = None) -> Iterator[Document]:
     spec = spec or CorpusSpec()
     if spec.kind == "wiki":
         return iter_wiki(spec)
+    if spec.kind == "code":
+        from workbench.data.code_corpus import iter_code
+
+        return iter_code(spec)
     if spec.kind == "hf":
         return iter_hf(spec)
     return iter_local(spec)
@@ -100,6 +104,15 @@ def document(spec: CorpusSpec, doc_id: int) -> Document:
         if doc_id >= 0 and li < len(WIKI_LANGUAGES) and rank < len(wiki_language(WIKI_LANGUAGES[li]).keys):
             return wiki_document(WIKI_LANGUAGES[li], rank)
         raise KeyError(f"doc_id {doc_id} is not an article of the embedded wiki corpus")
+    if spec.kind == "code":
+        from workbench.data.code_corpus import CODE_ID_BASE, HEADER_ID_BASE, code_document, code_files
+
+        if doc_id < CODE_ID_BASE:
+            return document(CorpusSpec.from_dict({**spec.to_dict(), "source": "wiki"}), doc_id)
+        kind, base = ("c", HEADER_ID_BASE) if doc_id >= HEADER_ID_BASE else ("py", CODE_ID_BASE)
+        if doc_id - base < len(code_files(kind)):
+            return code_document(kind, doc_id - base)
+        raise KeyError(f"doc_id {doc_id} is not a file of the {spec.describe()}")
     for doc in iter_documents(CorpusSpec.from_dict({**spec.to_dict(), "split": "all"})):
         if doc.doc_id == doc_id:
             return doc

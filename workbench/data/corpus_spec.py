@@ -24,6 +24,8 @@ SPLITS: tuple[str, ...] = ("train", "heldout", "all")
 # Bump when the document stream for an unchanged spec changes (ids, order, splitting, packing inputs):
 # it is part of the fingerprint, so caches keyed by it are invalidated.
 CORPUS_FORMAT_VERSION = 1
+# Code sources (workbench.data.code_corpus): the interpreter's stdlib, the system's C headers, and wiki + stdlib mixed.
+CODE_SOURCES: tuple[str, ...] = ("stdlib", "headers", "wiki+stdlib")
 
 SOURCE_HELP = (
     "source must be 'wiki' (the embedded Wikipedia summaries), 'hf:<dataset name>' (a Hugging Face "
@@ -56,40 +58,42 @@ class CorpusSpec:
     def __post_init__(self) -> None:
         source = os.fspath(self.source) if isinstance(self.source, os.PathLike) else self.source
         if not isinstance(source, str) or not source.strip():
-            raise ValueError(f"CorpusSpec.source={self.source!r} is empty or not a string: {SOURCE_HELP}")
+            raise ConfigError(f"CorpusSpec.source={self.source!r} is empty or not a string: {SOURCE_HELP}")
         object.__setattr__(self, "source", source)
         langs = (self.languages,) if isinstance(self.languages, str) else tuple(self.languages)
         if not langs:
-            raise ValueError(f"CorpusSpec.languages is empty: pick one or more of {', '.join(WIKI_LANGUAGES)}")
+            raise ConfigError(f"CorpusSpec.languages is empty: pick one or more of {', '.join(WIKI_LANGUAGES)}")
         unknown = [lang for lang in langs if lang not in WIKI_LANGUAGES]
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown language(s) {', '.join(map(repr, unknown))}: the embedded corpus has "
                 f"{', '.join(WIKI_LANGUAGES)}; use e.g. languages=('en', 'es')"
             )
         object.__setattr__(self, "languages", tuple(dict.fromkeys(langs)))  # de-duplicated, order kept
         if self.split not in SPLITS:
-            raise ValueError(f"CorpusSpec.split={self.split!r} is not one of {', '.join(map(repr, SPLITS))}")
+            raise ConfigError(f"CorpusSpec.split={self.split!r} is not one of {', '.join(map(repr, SPLITS))}")
         if not (0.0 <= float(self.heldout_fraction) <= 1.0):
-            raise ValueError(f"CorpusSpec.heldout_fraction={self.heldout_fraction} must be between 0 and 1")
+            raise ConfigError(f"CorpusSpec.heldout_fraction={self.heldout_fraction} must be between 0 and 1")
         object.__setattr__(self, "heldout_fraction", float(self.heldout_fraction))
         try:
             if isinstance(self.seed, bool):
                 raise TypeError
             object.__setattr__(self, "seed", operator.index(self.seed))
         except TypeError:
-            raise ValueError(f"CorpusSpec.seed={self.seed!r} must be an int") from None
+            raise ConfigError(f"CorpusSpec.seed={self.seed!r} must be an int") from None
         if self.hf_revision is not None and (not isinstance(self.hf_revision, str) or not self.hf_revision.strip()):
             raise ConfigError(f"CorpusSpec.hf_revision={self.hf_revision!r} must be a non-empty string (a commit sha, "
                               f"tag or branch of the dataset's Hub repository) or None", param="hf_revision")
         if self.kind == "hf" and not self.hf_name:
-            raise ValueError(f"CorpusSpec.source={source!r} names no dataset: write 'hf:<dataset name>'")
+            raise ConfigError(f"CorpusSpec.source={source!r} names no dataset: write 'hf:<dataset name>'")
 
     @property
     def kind(self) -> str:
-        """``"wiki"``, ``"hf"`` or ``"local"``."""
+        """``"wiki"``, ``"code"`` (one of :data:`CODE_SOURCES`), ``"hf"`` or ``"local"``."""
         if self.source == "wiki":
             return "wiki"
+        if self.source in CODE_SOURCES:
+            return "code"
         if self.source.startswith("hf:"):
             return "hf"
         return "local"
@@ -130,6 +134,13 @@ class CorpusSpec:
         if self.kind == "wiki":
             langs = sorted(self.languages)  # the interleaved order does not depend on the listing order
             key.update(languages=langs, seed=self.seed, assets={lang: ASSETS[f"wiki-{lang}"].sha256 for lang in langs})
+        elif self.kind == "code":
+            from workbench.data.code_files import code_fingerprint_key
+
+            key.update(source=self.source, code=code_fingerprint_key(self.source, self.seed))
+            if self.source == "wiki+stdlib":
+                langs = sorted(self.languages)
+                key.update(languages=langs, assets={lang: ASSETS[f"wiki-{lang}"].sha256 for lang in langs})
         elif self.kind == "hf":
             key.update(name=self.hf_name, config=self.hf_config, hf_split=self.hf_split, text_field=self.text_field)
             if self.hf_revision is not None:  # only when set: unpinned specs keep the fingerprints they had
@@ -148,6 +159,8 @@ class CorpusSpec:
         """A one-line human description, used in error messages."""
         if self.kind == "wiki":
             return f"embedded wiki corpus ({'+'.join(self.languages)}, split={self.split!r})"
+        if self.kind == "code":
+            return f"code corpus {self.source!r} (split={self.split!r})"
         if self.kind == "hf":
             rev = f", revision={self.hf_revision!r}" if self.hf_revision else ""
             return (f"HF dataset {self.hf_name!r} (config={self.hf_config!r}, split={self.hf_split!r}/{self.split!r}"
@@ -217,11 +230,11 @@ def local_files(spec: CorpusSpec) -> tuple[Path, list[Path]]:
     """The resolved root and its data files (sorted), or a ValueError naming the problem and the fix."""
     root = Path(spec.source).expanduser()
     if not root.exists():
-        raise ValueError(f"Corpus source {spec.source!r}: no such file or directory. {SOURCE_HELP}")
+        raise ConfigError(f"Corpus source {spec.source!r}: no such file or directory. {SOURCE_HELP}")
     root = root.resolve()
     if root.is_file():
         if root.suffix.lower() not in LOCAL_EXTENSIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"Corpus source {spec.source!r}: unsupported extension {root.suffix or '(none)'!r}; "
                 f"expected one of {', '.join(LOCAL_EXTENSIONS)} (convert the file, or {SOURCE_HELP})"
             )
@@ -232,7 +245,7 @@ def local_files(spec: CorpusSpec) -> tuple[Path, list[Path]]:
         key=lambda p: p.relative_to(root).as_posix(),
     )
     if not files:
-        raise ValueError(
+        raise ConfigError(
             f"Corpus source {spec.source!r} is a directory with no {' / '.join(LOCAL_EXTENSIONS)} files: "
             f"expected at least one document file in it"
         )
