@@ -34,7 +34,10 @@ BAD_INPUTS = [
     ("harvest --tokens 0", ["harvest", "--tokens", "0", "--out", "{w}/h"], "n_tokens must be a positive integer"),
     ("harvest --tokens -5", ["harvest", "--tokens", "-5", "--out", "{w}/h"], "'-5' is not a count"),
     ("harvest --tokens lots", ["harvest", "--tokens", "lots", "--out", "{w}/h"], "'lots' is not a count"),
-    ("harvest --batch 0", ["harvest", "--batch", "0", "--out", "{w}/h"], "batch_contexts=0 must be a whole number"),
+    ("harvest --batch-size 0", ["harvest", "--batch-size", "0", "--out", "{w}/h"],
+     "batch_contexts=0 must be a whole number >= 1, e.g. 32 (batch_contexts is --batch-size)"),
+    ("harvest --batch 0 (the former name)", ["harvest", "--batch", "0", "--out", "{w}/h"],
+     "batch_contexts=0 must be a whole number >= 1, e.g. 32 (batch_contexts is --batch-size)"),
     ("harvest --shard-contexts 0", ["harvest", "--shard-contexts", "0", "--out", "{w}/h"],
      "shard_contexts=0 must be a whole number"),
     ("harvest --context-size 1", ["harvest", "--context-size", "1", "--out", "{w}/h"],
@@ -87,7 +90,7 @@ BAD_INPUTS = [
     ("train --tokens 2x", ["train", "--store", "{w}/store", "--arch", "topk", "--d-sae", "32", "--tokens", "2x"],
      "'2x' is not a count"),
     ("train --batch-size 0", ["train", "--store", "{w}/store", "--arch", "topk", "--d-sae", "32", "--batch-size",
-                              "0", "--out", "{w}/t"], "batch_size=0 must be a whole number >= 1 (--batch-size)"),
+                              "0", "--out", "{w}/t"], "batch_size=0 must be a whole number >= 1, e.g. 4096 (batch_size is --batch-size)"),
     ("train --epochs 0", ["train", "--store", "{w}/store", "--arch", "topk", "--d-sae", "32", "--epochs", "0",
                           "--out", "{w}/t"], "epochs=0 must be a whole number >= 1"),
     ("train --checkpoint-every -1", ["train", "--store", "{w}/store", "--arch", "topk", "--d-sae", "32",
@@ -215,7 +218,7 @@ def test_a_bad_input_in_a_real_subprocess_has_no_traceback(world):
                            "topk", "--d-sae", "0", "--out", str(world / "t")], cwd=REPO, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: d_sae=0 must be a whole number >= 1 (e.g. --d-sae 4096)"]
+    assert proc.stderr.strip().splitlines() == ["error: d_sae=0 must be a whole number >= 1, e.g. 4096 (d_sae is --d-sae)"]
     assert not (world / "t").exists()
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any, TypeVar
 
+from workbench.core.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -12,5 +14,5 @@ def known_fields_only(cls: type[T], data: dict[str, Any], what: str) -> dict[str
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown {what} {unknown}: known ones are {sorted(known)}")
+        raise ConfigError(f"unknown {what} {unknown}: known ones are {sorted(known)}")
     return dict(data)

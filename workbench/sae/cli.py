@@ -32,14 +32,14 @@ import argparse
 import itertools
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from workbench.core.errors import ConfigError
 from workbench.sae.architectures import architectures, get_architecture
 from workbench.sae.model import ARCHITECTURES
 from workbench.sae.distributed import Distributed, init_from_env
-from workbench.sae.train import BatchSource, RunSpec, StoreSource, TrainConfig, TrainingDiverged, train
+from workbench.sae.train import BatchSource, RunSpec, StoreSource, TrainConfig, train
 
 _SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000, "b": 1_000_000_000}
 _RUN_KEYS = {"arch", "architecture", "d_sae", "k", "l1", "l1_coefficient", "l0", "l0_coefficient", "lr", "name",
@@ -63,9 +63,9 @@ def _spec_from_dict(entry: dict, where: str) -> RunSpec:
     options = {k: entry[k] for k in unknown_top}
     arch = entry.get("arch", entry.get("architecture"))
     if arch is None:
-        raise ValueError(f"{where}: each run needs an 'arch' ({', '.join(ARCHITECTURES)})")
+        raise ConfigError(f"{where}: each run needs an 'arch' ({', '.join(ARCHITECTURES)})")
     if "d_sae" not in entry:
-        raise ValueError(f"{where}: each run needs a 'd_sae'")
+        raise ConfigError(f"{where}: each run needs a 'd_sae'")
     return RunSpec(architecture=str(arch), d_sae=int(entry["d_sae"]), k=float(entry.get("k", 32)),
                    l1_coefficient=entry.get("l1", entry.get("l1_coefficient")),
                    l0_coefficient=entry.get("l0", entry.get("l0_coefficient")),
@@ -76,14 +76,14 @@ def expand_grid(grid: dict, where: str = "grid") -> list[RunSpec]:
     """Every combination of a grid's ``arch`` x ``d_sae`` x sparsity (``k`` / ``l1`` / ``l0``) x ``lr``."""
     unknown = set(grid) - _GRID_KEYS
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; a grid takes {sorted(_GRID_KEYS)}")
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; a grid takes {sorted(_GRID_KEYS)}")
     as_list = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
     if "arch" not in as_list or "d_sae" not in as_list:
-        raise ValueError(f"{where}: a grid needs 'arch' and 'd_sae' lists")
+        raise ConfigError(f"{where}: a grid needs 'arch' and 'd_sae' lists")
     specs = []
     for arch, d_sae, lr in itertools.product(as_list["arch"], as_list["d_sae"], as_list.get("lr", [None])):
         if arch not in ARCHITECTURES:
-            raise ValueError(f"{where}: unknown arch {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+            raise ConfigError(f"{where}: unknown arch {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
         knob = get_architecture(arch).sparsity  # "k", "l1" or "l0"
         sparsities = [{knob: v} for v in as_list.get(knob, [32] if knob == "k" else [None])]
         for sparsity in sparsities:
@@ -97,7 +97,7 @@ def load_sweep(path: str | Path) -> tuple[list[RunSpec], dict[str, Any], dict[st
     try:
         text = path.read_text()
     except OSError as err:
-        raise ValueError(f"cannot read the sweep file {path}: {err}") from err
+        raise ConfigError(f"cannot read the sweep file {path}: {err}") from err
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
@@ -110,18 +110,18 @@ def load_sweep(path: str | Path) -> tuple[list[RunSpec], dict[str, Any], dict[st
         where = (f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else
                  f" at line {err.lineno}, column {err.colno}" if hasattr(err, "lineno") else "")
         problem = getattr(err, "problem", None) or getattr(err, "msg", None) or str(err)
-        raise ValueError(f"the sweep file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}"
+        raise ConfigError(f"the sweep file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}"
                          f"{where}: {' '.join(str(problem).split())}; fix it (see workbench train --help)") from err
     if not isinstance(data, dict):
-        raise ValueError(f"the sweep file {path} must hold a mapping with 'train', 'grid' and/or 'runs'")
+        raise ConfigError(f"the sweep file {path} must hold a mapping with 'train', 'grid' and/or 'runs'")
     unknown = set(data) - {"train", "grid", "runs", "store", "hook"}
     if unknown:
-        raise ValueError(f"the sweep file {path} has unknown key(s) {sorted(unknown)}; use train, grid, runs, store, "
+        raise ConfigError(f"the sweep file {path} has unknown key(s) {sorted(unknown)}; use train, grid, runs, store, "
                          f"hook")
     specs = expand_grid(data["grid"], f"{path}: grid") if data.get("grid") else []
     for i, entry in enumerate(data.get("runs") or []):
         if not isinstance(entry, dict):
-            raise ValueError(f"{path}: runs[{i}] must be a mapping")
+            raise ConfigError(f"{path}: runs[{i}] must be a mapping")
         specs.append(_spec_from_dict(entry, f"{path}: runs[{i}]"))
     train_over = dict(data.get("train") or {})
     for key in _COUNT_FIELDS & set(train_over):
@@ -174,7 +174,7 @@ def build_specs(args: argparse.Namespace, sweep_specs: Sequence[RunSpec]) -> lis
     specs = list(sweep_specs)
     if args.arch or args.d_sae:
         if not (args.arch and args.d_sae):
-            raise ValueError("give both --arch and --d-sae (or a --sweep file)")
+            raise ConfigError("give both --arch and --d-sae (or a --sweep file)")
         grid: dict[str, Any] = {"arch": args.arch, "d_sae": args.d_sae}
         for flag in ("k", "l1", "l0"):
             if getattr(args, flag):
@@ -183,7 +183,7 @@ def build_specs(args: argparse.Namespace, sweep_specs: Sequence[RunSpec]) -> lis
             grid["lr"] = [args.lr]
         specs += expand_grid(grid, "command line")
     if not specs:
-        raise ValueError("nothing to train: give --arch and --d-sae, or --sweep FILE")
+        raise ConfigError("nothing to train: give --arch and --d-sae, or --sweep FILE")
     return specs
 
 
@@ -202,22 +202,19 @@ def build_source(store: str, hook: str | None, seed: int, holdout_tokens: int) -
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        sweep_specs, overrides, source_opts = load_sweep(args.sweep) if args.sweep else ([], {}, {})
-        specs = build_specs(args, sweep_specs)
-        config = build_config(args, overrides)
-        store = args.store or source_opts.get("store")
-        if not store:
-            raise ValueError("no activation store: pass --store PATH (or 'store:' in the sweep file)")
-        source = build_source(store, args.hook or source_opts.get("hook"), config.seed, args.holdout_tokens)
-        out = Path(args.out) if args.out else Path("runs") / f"train-{Path(store).name}"
-        init_from_env(config.resolved_device)  # under torchrun: join the process group (no-op otherwise)
-        dist = Distributed.current("runs" if args.spread_runs else "data")
-        result = train(specs, config, source, out, resume=not args.no_resume, progress=not args.no_progress,
-                       distributed=dist)
-    except (TrainingDiverged, ValueError) as err:  # a user's mistake or a stopped run: one line, exit code 2
-        print("error: " + " ".join(str(err).split()), file=sys.stderr)
-        return 2
+    """Train; a mistake raises a WorkbenchError and a NaN loss TrainingDiverged (``workbench.cli`` prints them)."""
+    sweep_specs, overrides, source_opts = load_sweep(args.sweep) if args.sweep else ([], {}, {})
+    specs = build_specs(args, sweep_specs)
+    config = build_config(args, overrides)
+    store = args.store or source_opts.get("store")
+    if not store:
+        raise ConfigError("no activation store: pass --store PATH (or 'store:' in the sweep file)")
+    source = build_source(store, args.hook or source_opts.get("hook"), config.seed, args.holdout_tokens)
+    out = Path(args.out) if args.out else Path("runs") / f"train-{Path(store).name}"
+    init_from_env(config.resolved_device)  # under torchrun: join the process group (no-op otherwise)
+    dist = Distributed.current("runs" if args.spread_runs else "data")
+    result = train(specs, config, source, out, resume=not args.no_resume, progress=not args.no_progress,
+                   distributed=dist)
     summary = {"out": str(out), "input_scale": result.input_scale, "tokens": result.tokens,
                "epochs": config.epochs, "dead_window_tokens": result.dead_window_tokens,
                "tokens_per_s": result.tokens_per_s,
@@ -231,8 +228,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None, parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
          ) -> int:
-    """``workbench train ...`` (``argv`` starts with ``train``); ``parser_class`` lets the top-level command line
-    print argparse errors its way."""
+    """``workbench train ...`` (``argv`` starts with ``train``) without the command line's error handling (errors
+    raise); ``workbench.cli.main`` is the entry point that prints them."""
     parser = parser_class(prog="workbench")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

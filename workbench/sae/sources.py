@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator, Protocol
 import torch
 from torch import Tensor
 
+from workbench.core.errors import ConfigError, InputError
 from workbench.sae.model import SAEMetadata
 
 __all__ = ["BatchSource", "StoreSource", "SyntheticSource", "TensorSource", "epoch_seed", "estimate_input_scale",
@@ -67,12 +68,12 @@ class TensorSource:
     def __init__(self, data: Tensor, *, seed: int = 0, shuffle: bool = True, metadata: SAEMetadata | None = None,
                  holdout_tokens: int = 0):
         if data.dim() != 2:
-            raise ValueError(f"TensorSource needs a [n_tokens, d_model] tensor, got shape {tuple(data.shape)}")
+            raise InputError(f"TensorSource needs a [n_tokens, d_model] tensor, got shape {tuple(data.shape)}")
         self.data = data
         self.d_model = int(data.shape[1])
         self.n_tokens = int(data.shape[0])
         if not 0 <= int(holdout_tokens) < self.n_tokens:
-            raise ValueError(f"holdout_tokens={holdout_tokens} must lie in [0, {self.n_tokens}): the tensor holds "
+            raise ConfigError(f"holdout_tokens={holdout_tokens} must lie in [0, {self.n_tokens}): the tensor holds "
                              f"{self.n_tokens} tokens")
         self.seed, self.shuffle, self.holdout_tokens = seed, shuffle, int(holdout_tokens)
         self.n_train_tokens = self.n_tokens - self.holdout_tokens
@@ -145,7 +146,7 @@ class SyntheticSource:
 
     def batches(self, batch_size: int, *, start_tokens: int = 0) -> Iterator[Tensor]:
         if start_tokens % batch_size:
-            raise ValueError(f"start_tokens={start_tokens} is not a multiple of batch_size={batch_size}")
+            raise ConfigError(f"start_tokens={start_tokens} is not a multiple of batch_size={batch_size}")
         index = start_tokens // batch_size
         while self.n_tokens is None or (index + 1) * batch_size <= self.n_tokens:
             yield self.batch(index, batch_size)
@@ -174,10 +175,10 @@ class StoreSource:
         self.path = Path(path)
         self.store = ActivationStore.open(self.path, allow_incomplete=allow_incomplete)
         if hook is None and len(self.store.hooks) != 1:
-            raise ValueError(f"the store at {self.path} holds several hooks {list(self.store.hooks)}: pick one with "
+            raise ConfigError(f"the store at {self.path} holds several hooks {list(self.store.hooks)}: pick one with "
                              f"--hook")
         if hook is not None and hook not in self.store.hooks:
-            raise ValueError(f"hook {hook!r} is not in the store at {self.path}; it holds {list(self.store.hooks)}")
+            raise ConfigError(f"hook {hook!r} is not in the store at {self.path}; it holds {list(self.store.hooks)}")
         self.hook = hook or self.store.hooks[0]
         self.d_model = int(self.store.d_in(self.hook))
         self.seed, self.exclude_bos, self.holdout_tokens = seed, exclude_bos, int(holdout_tokens)
@@ -271,7 +272,7 @@ def take_tokens(batches: Iterable[Tensor], n_tokens: int) -> Tensor:
         if have >= n_tokens:
             break
     if not out:
-        raise ValueError("the activation stream is empty")
+        raise InputError("the activation stream is empty")
     return torch.cat(out)
 
 
@@ -279,7 +280,7 @@ def estimate_input_scale(sample: Tensor) -> float:
     """The scalar s with E||s x||^2 = d over ``sample`` [n, d] (computed in float64)."""
     mean_sq = sample.to(torch.float64).pow(2).sum(1).mean().item()
     if not math.isfinite(mean_sq) or mean_sq <= 0:
-        raise ValueError(f"cannot scale the activations: their mean squared norm is {mean_sq} (all zero, NaN or inf?)")
+        raise InputError(f"cannot scale the activations: their mean squared norm is {mean_sq} (all zero, NaN or inf?)")
     return math.sqrt(sample.shape[1] / mean_sq)
 
 

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.core.errors import ConfigError, InputError
 from workbench.core.persist import atomic_write_text
 from workbench.core.signals import StopSignals
 from workbench.sae.distributed import Distributed
@@ -127,11 +128,11 @@ class Trainer:
     def __init__(self, specs: Sequence[RunSpec], config: TrainConfig, out_dir: str | Path,
                  distributed: Distributed | None = None):
         if not specs:
-            raise ValueError("no SAE to train: give at least one RunSpec")
+            raise ConfigError("no SAE to train: give at least one RunSpec")
         names = [s.resolved_name for s in specs]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"run names must be unique, {dupes} repeat: set RunSpec.name")
+            raise ConfigError(f"run names must be unique, {dupes} repeat: set RunSpec.name")
         self.specs, self.config = list(specs), config
         self.out_dir = Path(out_dir)
         # several processes (torchrun): data parallel, or the SAEs spread over ranks (see workbench.sae.distributed)
@@ -171,7 +172,7 @@ class Trainer:
         for spec in self.specs:
             wanted = spec.d_in
             if wanted is not None and int(wanted) != d_in:
-                raise ValueError(f"SAE {spec.resolved_name!r} was configured with d_in={wanted} but the activations "
+                raise InputError(f"SAE {spec.resolved_name!r} was configured with d_in={wanted} but the activations "
                                  f"have d_model={d_in} ({source.describe()}): train on a store of the matching "
                                  f"model/hook, or drop d_in")
         return d_in
@@ -215,7 +216,7 @@ class Trainer:
     @staticmethod
     def _check_batch(batch: Tensor, d_in: int, source: BatchSource) -> None:
         if batch.dim() != 2 or batch.shape[1] != d_in:
-            raise ValueError(f"the activation source yields batches of shape {tuple(batch.shape)} but declares "
+            raise InputError(f"the activation source yields batches of shape {tuple(batch.shape)} but declares "
                              f"d_model={d_in} ({source.describe()})")
 
     # ----- logging -----
@@ -236,7 +237,7 @@ class Trainer:
             try:
                 import wandb
             except ImportError as err:
-                raise ValueError("wandb_project is set but wandb is not installed: pip install wandb, or leave "
+                raise ConfigError("wandb_project is set but wandb is not installed: pip install wandb, or leave "
                                  "wandb_project unset") from err
             self._wandb = wandb.init(project=self.config.wandb_project, dir=str(self.out_dir),
                                      config={"train": self.config.to_dict(),
@@ -317,7 +318,7 @@ class Trainer:
                     batch = next(batches, None)
                     if batch is None:
                         done = (self.step - epoch * per_epoch) * cfg.batch_size
-                        raise ValueError(f"the activation source ran out after {done} tokens of epoch {epoch + 1} "
+                        raise InputError(f"the activation source ran out after {done} tokens of epoch {epoch + 1} "
                                          f"but an epoch asks for {per_epoch * cfg.batch_size} (total_tokens): "
                                          f"harvest more tokens or lower total_tokens")
                     if self.step == start_step:
@@ -357,7 +358,7 @@ class Trainer:
         """Refuse, before anything is written, a run whose epochs the source cannot serve."""
         cfg = self.config
         if cfg.epochs > 1 and not takes_epoch(source):
-            raise ValueError(f"epochs={cfg.epochs} needs a source that reshuffles its tokens each epoch (StoreSource, "
+            raise ConfigError(f"epochs={cfg.epochs} needs a source that reshuffles its tokens each epoch (StoreSource, "
                              f"TensorSource); {type(source).__name__} ({source.describe()}) serves a single stream: "
                              f"train with epochs=1 and total_tokens covering the whole run")
         n_train = getattr(source, "n_train_tokens", None)
@@ -365,7 +366,7 @@ class Trainer:
         if n_train is not None and epoch_tokens > int(n_train):
             held = int(getattr(source, "holdout_tokens", 0) or 0)
             fit = int(n_train) // cfg.batch_size * cfg.batch_size
-            raise ValueError(
+            raise ConfigError(
                 f"one epoch of total_tokens={cfg.total_tokens} ({cfg.steps_per_epoch} batches of {cfg.batch_size}) "
                 f"does not fit in the source's {int(n_train)} training tokens"
                 + (f" ({held} more are held out)" if held else "")
