@@ -51,7 +51,7 @@ def test_fingerprints_differ_by_source_and_split():
 
 
 def test_headers_missing_gives_a_clear_error(monkeypatch):
-    import workbench.data.code_corpus as cc
+    import workbench.data.code_files as cc
 
     monkeypatch.setattr(cc, "header_roots", lambda: [])
     cc.code_files.cache_clear()

@@ -8,7 +8,10 @@ features-vs-neurons statistic. Returns a JSON-able dict (what the report's catal
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -21,7 +24,7 @@ from workbench.intervene.code_clamp import clamp_outcomes
 from workbench.intervene.steering import max_activations
 from workbench.studies.catalogue import heldout_bugs, heldout_c_bugs, heldout_prose_typos
 
-__all__ = ["CatalogueConfig", "run_catalogue", "top_contexts"]
+__all__ = ["CatalogueConfig", "cached_catalogue", "catalogue_path", "run_catalogue", "top_contexts"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +142,23 @@ def run_catalogue(study, config: CatalogueConfig | None = None, progress: bool =
             "abstract_concrete": concepts,
             "neurons": {**neurons.summary(), "histogram_edges": hist_edges, "histogram_counts": hist_counts,
                         "contexts": [start, store.n_contexts]}}
+
+
+def catalogue_path(study, config: CatalogueConfig) -> Path:
+    """Where :func:`cached_catalogue` keeps the result of ``config`` on ``study``'s SAE (next to its weights)."""
+    key = json.dumps({"config": asdict(config), "sae": study.names}, sort_keys=True)
+    return Path(study.run_dir) / f"catalogue-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+
+
+def cached_catalogue(study, config: CatalogueConfig | None = None, progress: bool = True) -> dict:
+    """:func:`run_catalogue`, its result saved as JSON under the study's run folder and reused."""
+    cfg = config or CatalogueConfig()
+    path = catalogue_path(study, cfg)
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass  # unreadable: compute again
+    out = run_catalogue(study, cfg, progress)
+    path.write_text(json.dumps(out, indent=1))
+    return out
