@@ -106,6 +106,21 @@ def test_a_legacy_store_of_another_layout_under_the_plain_name_is_refiled_not_re
     assert store.path == plain and store.shard_contexts == 32
     moved = store_dir(spec, shard_contexts=2)
     assert json.loads((moved / "manifest.json").read_text())["shard_contexts"] == 2
+    again = harvest_cached(spec, model=tiny, config=HarvestConfig(batch_contexts=4, shard_contexts=2, progress=False))
+    assert again.path == moved and again.shard_contexts == 2
+    # and the other way round: a legacy plain store asked for in its own layout moves there, not harvested again
+    shutil.rmtree(plain)
+    moved.rename(plain)
+    import workbench.data.harvest as harvest_mod
+
+    real, harvest_mod.harvest = harvest_mod.harvest, lambda *a, **k: pytest.fail("harvested again")
+    try:
+        found = harvest_cached(spec, model=tiny, config=HarvestConfig(batch_contexts=4, shard_contexts=2,
+                                                                      progress=False))
+    finally:
+        harvest_mod.harvest = real
+    assert found.path == moved and found.shard_contexts == 2 and not plain.exists()
+    harvest(spec, plain, model=tiny, config=QUIET)
     with pytest.raises(ConfigError, match="shard_contexts=32, not the 2"):
         harvest(spec, plain, model=tiny, config=HarvestConfig(batch_contexts=4, shard_contexts=2, progress=False))
 
@@ -171,6 +186,9 @@ def test_sparsity_file_is_sae_lens_log10_density(trained):
     sae = load_sae(folder)
     assert sparsity.shape == (sae.cfg.d_sae,) and sparsity.dtype == torch.float32
     assert float(sparsity.max()) <= 0.0 and float(sparsity.min()) >= -10.0 - 1e-4
+    from workbench.sae.provenance import read_sparsity
+
+    assert torch.equal(read_sparsity(folder), sparsity) and read_sparsity(folder / "no-such-folder") is None
     # the densities of the last epoch's held-out evaluation (the first 128 held-out tokens)
     held = torch.cat(list(StoreSource(store.path, holdout_tokens=128).heldout_batches(64)))
     density = evaluate_activations(sae, [held]).density

@@ -389,17 +389,22 @@ def store_dir(spec: HarvestSpec, shard_contexts: int | None = None) -> Path:
     return base.with_name(f"{base.name}-s{int(shard_contexts)}")
 
 
-def _refile_legacy(target: Path, spec: HarvestSpec, want: int) -> None:
-    """A store cached under the plain name before the layout was in it may have another layout: move it to the
-    name of its own layout (if free) so it is neither returned for this one nor lost."""
+def _refile_legacy(spec: HarvestSpec) -> None:
+    """A finished store cached under the plain name before the layout was in the name may have another layout than
+    the default: move it to the name of its own layout (if free), so it is neither returned for the default layout
+    nor harvested again for its own."""
+    plain = store_dir(spec)
     try:
-        held = int(json.loads((target / "manifest.json").read_text())["shard_contexts"])
+        manifest = json.loads((plain / "manifest.json").read_text())
+        held = int(manifest["shard_contexts"])
     except (OSError, ValueError, KeyError, TypeError):
         return
-    if held != want:
-        home = store_dir(spec, held)
-        if home != target and not home.exists():
-            target.rename(home)
+    home = store_dir(spec, held)
+    if manifest.get("complete") and home != plain and not home.exists():
+        try:
+            plain.rename(home)
+        except OSError:  # another process moved it first
+            pass
 
 
 def harvest_cached(spec: HarvestSpec, model=None, config: HarvestConfig | None = None) -> ActivationStore:
@@ -421,8 +426,8 @@ def harvest_cached(spec: HarvestSpec, model=None, config: HarvestConfig | None =
     rank, world = process_group()
     # under torchrun the ranks harvest together (barriers inside harvest): only rank 0 takes the lock
     with FileLock(str(target) + ".lock") if rank == 0 else nullcontext():
-        if world == 1 and target == store_dir(spec):
-            _refile_legacy(target, spec, layout)
+        if world == 1:
+            _refile_legacy(spec)
         try:
             store = ActivationStore.open(target)
             if store.manifest.get("complete") and store.shard_contexts == layout:
