@@ -120,7 +120,9 @@ def test_a_legacy_store_of_another_layout_under_the_plain_name_is_refiled_not_re
     finally:
         harvest_mod.harvest = real
     assert found.path == moved and found.shard_contexts == 2 and not plain.exists()
-    harvest(spec, plain, model=tiny, config=QUIET)
+    # a legacy duplicate under the plain name of a store that also sits under its own name is dropped
+    shutil.copytree(moved, plain)
+    assert harvest_cached(spec, model=tiny, config=QUIET).shard_contexts == 32 and moved.exists()
     with pytest.raises(ConfigError, match="shard_contexts=32, not the 2"):
         harvest(spec, plain, model=tiny, config=HarvestConfig(batch_contexts=4, shard_contexts=2, progress=False))
 

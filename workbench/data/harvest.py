@@ -400,11 +400,17 @@ def _refile_legacy(spec: HarvestSpec) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         return
     home = store_dir(spec, held)
-    if manifest.get("complete") and home != plain and not home.exists():
-        try:
+    if not manifest.get("complete") or home == plain:
+        return
+    try:
+        if not home.exists():
             plain.rename(home)
-        except OSError:  # another process moved it first
-            pass
+        elif json.loads((home / "manifest.json").read_text()).get("complete"):
+            import shutil
+
+            shutil.rmtree(plain)  # a duplicate of the finished store under its own name
+    except (OSError, ValueError):  # another process moved it first, or the other copy is unreadable: leave both
+        pass
 
 
 def harvest_cached(spec: HarvestSpec, model=None, config: HarvestConfig | None = None) -> ActivationStore:
