@@ -45,7 +45,8 @@ def main() -> None:
         for m in ("gemma-3-270m", "smollm2-135m-instruct"):
             cfg = AttentionSDMConfig.smoke(m) if args.quick else AttentionSDMConfig(model=m)
             out["heads"][m] = attention_sdm(cfg).summary()
-    cc = ContinualConfig.smoke() if args.quick else ContinualConfig(epochs=20, seeds=3, width=300, k=5)
+    cc = (ContinualConfig(epochs=10, seeds=3, width=300, k=5, progress=False) if args.quick
+          else ContinualConfig(epochs=20, seeds=3, width=1000, k=10))
     table = continual_table(digits_split(), cc, METHODS)
     base = table["relu"]["final_mean"]
     for row in table.values():
