@@ -8,9 +8,14 @@ The sub-packages follow the data, and each imports only from the ones before it:
 - ``workbench.sae``: the SAE architectures and their kernels, SAELens-format files, the trainer, evaluation;
 - ``workbench.analysis``: the feature pass, logit effects, search, explanations, neurons, neighbourhoods,
   splitting, scaling laws, completeness, multilingual statistics;
+- ``workbench.sdm``: Sparse Distributed Memory: circle intersections, optimal radii, attention heads read as SDM, the
+  SDMLP continual learner;
 - ``workbench.intervene``: hooked generation, steering, attribution;
-- ``workbench.report``: static HTML (feature cards, the report page);
-- ``workbench.studies``: run profiles, the standard SAEs the notebooks share, the demo;
+- ``workbench.persona``: trait files, judges, persona vectors, monitoring, steering with them, fine-tuning checkpoints;
+- ``workbench.diffing``: paired activations of two models, crosscoders, DFC, Latent Scaling, the blind audit;
+- ``workbench.report``: static HTML (feature cards, the report page), Neuronpedia export;
+- ``workbench.studies``: run profiles, the standard SAEs the notebooks share, cached study steps, the demo and the
+  whole-corpus job;
 - ``widgets`` (a sibling package) holds the JupyterLab views and sits above all of these.
 
 The names a notebook needs are importable from here; each is loaded on first use, so ``import workbench`` stays
@@ -53,6 +58,12 @@ _API: dict[str, str] = {
     "evaluate_activations": "workbench.sae.evaluate",
     "downstream_metrics": "workbench.sae.evaluate",
     "FeatureConfig": "workbench.analysis.features",
+    "analysis_tokens": "workbench.analysis.features",
+    "score_features": "workbench.analysis.explain",
+    "heldout_contexts": "workbench.analysis.explain",
+    "ProbeConfig": "workbench.analysis.concept_probing",
+    "concept_probing": "workbench.analysis.concept_probing",
+    "training_dir": "workbench.sae.train",
     "FeatureResults": "workbench.analysis.features",
     "compute_features": "workbench.analysis.features",
     "explain_features": "workbench.analysis.explain",
@@ -61,6 +72,9 @@ _API: dict[str, str] = {
     "current_profile": "workbench.studies.profile",
     "standard_sae": "workbench.studies.profile",
     "nested_saes": "workbench.studies.profile",
+    "runs_base": "workbench.studies.profile",
+    "standard_harvest_spec": "workbench.studies.profile",
+    "standard_training": "workbench.studies.profile",
 }
 
 __all__ = sorted(_API)

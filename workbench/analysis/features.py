@@ -56,7 +56,7 @@ from workbench.analysis.feature_codes import (CODES_DIR, CODES_FORMAT, CODES_VER
                                               use_fast_encoder, encode_sparse_codes)
 from workbench.analysis.feature_results import (FORMAT, FORMAT_VERSION, CODE_KEYS, ActivationBucket,
                                                 ActivationExample, FeatureConfig, FeatureReport, FeatureResults,
-                                                Histogram, LogitEffect, semantic_settings)
+                                                Histogram, LogitEffect, analysis_tokens, semantic_settings)
 from workbench.analysis.feature_kernels import BucketReservoir, bucket_index, hash_keys, merge_topk, shard_topk
 from workbench.analysis.logits import logit_effects
 from workbench.core.hardware import torch_threads
@@ -66,6 +66,7 @@ from workbench.data.token_text import fragment_bytes
 from workbench.sae.interop import as_sae
 
 __all__ = [
+    "analysis_tokens",
     "FORMAT",
     "FORMAT_VERSION",
     "ActivationBucket",
