@@ -44,6 +44,7 @@ full: assets
 	$(PY) -m workbench full --out runs/full
 
 test: assets
+	$(PY) -m ruff check workbench widgets
 	WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q tests
 	WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q --nbmake notebooks
 

@@ -9,7 +9,7 @@ Every view is a :class:`widgets.view.View` (one widget contract) and is listed o
 import workbench  # noqa: F401  (cheap: installs the aliases of the 0.1 paths, such as widgets.html)
 from workbench.core.lazy import lazy_exports
 
-from .registry import VIEWS, ViewSpec, exports
+from .registry import VIEWS, ViewSpec, exports  # noqa: F401  (re-exported through __all__)
 
 _EXPORTS = {**exports(), "View": ".view"}
 

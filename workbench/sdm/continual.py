@@ -86,7 +86,7 @@ def _method_config(method: str, cc: ContinualConfig) -> tuple[MLPConfig, str | N
     sd = MLPConfig.sdmlp(**base)
     table = {
         "relu": (MLPConfig.relu(**base), None),
-        "topk": (MLPConfig.topk(**base), None),
+        "topk": (MLPConfig.topk_mlp(**base), None),
         "ewc": (MLPConfig.relu(**base), "ewc"),
         "mas": (MLPConfig.relu(**base), "mas"),
         "sdmlp": (sd, None),

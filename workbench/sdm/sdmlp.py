@@ -10,7 +10,7 @@ Every component is a flag of :class:`MLPConfig`, so the ablations and the baseli
 
     MLPConfig.sdmlp()           # Top-K, no bias, normalised non-negative weights/inputs, GABA switch, SGD
     MLPConfig.relu()            # ReLU MLP with biases
-    MLPConfig.topk()            # Top-K MLP with biases, no normalisation, no annealing
+    MLPConfig.topk_mlp()        # Top-K MLP with biases, no normalisation, no annealing
     replace(MLPConfig.sdmlp(), gaba=False)      # an ablation
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ class MLPConfig:
         return cls(**{**dict(topk=False, bias=True, normalise=False, nonneg=False, gaba=False, lr=0.05), **kw})
 
     @classmethod
-    def topk(cls, **kw) -> "MLPConfig":
+    def topk_mlp(cls, **kw) -> "MLPConfig":
         return cls(**{**dict(topk=True, bias=True, normalise=False, nonneg=False, gaba=False, lr=0.05), **kw})
 
     @classmethod
