@@ -275,3 +275,31 @@ def test_neuronpedia_export_loads_with_saedashboard(planted_results, tmp_path):
     assert [x.feature_index for x in loaded.features] == [x["feature_index"] for x in batch["features"]]
     assert loaded.features[0].activations[0].tokens == rep.top[0].tokens
     assert loaded.to_dict()["features"][0] == batch["features"][0]  # their writer gives back what we wrote
+
+
+def test_result_objects_show_compact_offline_html(planted_results):
+    """What a notebook cell ending with a result shows: a small table with the real values, no scripts."""
+    from html import escape
+    from pathlib import Path
+
+    from workbench.sae.train import RunResult, TrainResult
+
+    res = planted_results
+    page = res._repr_html_()
+    assert f"{int(res.alive().numel())} of {res.d_sae} features alive" in page
+    strongest = int(res.alive()[torch.argmax(res.max_activation[res.alive()])])
+    assert f"<td style='padding:2px 8px'>{strongest}</td>" in page
+
+    expl = explain_features(res, res.alive().tolist())
+    html_ = expl._repr_html_()
+    assert f"ExplanationSet({len(expl)} explanations, 0 scored)" in html_
+    assert all(escape(u.explanation.text) in html_ for u in expl.items.values())
+
+    card_html = _toy_scorecard()._repr_html_()
+    assert "median F1" in card_html and "<script" not in card_html + page + html_
+
+    run = RunResult("topk-8", sae=None, path=Path("runs/x"), metrics={"explained_variance": 0.91, "l0": 8.0,
+                                                                      "dead_fraction": 0.0})
+    tr = TrainResult({"topk-8": run}, input_scale=1.0, tokens=4096, steps=4, dead_window_tokens=0, tokens_per_s=1e3)
+    assert repr(tr) == "TrainResult(1 SAE(s): topk-8; 4,096 tokens, 4 steps)"
+    assert "0.91" in tr._repr_html_() and "Linear" not in tr._repr_html_()

@@ -392,6 +392,20 @@ class ExplanationSet:
     def texts(self) -> dict[int, str]:
         return {i: u.explanation.text for i, u in self.items.items()}
 
+    def __repr__(self) -> str:
+        scored = sum(u.score is not None for u in self.items.values())
+        return f"ExplanationSet({len(self.items)} explanations, {scored} scored)"
+
+    def _repr_html_(self) -> str:
+        from workbench.core.html_repr import repr_table
+
+        def f1(u):
+            return getattr(u.score, "f1", None) if u.score is not None else None
+
+        units = sorted(self.items.items(), key=lambda kv: -(f1(kv[1]) or -1.0))
+        rows = [[i, u.explanation.text, f1(u)] for i, u in units]
+        return repr_table(repr(self), ["feature", "explanation", "held-out F1"], rows, max_rows=12)
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         if path.is_dir() or path.suffix != ".json":

@@ -260,6 +260,19 @@ class FeatureResults:
         return (f"FeatureResults(d_sae={self.d_sae}, n_tokens={self.n_tokens}, alive={int((self.count > 0).sum())}, "
                 f"hook={self.meta.get('hook')!r})")
 
+    def _repr_html_(self) -> str:
+        from workbench.core.html_repr import repr_table
+
+        alive = self.alive()
+        dens = self.density[alive] if alive.numel() else torch.zeros(1, dtype=torch.float64)
+        order = torch.argsort(self.max_activation[alive], descending=True)[:5] if alive.numel() else []
+        rows = [[int(alive[j]), round(float(self.density[int(alive[j])]), 6),
+                 round(float(self.max_activation[int(alive[j])]), 3)] for j in order]
+        note = (f"{int(alive.numel())} of {self.d_sae} features alive over {self.n_tokens:,} tokens of "
+                f"{self.meta.get('hook')}; median density {float(dens.median()):.2e}. The strongest by max activation "
+                f"are above; .feature(i) gives one feature's top examples and logit effects.")
+        return repr_table("FeatureResults", ["feature", "density", "max activation"], rows, note)
+
     def check_index(self, i: Any) -> int:
         """``i`` as an int; ValueError naming the valid range if it is not a feature of this SAE."""
         if isinstance(i, Tensor) and i.numel() == 1 and not i.is_floating_point() and i.dtype != torch.bool:

@@ -165,6 +165,12 @@ class Scorecard:
             rows.append([KIND_NAMES.get(k, k), s["n_units"], s["n_scored"], s["median"], s["q1"], s["q3"], s["mean"]])
         return rows
 
+    def _repr_html_(self) -> str:
+        from workbench.core.html_repr import repr_table
+
+        return repr_table("Scorecard: explainer F1 on held-out text",
+                          ["units", "n", "scored", "median F1", "Q1", "Q3", "mean"], self.table_rows())
+
     def format_table(self) -> str:
         """The summary as plain text (what the CLI prints)."""
         def num(v):

@@ -90,6 +90,18 @@ class TrainResult:
     dead_window_tokens: int
     tokens_per_s: float  # training throughput over this call's steps (all SAEs together)
 
+    def __repr__(self) -> str:
+        return (f"TrainResult({len(self.runs)} SAE(s): {', '.join(self.runs)}; {self.tokens:,} tokens, "
+                f"{self.steps} steps)")
+
+    def _repr_html_(self) -> str:
+        from workbench.core.html_repr import repr_table
+
+        keys = ("explained_variance", "l0", "dead_fraction")
+        rows = [[name, *(r.metrics.get(k) for k in keys), str(r.path)] for name, r in self.runs.items()]
+        return repr_table(repr(self), ["SAE", *keys, "folder"], rows,
+                          f"{self.tokens_per_s:,.0f} tokens/s over this call's steps")
+
 
 def _fingerprint(config: TrainConfig, specs: Sequence[RunSpec], d_in: int, source: dict) -> dict:
     train_part = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE_SETTINGS}
