@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 from workbench.core.persist import atomic_write_text
 
-__all__ = ["export_neuronpedia", "feature_json", "hook_layer_index"]
+__all__ = ["EXPLANATION_TYPES", "export_neuronpedia", "explanation_type", "feature_json", "hook_layer_index"]
 
 
 def hook_layer_index(hook: str) -> int:
@@ -76,6 +76,25 @@ def feature_json(results, index: int, *, n_top: int = 20, dataset: str = "") -> 
     }
 
 
+# Neuronpedia's ``typeName`` says how an explanation was made. Ours are neither OpenAI's token-activation-pair
+# method nor any other Neuronpedia type, so they carry types of their own, by the Explanation's ``source``:
+EXPLANATION_TYPES = {
+    "tokens": "workbench_token-ngrams",  # TokenExplainer: offline, the n-grams that best separate firing positions
+    "llm": "workbench_llm-key-tokens",  # OpenAIExplainer: an LLM's text from top examples, predicted by key tokens
+}
+
+
+def explanation_type(unit) -> str:
+    """The ``typeName`` of one explanation (an ExplainedUnit, an Explanation or plain text: the offline type)."""
+    source = str(getattr(getattr(unit, "explanation", unit), "source", "tokens") or "tokens")
+    return EXPLANATION_TYPES.get(source.split(":", 1)[0], f"workbench_{source.split(':', 1)[0]}")
+
+
+def _explainer_name(unit, default: str) -> str:
+    source = str(getattr(getattr(unit, "explanation", unit), "source", "") or "")
+    return source.split(":", 1)[1] if ":" in source else default
+
+
 def _explanation_text(unit) -> str:
     expl = getattr(unit, "explanation", unit)
     return str(getattr(expl, "text", expl))
@@ -111,8 +130,9 @@ def export_neuronpedia(out_dir: str | Path, results, explanations=None, *, model
                 unit = explanations[i]
                 score = getattr(unit, "score", None)
                 records.append({"modelId": model_id, "layer": source, "index": str(i),
-                                "description": _explanation_text(unit), "explanationModelName": explainer_name,
-                                "typeName": "oai_token-act-pair",
+                                "description": _explanation_text(unit),
+                                "explanationModelName": _explainer_name(unit, explainer_name),
+                                "typeName": explanation_type(unit),
                                 **({"scores": [{"method": "heldout_f1", "value": float(score.f1)}]} if score else {})})
     atomic_write_text(out / "explanations.json", json.dumps(records, ensure_ascii=False))
     manifest = {"format": "neuronpedia-batches", "model_id": model_id, "hook": hook, "layer": layer,
