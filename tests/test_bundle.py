@@ -60,3 +60,10 @@ def test_unpack_fills_what_the_bundle_lacks(real_sae, small_store, real_results)
     assert parts["results"] is real_results and parts["sae"] is real_sae and parts["store"] is small_store
     assert parts["explanations"] == "given"
     assert unpack(real_results, store=small_store) == {"results": real_results, "store": small_store}
+
+
+def test_the_boundary_protocols_describe_the_real_objects(gemma, real_sae, small_store):
+    from workbench.core.protocols import ModelLike, SAELike, StoreLike
+
+    assert isinstance(gemma, ModelLike) and isinstance(real_sae, SAELike) and isinstance(small_store, StoreLike)
+    assert not isinstance(small_store, SAELike) and not isinstance(real_sae, StoreLike)

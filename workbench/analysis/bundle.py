@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.analysis.feature_results import FeatureResults
+from workbench.core.protocols import ModelLike, SAELike, StoreLike
 
 __all__ = ["AnalysisBundle", "unpack"]
 
@@ -29,12 +30,12 @@ class AnalysisBundle:
     together: the results' width is the SAE's, their SAE fingerprint (when recorded) is this SAE's, and the store
     they record is this store (same folder and creation time)."""
 
-    sae: Any
-    store: Any
+    sae: SAELike
+    store: StoreLike
     results: FeatureResults
     explanations: Any = None
-    model: Any = None
-    heldout: Any = None
+    model: ModelLike | None = None
+    heldout: StoreLike | None = None
 
     def __post_init__(self) -> None:
         check_together(self.sae, self.store, self.results)
@@ -51,7 +52,7 @@ class AnalysisBundle:
         return out
 
 
-def check_together(sae, store, results: FeatureResults) -> None:
+def check_together(sae: SAELike, store: StoreLike | None, results: FeatureResults) -> None:
     """ValueError, naming what differs and the fix, unless ``results`` were computed from ``sae`` on ``store``."""
     if results.d_sae != int(sae.cfg.d_sae):
         raise ValueError(f"the results have d_sae={results.d_sae} but the SAE has {sae.cfg.d_sae}: pass the SAE "

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from workbench.core.errors import ConfigError, InputError
 from workbench.data.assets import ASSETS, asset_path, sha256_file
 from workbench.core.hardware import default_device, default_model_dtype, mps_available
 from workbench.core.home import cache_dir
@@ -84,16 +85,16 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as err:
-        raise ValueError(f"device={device!r} is not a torch device: use cpu, cuda or cuda:N (or None for auto)"
+        raise ConfigError(f"device={device!r} is not a torch device: use cpu, cuda or cuda:N (or None for auto)"
                          ) from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but this torch build ({torch.__version__}) sees no CUDA GPU: use "
-                         f"device='cpu' or None (auto); on the command line --device cpu")
+        raise ConfigError(f"device={str(device)!r} but this torch build ({torch.__version__}) sees no CUDA GPU: use "
+                         f"device='cpu' or None (auto)", param="device")
     if resolved.type == "mps" and not mps_available():
-        raise ValueError(f"device={str(device)!r} but this torch build ({torch.__version__}) sees no Apple GPU (MPS): "
+        raise ConfigError(f"device={str(device)!r} but this torch build ({torch.__version__}) sees no Apple GPU (MPS): "
                          f"use device='cpu' or None (auto)")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise ValueError(f"device={str(device)!r} but only {torch.cuda.device_count()} CUDA device(s) are visible: "
+        raise ConfigError(f"device={str(device)!r} but only {torch.cuda.device_count()} CUDA device(s) are visible: "
                          f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return resolved
 
@@ -105,7 +106,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device = 
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
-        raise ValueError(f"Unknown dtype '{dtype}'. Use one of: {', '.join(_DTYPES)}")
+        raise ConfigError(f"Unknown dtype '{dtype}'. Use one of: {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
 
 
@@ -243,7 +244,7 @@ def _load_converted(target: Path):
         state = load_file(str(target / "model.safetensors"))
         model.load_state_dict(state, strict=True, assign=True)
     except Exception as err:  # truncated file, or a layout from another version
-        raise ValueError(
+        raise InputError(
             f"The cached converted model in {target} is unreadable ({type(err).__name__}: {err}). "
             "Delete that folder; the next load rebuilds it from the GGUF."
         ) from err
@@ -293,7 +294,7 @@ def load_model(
     ``from_pretrained_no_processing``; extra keyword arguments go to it.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(unknown_model_message(str(name)))
+        raise ConfigError(unknown_model_message(str(name)), param="model")
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
 
@@ -338,13 +339,13 @@ def _load_hub_model(name, device, dtype, processing, kwargs):
 
     official = _official_name(name)
     if official is None:
-        raise ValueError(unknown_model_message(name))
+        raise ConfigError(unknown_model_message(name), param="model")
     loader = HookedTransformer.from_pretrained_no_processing if processing is False else HookedTransformer.from_pretrained
     try:
         with _quiet():
             return loader(official, device=str(device), dtype=dtype, **kwargs)
     except (OSError, ConnectionError) as err:  # huggingface_hub raises OSError subclasses offline
-        raise ValueError(
+        raise InputError(
             f"Could not download '{official}' from the HF hub ({type(err).__name__}: {err}). "
             "The hub is unreachable from this machine or the model is gated (set HF_TOKEN). Offline, use an "
             f"embedded model ({', '.join(EMBEDDED_MODELS)}) or a local model directory / .gguf file."
