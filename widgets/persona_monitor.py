@@ -46,7 +46,8 @@ class PersonaMonitor(View):
     def __init__(self, model, pv, layer: int, *, sae=None, explanations=None, judge=None,
                  config: GenerationConfig | None = None, coef_range: tuple[float, float] = (-10.0, 10.0),
                  top_features: int = 8):
-        sae = as_sae(sae, model=model) if sae is not None else None  # a sae_lens.SAE, a folder...
+        if sae is not None and not isinstance(sae, torch.Tensor):  # a bare decoder matrix stays as it is
+            sae = as_sae(sae, model=model)  # a sae_lens.SAE, a folder...
         self.model, self.sae, self.explanations, self.judge = model, sae, explanations, judge
         vectors = getattr(pv, "vectors", pv)
         self.trait = getattr(pv, "trait", "trait")
