@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from workbench.core.errors import InputError
 from workbench.analysis.saebench import EVALS, OUTPUT_NAMES, SAEBenchConfig, parse_evals, run_saebench
 
 __all__ = ["find_sae_folder", "saebench_run", "summarise"]
@@ -31,7 +32,8 @@ def find_sae_folder(path: str | Path, max_depth: int = 5) -> Path:
     if (path / "cfg.json").is_file():
         return path
     if not path.is_dir():
-        raise ValueError(f"{path} does not exist: point at a run folder (e.g. runs/demo) or an SAE folder")
+        raise InputError(f"{path} does not exist: point at a run folder (e.g. runs/demo) or an SAE folder",
+                         param="run")
     found = []
     for cfg in sorted(path.rglob("cfg.json")):
         parts = cfg.relative_to(path).parts
