@@ -8,7 +8,6 @@ features-vs-neurons correlation statistic. The demo and the whole-corpus profile
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,10 +29,6 @@ EXPLANATIONS_JSON = "explanations.json"
 def _heldout_identity(store) -> dict:
     return {"path": str(Path(store.path).resolve()), "created": store.manifest.get("created"),
             "n_contexts": int(store.n_contexts)}
-
-
-def _json(obj) -> dict:
-    return json.loads(json.dumps(obj))
 
 
 def cached_explanations(path: str | Path, key: dict, compute) -> ExplanationSet:
@@ -65,7 +60,7 @@ def cached_scorecard(results: FeatureResults, store, sae, model, heldout, folder
     """The :func:`~workbench.analysis.scorecard.scorecard` of ``sae``, saved in ``folder/scorecard.json`` and
     reused while the SAE, the held-out store and the settings are the same."""
     cfg = config or ScorecardConfig()
-    key = {"sae_fingerprint": sae_fingerprint(sae), "config": _json(cfg.to_dict()),
+    key = {"sae_fingerprint": sae_fingerprint(sae), "config": cfg.to_dict(),
            "heldout_identity": _heldout_identity(heldout)}
 
     def compute() -> Scorecard:
@@ -80,7 +75,7 @@ def cached_concept_probing(model, sae, folder: str | Path, config: ProbeConfig |
     """The concept-probing scorecard of ``sae`` (topic probes on the embedded wiki, docs/methods.md §20), saved in
     ``folder/concept_probing.json`` and reused while the SAE and the settings are the same."""
     cfg = config or ProbeConfig()
-    key = {"sae_fingerprint": sae_fingerprint(sae), "config": _json(asdict(cfg))}
+    key = {"sae_fingerprint": sae_fingerprint(sae), "config": asdict(cfg)}  # cached() compares keys after a JSON round trip
     return cached(Path(folder) / PROBING_JSON, key, lambda: concept_probing(model, sae, cfg),
                   load=ProbeScorecard.load, save=lambda c, p: c.save(p.parent))
 
