@@ -67,3 +67,17 @@ def test_the_boundary_protocols_describe_the_real_objects(gemma, real_sae, small
 
     assert isinstance(gemma, ModelLike) and isinstance(real_sae, SAELike) and isinstance(small_store, StoreLike)
     assert not isinstance(small_store, SAELike) and not isinstance(real_sae, StoreLike)
+
+
+def test_exporting_a_bundle_writes_the_same_files_as_the_pieces(real_sae, small_store, real_results, tmp_path):
+    from workbench.report.export import export_neuronpedia
+
+    feats = real_results.alive()[:6].tolist()
+    expl = explain_features(real_results, feats)
+    loose = export_neuronpedia(tmp_path / "loose", real_results, expl, model_id="m", features=feats)
+    bundled = export_neuronpedia(tmp_path / "bundle", AnalysisBundle(real_sae, small_store, real_results, expl),
+                                 model_id="m", features=feats)
+    names = sorted(p.name for p in loose.iterdir())
+    assert "explanations.json" in names and names == sorted(p.name for p in bundled.iterdir())
+    for name in names:
+        assert (loose / name).read_text() == (bundled / name).read_text(), name

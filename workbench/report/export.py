@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
+from workbench.analysis.bundle import unpack
 from workbench.core.persist import atomic_write_text
 
 __all__ = ["EXPLANATION_TYPES", "export_neuronpedia", "explanation_type", "feature_json", "hook_layer_index"]
@@ -105,7 +106,12 @@ def export_neuronpedia(out_dir: str | Path, results, explanations=None, *, model
                        features: Iterable[int] | None = None, features_per_batch: int = 128, n_top: int = 20,
                        dataset: str = "", explainer_name: str = "workbench-token-explainer") -> Path:
     """Write the features (default: every alive one) and their explanations to ``out_dir`` (see the module
-    docstring); returns ``out_dir``. ``explanations``: an ExplanationSet or a mapping feature -> text/unit."""
+    docstring); returns ``out_dir``. ``explanations``: an ExplanationSet or a mapping feature -> text/unit.
+    ``results`` may be an :class:`~workbench.analysis.bundle.AnalysisBundle`; its explanations are used unless
+    ``explanations`` is given."""
+    pieces = unpack(results, explanations=explanations)
+    results = pieces["results"]
+    explanations = explanations if explanations is not None else pieces["explanations"]
     if features_per_batch < 1:
         raise ValueError(f"features_per_batch must be a positive integer, got {features_per_batch}")
     out = Path(out_dir)
