@@ -319,6 +319,25 @@ def _add_sae_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sae-id", help="the SAE's id within --sae-release, e.g. layer_12/width_16k/canonical")
 
 
+def _add_read_options(p: argparse.ArgumentParser, what: str) -> None:
+    """A store and an SAE over it (``features``, ``evaluate``): the positional store, the SAE options, and which
+    hook, how many tokens and which device to read them with."""
+    p.add_argument("store", help="an activation store folder")
+    _add_sae_options(p)
+    p.add_argument("--hook", help="the store's hook to read (default: the SAE's, or the store's only one)")
+    p.add_argument("--tokens", type=_count, default=None, help=f"{what} only the first N tokens (default: all)")
+    p.add_argument("--device", default=None)
+
+
+def _add_found_pieces(p: argparse.ArgumentParser, purpose: str = "") -> None:
+    """The SAE, analysis store and held-out store of a feature-results folder (``explain --score``, ``scorecard``),
+    each found from the results unless named."""
+    p.add_argument("--sae", help=f"the SAE folder{purpose} (default: the one under the run matching the results)")
+    p.add_argument("--store", help=f"the analysis store{purpose} (default: the one the feature results name)")
+    p.add_argument("--heldout", help=f"a store of held-out text{purpose} (default: the run's heldout_store, else "
+                                     "the analysis store's contexts the feature pass did not see)")
+
+
 def build_parser(train: bool = False) -> argparse.ArgumentParser:
     """The one argparse tree. ``train=True`` fills in ``train``'s own options (:mod:`workbench.sae.cli`), which
     import torch; otherwise it is a stub, so ``workbench --help`` and the light commands start fast."""
@@ -359,12 +378,8 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
 
     p = sub.add_parser("features", help="the feature pass: an SAE over a store -> per-feature statistics, top and "
                                         "sampled examples, and the cached sparse codes (resumable)")
-    p.add_argument("store", help="an activation store folder")
-    _add_sae_options(p)
+    _add_read_options(p, "analyse")
     p.add_argument("--out", help="results folder (default runs/features-<store name>)")
-    p.add_argument("--tokens", type=_count, default=None, help="analyse only the first N tokens (default: all)")
-    p.add_argument("--hook", help="the store's hook to read (default: the SAE's, or the store's only one)")
-    p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_features)
 
@@ -374,21 +389,15 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--features", help="which features, e.g. 3,17,200 or 0-99 (default: every alive one)")
     p.add_argument("--score", action="store_true", help="score each explanation's predictions on held-out contexts "
                                                         "(needs the store and the SAE; found from the results)")
-    p.add_argument("--sae", help="the SAE folder, for --score (default: found under the run)")
-    p.add_argument("--store", help="the analysis store, for --score (default: the one the results name)")
-    p.add_argument("--heldout", help="a held-out store, for --score (default: the store's unseen contexts)")
+    _add_found_pieces(p, ", for --score")
     p.add_argument("--out", help="where explanations.json goes (default: the features folder)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("evaluate", help="how well an SAE reconstructs a store's activations: FVU, explained "
                                         "variance, L0, dead and dense features")
-    p.add_argument("store", help="an activation store folder")
-    _add_sae_options(p)
-    p.add_argument("--hook", help="the store's hook (default: the SAE's, or the store's only one)")
-    p.add_argument("--tokens", type=_count, default=None, help="evaluate on the first N tokens (default: all)")
+    _add_read_options(p, "evaluate on")
     p.add_argument("--batch-size", type=_count, default=4096, help="tokens per batch")
-    p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("export", help="export feature results: delphi's latent cache (auto-interp) or Neuronpedia's "
@@ -406,10 +415,7 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("scorecard", help="interpretability scorecard: held-out explanation F1 of features vs MLP "
                                          "neurons vs random directions, special-token and multilingual features")
     p.add_argument("path", help="a run folder (e.g. runs/demo) or a feature-results folder")
-    p.add_argument("--sae", help="the SAE folder (default: the one under the run matching the results)")
-    p.add_argument("--store", help="the analysis store (default: the one the feature results name)")
-    p.add_argument("--heldout", help="a store of held-out text (default: the run's heldout_store, else the "
-                                     "analysis store's contexts the feature pass did not see)")
+    _add_found_pieces(p)
     p.add_argument("--n", type=int, default=200, help="features sampled (and as many neurons and directions)")
     p.add_argument("--train-contexts", type=int, default=256)
     p.add_argument("--heldout-contexts", type=int, default=128)
