@@ -43,6 +43,7 @@ LAYERS = {
     "workbench.intervene": 4,
     "workbench.persona": 5,
     "workbench.diffing": 6,
+    "workbench.audit": 6,
     "workbench.report": 7,
     "workbench.studies": 8,
 }
