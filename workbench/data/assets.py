@@ -188,7 +188,7 @@ def status() -> list[dict]:
     """One row per asset: installed or not, where, and whether its hash checks out."""
     rows = []
     for asset in ASSETS.values():
-        row = {"name": asset.name, "description": asset.description, "licence": asset.licence}
+        row: dict[str, str | bool] = {"name": asset.name, "description": asset.description, "licence": asset.licence}
         try:
             row["path"] = str(asset_path(asset.name))
             row["ok"] = True

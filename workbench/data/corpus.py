@@ -39,7 +39,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,7 @@ def pack_contexts(
     *,
     eos_between_docs: bool = True,
     docs_per_call: int = 64,
-) -> Iterator[PackedBatch]:
+) -> Generator[PackedBatch, None, dict[str, int]]:
     """Tokenise ``docs`` (``add_special_tokens=False``), concatenate them in order and cut fixed contexts.
 
     Packing: each document's tokens are followed by the tokenizer's EOS token (when it has one and
@@ -180,7 +180,7 @@ def pack_contexts(
 def _pack(
     tokenizer: Any, docs: Iterable[Document], context_size: int, bos: int | None, eos: int | None,
     batch_contexts: int, docs_per_call: int,
-) -> Iterator[PackedBatch]:
+) -> Generator[PackedBatch, None, dict[str, int]]:
     prepend_bos = bos is not None
     body = context_size - (1 if prepend_bos else 0)
     per_batch = body * batch_contexts
@@ -253,7 +253,7 @@ def packed_contexts(
 
 
 def _take_contexts(
-    spec: CorpusSpec, gen: Iterator[PackedBatch], n_tokens: int, need: int, context_size: int
+    spec: CorpusSpec, gen: Generator[PackedBatch, None, dict[str, int]], n_tokens: int, need: int, context_size: int
 ) -> Iterator[PackedBatch]:
     got = 0
     while got < need:

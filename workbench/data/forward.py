@@ -24,8 +24,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
@@ -73,8 +73,9 @@ def unsupported_reason(model) -> str | None:
 
 def _hf_config(cfg, n_layers: int):
     if cfg.original_architecture == "Gemma3ForCausalLM":
-        from transformers import Gemma3TextConfig as Config
+        from transformers import Gemma3TextConfig
 
+        Config: Any = Gemma3TextConfig
         types = {"local": "sliding_attention", "global": "full_attention"}
         layer_types = [types[t] for t in (cfg.attn_types or ["global"] * cfg.n_layers)][:n_layers]
         extra = dict(
@@ -91,7 +92,9 @@ def _hf_config(cfg, n_layers: int):
             final_logit_softcapping=None,
         )
     else:
-        from transformers import LlamaConfig as Config
+        from transformers import LlamaConfig
+
+        Config = LlamaConfig
 
         extra = dict(hidden_act=cfg.act_fn, rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rotary_base)})
     return Config(
@@ -165,12 +168,13 @@ def hf_model_from_tl(model, n_layers: int | None = None, causal_lm: bool = False
     config.vocab_size = 1  # the embedding comes from TransformerLens; do not allocate and initialise another
     cls = (Gemma3ForCausalLM if causal_lm else Gemma3TextModel) if gemma else (LlamaForCausalLM if causal_lm else LlamaModel)
     param = next(model.parameters())
+    skip_init: Callable[[], contextlib.AbstractContextManager[Any]]
     try:  # every weight is replaced below: skip HF's random initialisation (about a second)
-        from transformers.initialization import no_init_weights
+        from transformers.initialization import no_init_weights as skip_init
     except ImportError:  # older transformers
-        no_init_weights = contextlib.nullcontext
-    with torch.device(param.device), no_init_weights():
-        hf = cls(config)
+        skip_init = contextlib.nullcontext
+    with torch.device(param.device), skip_init():
+        hf: Any = cls(config)  # one of four HF classes; its submodules (model, embed_tokens) are dynamic attributes
     config.vocab_size = model.cfg.d_vocab
     weights = _hf_weights(model, n_layers, causal_lm)
     if causal_lm:  # built for one token of vocabulary: swap in full-size heads before loading
@@ -226,6 +230,7 @@ class HookForward:
     hooks: list[str]
     path: str
     _run: Callable[[torch.Tensor], dict[str, torch.Tensor]]
+    hf_model: Any = field(default=None, repr=False, compare=False)  # the HF model behind path "hf"
 
     def __call__(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.inference_mode():
@@ -253,7 +258,7 @@ def hf_forward(model, hooks: list[str]) -> HookForward:
     bad = [h for h in hooks if not hf_supports_hook(h)]
     if bad:
         raise ValueError(f"Hooks {bad} have no HF equivalent here; supported: blocks.L.<{_POINT.pattern}>")
-    n_layers = max(hook_layer(h) for h in hooks) + 1
+    n_layers = max(hook_layer(h) or 0 for h in hooks) + 1  # every hook names a layer (hf_supports_hook)
     hf = hf_model_from_tl(model, n_layers=n_layers)
     gemma = model.cfg.original_architecture == "Gemma3ForCausalLM"
     grabbed: dict[str, torch.Tensor] = {}
@@ -270,6 +275,7 @@ def hf_forward(model, hooks: list[str]) -> HookForward:
 
     for hook in hooks:
         match = _POINT.match(hook)
+        assert match is not None  # hf_supports_hook checked every name
         module, where = _hf_site(hf.layers[int(match.group(1))], match.group(2), gemma)
         if where == "input":
             module.register_forward_pre_hook(grabber(hook, where), with_kwargs=True)
@@ -389,6 +395,7 @@ def attach_tl_hooks(hf, model, fwd_hooks) -> list:
         if not hf_supports_editing(name):
             raise ValueError(f"hook {name!r} cannot run on the HF model; supported points: {', '.join(_EDITABLE)}")
         match = _POINT.match(name)
+        assert match is not None  # hf_supports_editing checked the name
         module, where = _hf_site(layers[int(match.group(1))], match.group(2), gemma)
         point = _HookPointName(name)
         if where == "input":

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as dataclasses_replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -133,7 +133,7 @@ def resolve_shard_contexts(config: HarvestConfig, n_contexts: int, out: Path) ->
 
 def _shards(batches: Iterator[PackedBatch], shard_contexts: int) -> Iterator[tuple[np.ndarray, ...]]:
     """Re-cut packed batches into shards of exactly ``shard_contexts`` contexts (last may be short)."""
-    buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    buf: list[tuple[np.ndarray, ...]] = []
     have = 0
     for b in batches:
         buf.append((b.tokens, b.doc_ids, b.positions))
@@ -260,7 +260,7 @@ def harvest(
     n_shards = -(-n_contexts // shard_contexts)
     mine = set(shards_of_rank(n_shards, rank, world))
     target = out if world == 1 else rank_store_dir(out, rank, world)
-    store_args = dict(
+    store_args: dict[str, Any] = dict(
         model_name=spec.model,
         hooks=hooks,
         d_model=d_model,

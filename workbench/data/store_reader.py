@@ -244,7 +244,7 @@ class ActivationStore:
             if check:
                 f.seek(0)
                 h = hashlib.sha256(f.read(header_len))
-            mv = memoryview(out.reshape(-1).view(np.uint8))
+            mv = out.reshape(-1).view(np.uint8).data  # a flat byte memoryview of out
             n, off = mv.nbytes, 0
             while off < n:
                 got = f.readinto(mv[off : off + _CHUNK])
@@ -369,11 +369,11 @@ class ActivationStore:
                 self._read_acts_into(int(s), hook, buf[off : off + rows])
                 off += rows
             n_valid = g1 - g0
+            valid: np.ndarray | None = None
             if skip_bos:  # buffer row of the j-th non-BOS row: skip every row at a multiple of ctx
                 j = np.arange(n_valid, dtype=np.int64)
                 valid = j + j // per_ctx + 1
-            else:
-                valid = None
+            rows_idx: np.ndarray | None
             if shuffle:
                 perm = np.random.default_rng([seed, 1, gi]).permutation(n_valid)
                 rows_idx = valid[perm] if valid is not None else perm
@@ -562,7 +562,7 @@ class ActivationStore:
             "extra": m.get("extra", {}),
         }
 
-    def norm_stats(self, hook: str | None = None, max_tokens: int = 100_000) -> dict[str, float]:
+    def norm_stats(self, hook: str | None = None, max_tokens: int = 100_000) -> dict[str, Any]:
         """Statistics of the L2 norm ``||x||`` over the first ``max_tokens`` non-BOS rows (sequential), plus
         the norm of the mean vector."""
         hook = self._hook(hook)

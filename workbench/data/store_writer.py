@@ -7,7 +7,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ from workbench.data.store_format import (FORMAT, FORMAT_VERSION, LOCK, MANIFEST,
                                          StoreError, _FP16_MAX, _HashingWriter, _TORCH_DTYPE, _as_int_array,
                                          _check_sizes, _hook_files, _normalise_dtype, _now, _read_progress,
                                          _shard_files, _versions, _write_json, write_error)
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 __all__ = ["StoreWriter"]
 
@@ -83,7 +86,7 @@ class StoreWriter:
         self.prepend_bos = bool(prepend_bos)
         self.hook_files = _hook_files(hooks)
         self._torch_dtype = _TORCH_DTYPE[self.dtype]
-        self._lock = None
+        self._lock: BaseFileLock | None = None
         self._closed = False
 
         config = {
@@ -374,7 +377,7 @@ class StoreWriter:
             with open(tmp, "wb") as f:
                 w = _HashingWriter(f)
                 np.lib.format.write_array_header_1_0(w, np.lib.format.header_data_from_array_1_0(arr))
-                w.write(memoryview(arr.reshape(-1).view(np.uint8)))
+                w.write(arr.reshape(-1).view(np.uint8).data)
                 hashed.update(size=w.size, sha256=w.sha.hexdigest())
 
         atomic_write(path, write)
