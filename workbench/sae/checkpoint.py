@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import Tensor
@@ -15,6 +15,9 @@ from workbench.sae.io import read_safetensors
 from workbench.sae.model import SAE
 from workbench.sae.train_config import RunSpec, TrainConfig, lr_multiplier, warmup_multiplier
 from workbench.core.errors import InputError
+
+if TYPE_CHECKING:
+    from workbench.sae.distributed import Distributed
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "Checkpointer", "RunState", "trim_log"]
 
@@ -50,7 +53,8 @@ def _make_adam(params: list[Tensor], lr: float, config: TrainConfig) -> torch.op
 class RunState:
     """An SAE in training: its optimiser, dead-latent counters and the metrics of the current log interval."""
 
-    dist = None  # a workbench.sae.distributed.Distributed when data parallel: gradients and statistics over ranks
+    dist: Distributed | None = None  # when data parallel: gradients and statistics over ranks
+    log_path: Path  # metrics.jsonl, set by the trainer when it opens the logs
 
     def __init__(self, spec: RunSpec, sae: SAE, config: TrainConfig):
         self.spec, self.sae, self.config = spec, sae, config

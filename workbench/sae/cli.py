@@ -108,7 +108,7 @@ def load_sweep(path: str | Path) -> tuple[list[RunSpec], dict[str, Any], dict[st
     except Exception as err:  # yaml.YAMLError / json.JSONDecodeError
         mark = getattr(err, "problem_mark", None)
         where = (f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else
-                 f" at line {err.lineno}, column {err.colno}" if hasattr(err, "lineno") else "")
+                 f" at line {getattr(err, 'lineno')}, column {getattr(err, 'colno')}" if hasattr(err, "lineno") else "")
         problem = getattr(err, "problem", None) or getattr(err, "msg", None) or str(err)
         raise ConfigError(f"the sweep file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}"
                          f"{where}: {' '.join(str(problem).split())}; fix it (see workbench train --help)") from err

@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 
 from workbench.sae.model import DTYPES, SAE
 
+if TYPE_CHECKING:
+    from sae_lens import SAE as LensSAE
+
 __all__ = ["to_sae_lens"]
 
 
-def _is_sae_lens(obj: Any) -> bool:
+def _is_sae_lens(obj: Any) -> TypeGuard[LensSAE]:
     try:
         from sae_lens import SAE as LensSAE
     except ImportError:  # pragma: no cover - sae_lens is a core dependency

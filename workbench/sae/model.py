@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,9 @@ from workbench.sae.architectures import ArchitectureNames, SAEArchitecture, get_
 from workbench.sae.architectures.base import aux_selection
 from workbench.sae.architectures.jumprelu import JumpReLUFunction, StepFunction, rectangle  # noqa: F401 (public)
 from workbench.sae.kernels import SelectedPreActivations, Selection, SparseDecode, Workspace, no_autocast
+
+if TYPE_CHECKING:
+    from typing import Self  # (Python 3.11; annotations only)
 
 Architecture = str  # a registered architecture's name
 # Live views of the registry (workbench.sae.architectures): every name, the TopK family (sparsity set by k), and
@@ -124,7 +127,7 @@ class SAEConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SAEConfig":
+    def from_dict(cls, data: dict) -> Self:
         data = known_fields_only(cls, data, "SAEConfig field(s)")
         if data.get("matryoshka_widths") is not None:
             data["matryoshka_widths"] = tuple(data["matryoshka_widths"])
@@ -241,6 +244,8 @@ class SAE(HookedRootModule):
     ``hook_sae_recons``, ``hook_sae_output`` (``sae.run_with_cache(x)`` or ``sae.hook_sae_acts_post.add_hook``).
     """
 
+    threshold: Tensor  # [d_sae]: the inference threshold of the architectures that have one (set by init_tensors)
+
     def __init__(self, cfg: SAEConfig, metadata: SAEMetadata | None = None, *, seed: int | None = 0,
                  device: str | torch.device = "cpu"):
         super().__init__()
@@ -251,6 +256,7 @@ class SAE(HookedRootModule):
             w_dec = torch.zeros(n, d, dtype=torch.float64)
         else:
             w_dec = torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+            assert cfg.decoder_init_norm is not None  # SAEConfig.__post_init__ fills it from the architecture
             w_dec = w_dec / w_dec.norm(dim=1, keepdim=True) * float(cfg.decoder_init_norm)
         self.W_dec = nn.Parameter(w_dec.to(dtype).contiguous())
         self.W_enc = nn.Parameter(w_dec.to(dtype).clone().t())  # W_dec^T, column-major storage
@@ -339,7 +345,7 @@ class SAE(HookedRootModule):
             self.arch.centre_literal(self)
 
     @torch.no_grad()
-    def folded(self, input_scale: float) -> "SAE":
+    def folded(self, input_scale: float) -> Self:
         """A copy that takes raw activations, for an SAE trained on ``input_scale * x``."""
         out = copy.deepcopy(self)
         s = float(input_scale)
@@ -390,21 +396,26 @@ class SAE(HookedRootModule):
         threshold_free = not arch.selects_for_dense  # the dense path needs no selection
         if sparse is None and threshold_free and density_hint is not None:
             sparse = density_hint <= sparse_max_density
-        sel = aux_sel = None
+        sel: Selection | None = None
+        aux_sel: Selection | None = None
         if sparse is not False or not threshold_free:
             sel, aux_sel = self._selections(x_in.detach(), dead_mask, selection_dtype)
-        use_sparse = sparse if sparse is not None else sel.nnz <= sparse_max_density * n_rows * n
+        # (sel is set whenever sparse is None, whenever use_sparse holds and whenever the architecture selects)
+        use_sparse = sparse if sparse is not None else (sel is not None and sel.nnz <= sparse_max_density * n_rows * n)
         autocast = torch.is_autocast_enabled(x.device.type)
 
         dense = None
+        codes: _SparseCodes | _DenseCodes
+        aux_codes: _SparseCodes | _DenseCodes | None
         if use_sparse:
+            assert sel is not None
             codes = _SparseCodes(self, sel, x_in.detach())
             aux_codes = _SparseCodes(self, aux_sel, x_in.detach()) if aux_sel is not None else None
         elif not autocast and (dense := arch.dense_loss(self, x, x_in, sparsity_scale)) is not None:
             return dense  # a fused dense objective (relu)
         else:
             pre = torch.addmm(self.b_enc, x_in, self.W_enc)
-            mask = sel.dense_mask() if arch.selects_for_dense else None
+            mask = sel.dense_mask() if arch.selects_for_dense and sel is not None else None
             codes = _DenseCodes(pre, mask, self.W_dec)
             aux_codes = _DenseCodes(pre, aux_sel.dense_mask(), self.W_dec) if aux_sel is not None else None
 

@@ -159,7 +159,7 @@ class Trainer:
         self.input_scale = 1.0
         self.step = 0
         self.last_checkpoint: Path | None = None
-        self._wandb = None
+        self._wandb: Any = None  # a wandb run, when wandb_project is set
         self.epoch_log: dict[str, list[dict]] = {self.specs[i].resolved_name: [] for i in self.dist.runs(len(specs))}
         self._eval_samples: dict[str, Tensor] | None = None
 
@@ -175,8 +175,9 @@ class Trainer:
                    else SAE(spec.sae_config(d_in), metadata, seed=seed, device=self.device))
             run = RunState(spec, sae, self.config)
             run.dist = self.dist if self.dist.data_parallel else None
-            if hasattr(sae, "attach_optimizer"):  # lets a model keep masked optimizer state at zero (DFC)
-                sae.attach_optimizer(run.optimizer)
+            attach = getattr(sae, "attach_optimizer", None)  # lets a model keep masked optimizer state at zero (DFC)
+            if attach is not None:
+                attach(run.optimizer)
             self.runs.append(run)
 
     def _check_source(self, source: BatchSource) -> int:
@@ -401,7 +402,7 @@ class Trainer:
                 if held > 0 and hasattr(source, "heldout_batches"):
                     b = min(cfg.batch_size, n, held)
                     with contextlib.suppress(ValueError):  # fewer held-out tokens than one batch: none
-                        out["heldout"] = take_tokens(source.heldout_batches(b), n)  # type: ignore[attr-defined]
+                        out["heldout"] = take_tokens(source.heldout_batches(b), n)
                 out["train"] = take_tokens(source.batches(cfg.batch_size, start_tokens=0), n)
             self._eval_samples = out
         return self._eval_samples
