@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import torch
 from torch import Tensor
@@ -80,10 +80,10 @@ def site_activations(model, sae, hook: str, bugs: Sequence[Bug], *, progress: bo
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def split_halves(groups: Sequence[str]) -> tuple[list[int], list[int]]:
+def split_halves(groups: Sequence[Hashable]) -> tuple[list[int], list[int]]:
     """Indices of a selection half and an evaluation half, split by group (e.g. the file a bug came from), so no
     file is in both: groups in first-seen order alternate between the halves."""
-    order: dict[str, int] = {}
+    order: dict[Hashable, int] = {}
     for g in groups:
         order.setdefault(g, len(order))
     sel = [i for i, g in enumerate(groups) if order[g] % 2 == 0]

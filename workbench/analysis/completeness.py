@@ -62,6 +62,7 @@ from workbench.analysis.feature_kernels import SparseEncoder
 from workbench.analysis.features import resolve_hook
 from workbench.analysis.sigmoid_fit import SigmoidFit, fit_sigmoid
 from workbench.core.persist import read_tagged_json, write_tagged_json
+from workbench.core.protocols import SAELike, StoreLike
 from workbench.data.models import load_tokenizer
 
 __all__ = [
@@ -401,7 +402,7 @@ class CompletenessResult:
                    config=data["config"])
 
 
-def completeness(store, saes: Mapping[str, object], categories: Sequence[Category] | None = None,
+def completeness(store: StoreLike, saes: Mapping[str, SAELike], categories: Sequence[Category] | None = None,
                  config: CompletenessConfig | None = None, *, tokenizer=None, hook: str | None = None,
                  out_path: str | Path | None = None) -> CompletenessResult:
     """Find the concepts in the store's tokens, score every SAE in ``saes`` (name -> SAE, all on the store's hook)

@@ -96,9 +96,9 @@ class PooledUnits:
 
     units: dict[str, Tensor]  # kind -> [n_articles, n_units] float32
     topics: list[str]
-    languages: list[str]
+    languages: list[str | None]  # the documents' own fields (wiki articles always have both)
     train: np.ndarray  # bool [n_articles]: training-split article
-    titles: list[str]
+    titles: list[str | None]
 
 
 def _tokens(tokenizer, text: str, max_tokens: int) -> list[int]:

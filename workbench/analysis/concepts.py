@@ -127,8 +127,10 @@ def builtin_categories(names: Sequence[str] | None = None) -> list[Category]:
 @lru_cache(maxsize=None)
 def _article_names(lang: str) -> frozenset[str]:
     """Titles of the embedded articles of ``lang``, also without a trailing parenthetical ("Mercury (planet)")."""
-    names = set()
+    names: set[str] = set()
     for doc in iter_documents(CorpusSpec(source="wiki", languages=(lang,), split="all")):
+        if doc.title is None:  # wiki documents always have a title
+            continue
         names.add(doc.title)
         names.add(re.sub(r"\s*\([^)]*\)$", "", doc.title))
     return frozenset(names)

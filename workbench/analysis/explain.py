@@ -227,11 +227,11 @@ class TokenExplainer:
             best_f1 = float(f1[j])
             current = union[:, j]
         patterns = [cands[j] for j in chosen]
-        tp = int((current & y).sum())
-        fp = int((current & ~y & valid).sum())
+        n_tp = int((current & y).sum())
+        n_fp = int((current & ~y & valid).sum())
         text = ("fires on " + ", ".join(json.dumps(_pattern_text(p, strings), ensure_ascii=False) for p in patterns)
                 if patterns else "(no predictive tokens)")
-        meta = {"n_firing": n_pos, "train_precision": tp / max(1, tp + fp), "train_recall": tp / max(1, n_pos),
+        meta = {"n_firing": n_pos, "train_precision": n_tp / max(1, n_tp + n_fp), "train_recall": n_tp / max(1, n_pos),
                 "pattern_strings": [_pattern_text(p, strings) for p in patterns]}
         return Explanation(text, patterns, self.name, meta)
 
@@ -489,7 +489,7 @@ def score_features(explanations, store=None, sae=None, contexts: Sequence[int] |
         raise ValueError(f"the results have d_sae={results.d_sae} but the SAE has {sae.cfg.d_sae}: they do not belong "
                          f"together")
     maxes = results.max_activation[feats].tolist() if results is not None else None
-    accs = [None if maxes is None else ScoreAccumulator(m, n_buckets, threshold) for m in (maxes or feats)]
+    accs = [ScoreAccumulator(m, n_buckets, threshold) for m in maxes] if maxes is not None else []
     kept: list[tuple[Tensor, Tensor]] = []
     for i in tqdm(range(0, len(contexts), batch_contexts), desc="score", disable=not progress, leave=False):
         ids, acts = encode_contexts(store, sae, contexts[i:i + batch_contexts], features=feats)

@@ -108,6 +108,7 @@ class OpenAIExplainer:
         return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": user}]
 
     def complete(self, messages: list[dict]) -> str:
+        assert self.base_url is not None  # __post_init__ resolved it or raised
         url = self.base_url.rstrip("/") + "/chat/completions"
         body = json.dumps({"model": self.model, "messages": messages, "temperature": self.temperature,
                            "max_tokens": self.max_tokens}).encode()

@@ -265,7 +265,8 @@ class FeatureResults:
 
         alive = self.alive()
         dens = self.density[alive] if alive.numel() else torch.zeros(1, dtype=torch.float64)
-        order = torch.argsort(self.max_activation[alive], descending=True)[:5] if alive.numel() else []
+        order: Tensor | list[int] = (torch.argsort(self.max_activation[alive], descending=True)[:5]
+                                     if alive.numel() else [])
         rows = [[int(alive[j]), round(float(self.density[int(alive[j])]), 6),
                  round(float(self.max_activation[int(alive[j])]), 3)] for j in order]
         note = (f"{int(alive.numel())} of {self.d_sae} features alive over {self.n_tokens:,} tokens of "

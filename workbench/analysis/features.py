@@ -119,7 +119,7 @@ def resolve_hook(store, sae, hook: str | None = None) -> str:
     meta_hook = getattr(getattr(sae, "metadata", None), "hook_name", None)
     if hook is None:
         if meta_hook in store.hooks:
-            hook = meta_hook
+            hook = str(meta_hook)
         elif len(store.hooks) == 1:
             hook = store.hooks[0]
             if meta_hook and meta_hook not in ("synthetic", hook):
@@ -141,11 +141,11 @@ def _resolve_device(device: str | None, sae) -> torch.device:
     sae_device = sae.device if hasattr(sae, "device") else torch.device("cpu")
     if device is None:
         return sae_device
-    device = torch.device(device)
-    if device.type != sae_device.type:
-        raise ValueError(f"device={str(device)!r} but the SAE's weights are on {sae_device}: move it first "
-                         f"(sae.to({str(device)!r})) or leave device=None to use the SAE's device")
-    return device
+    wanted = torch.device(device)
+    if wanted.type != sae_device.type:
+        raise ValueError(f"device={str(wanted)!r} but the SAE's weights are on {sae_device}: move it first "
+                         f"(sae.to({str(wanted)!r})) or leave device=None to use the SAE's device")
+    return wanted
 
 # ----------------------------------------------------------------------------------------------------------------
 # The pass

@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.core.hardware import torch_threads
+from workbench.core.protocols import ModelLike, SAELike
 from workbench.core.resources import load_resource
 from workbench.data.corpus import CorpusSpec, iter_documents, wiki_article
 from workbench.data.hooks import stop_layer
@@ -142,11 +143,12 @@ def shared_title_groups(n: int, languages: Sequence[str] = ("en", "es", "fr"), *
     These are mostly people and places: their names are the same tokens in every language, so the overlap they show
     is partly shared surface form; compare with the curated groups.
     """
-    keys = None
+    keys: set[str] | None = None
     for lang in languages:
-        titles = {doc.title for doc in iter_documents(CorpusSpec(languages=(lang,), split="all"))}
+        titles = {doc.title for doc in iter_documents(CorpusSpec(languages=(lang,), split="all"))
+                  if doc.title is not None}  # wiki documents always carry their title
         keys = titles if keys is None else keys & titles
-    pool = sorted(keys)
+    pool = sorted(keys or ())
     random.Random(seed).shuffle(pool)
     entries = [{lang: key for lang in languages} for key in pool[: max(0, int(n))]]
     return wiki_probe_groups(entries, languages, sentences=sentences)
@@ -216,7 +218,7 @@ class ProbeActivations:
         return self.features[hook]
 
 
-def _sae_dict(model, saes) -> dict[str, object]:
+def _sae_dict(model: ModelLike, saes: SAELike | Mapping[str, SAELike] | None) -> dict[str, SAELike]:
     if saes is None:
         return {}
     if not isinstance(saes, Mapping):
@@ -319,7 +321,8 @@ def _probe_activations(model, saes, groups, languages, residual_layers, batch_si
             n = len(ids[i])
             n_tok[gi, li] = n - first
             for h, j in resid_hooks.items():
-                resid[j, gi, li] = grabbed[h][r, first:n].mean(0)
+                if resid is not None:  # (resid_hooks is empty when it is None)
+                    resid[j, gi, li] = grabbed[h][r, first:n].mean(0)
             for h, sae in sae_map.items():
                 x = grabbed[h][r, first:n].to(sae.device, sae.dtype)
                 feats[h][gi, li] = sae.encode(x).float().mean(0).cpu()

@@ -271,7 +271,7 @@ class FeatureLayout:
 
     def members(self, cluster: int) -> list[tuple[str, int]]:
         """(SAE, feature) of the points of ``cluster``."""
-        return [self.label(p) for p in np.nonzero(self.cluster == int(cluster))[0]]
+        return [self.label(int(p)) for p in np.nonzero(self.cluster == int(cluster))[0]]
 
     def cluster_of(self, sae: str, feature: int) -> int:
         return int(self.cluster[self.point(sae, feature)])
@@ -287,8 +287,8 @@ class FeatureLayout:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         stem = d / f"layout-{self.key or 'unkeyed'}"
-        arrays = dict(sae=self.sae, feature=self.feature, xy=self.xy, embedding=self.embedding, cluster=self.cluster,
-                      knn=self.knn, knn_cosine=self.knn_cosine)
+        arrays: dict[str, Any] = dict(sae=self.sae, feature=self.feature, xy=self.xy, embedding=self.embedding,
+                                      cluster=self.cluster, knn=self.knn, knn_cosine=self.knn_cosine)
 
         def write_npz(tmp: Path) -> None:
             with open(tmp, "wb") as fh:  # a file object, so numpy does not append ".npz" to the temporary name

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -369,7 +369,7 @@ def compare_explanations(model, sae, store, train_contexts: Sequence[int], test_
     valid = torch.ones(te_ids.shape, dtype=torch.bool)
     if store.prepend_bos:
         valid[:, 0] = False
-    out: dict[str, list] = {}
+    out: dict[str, Any] = {}
     for kind, tr, te, units, labels in (
             ("features", tr_f, te_f, feats, [f"F{int(i)}" for i in feats]),
             ("neurons", tr_n, te_n, neurons,

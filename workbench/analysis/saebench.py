@@ -42,7 +42,7 @@ from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from workbench.analysis.saebench_data import first_letter_vocab, heldout_tokens, local_datasets, probe_dataset
 
@@ -358,7 +358,7 @@ def run_absorption(model: Any, sae: Any, config: SAEBenchConfig, sae_id: str = "
         raise ValueError("absorption: no letter with a good probe has absorption results: raise "
                          "absorption_words_per_letter")
 
-    def sd(values: list[float]) -> float:
+    def sd(values: Sequence[float]) -> float:
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
     fractions = [float(r["mean_absorption_fraction"]) for r in rows]
@@ -402,7 +402,7 @@ def _outer_shape_memo_off() -> Iterator[None]:
 _RUNNERS = {"core": run_core, "sparse_probing": run_sparse_probing, "absorption": run_absorption, "tpp": run_tpp}
 
 
-def parse_evals(evals: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+def parse_evals(evals: str | Sequence[str]) -> tuple[str, ...]:
     """``"core,tpp"`` or a sequence -> a tuple of known eval names (ValueError naming the known ones)."""
     names = [e.strip() for e in (evals.split(",") if isinstance(evals, str) else evals) if e.strip()]
     unknown = [e for e in names if e not in _RUNNERS]

@@ -63,13 +63,13 @@ def probe_dataset(name: str, n_train: int, n_test: int, seed: int = 0) -> tuple[
     if name == "wiki_language_id":
         from workbench.data.wiki_topics import topic_articles
 
-        train: Split = {}
-        test: Split = {}
+        by_lang_train: Split = {}
+        by_lang_test: Split = {}
         for lang in _LANGS:
             arts = topic_articles(lang, "all", topics="shared", seed=seed)  # a seeded hash order: topics mixed
-            texts = [a.doc.text for a in arts[: n_train + n_test]]
-            train[lang], test[lang] = texts[:n_train], texts[n_train:]
-        return train, test
+            lang_texts = [a.doc.text for a in arts[: n_train + n_test]]
+            by_lang_train[lang], by_lang_test[lang] = lang_texts[:n_train], lang_texts[n_train:]
+        return by_lang_train, by_lang_test
     raise ValueError(f"unknown probe dataset {name!r}: the offline ones are {', '.join(PROBE_DATASETS)}")
 
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -243,10 +243,11 @@ def fit_frontier(points: Sequence[ComputeOptimum], *, confidence: float = 0.95, 
     if len({p.compute for p in points}) < 2:
         return FrontierFits(None, None, None, len(points))
     c = [p.compute for p in points]
-    kw = dict(confidence=confidence, n_bootstrap=n_bootstrap, seed=seed)
-    loss = fit_power_law(c, [p.loss for p in points], **kw) if all(p.loss > 0 for p in points) else None
-    return FrontierFits(loss, fit_power_law(c, [p.d_sae for p in points], **kw),
-                        fit_power_law(c, [p.steps for p in points], **kw), len(points))
+    def fit(y: Sequence[float]) -> PowerLawFit:
+        return fit_power_law(c, y, confidence=confidence, n_bootstrap=n_bootstrap, seed=seed)
+
+    loss = fit([p.loss for p in points]) if all(p.loss > 0 for p in points) else None
+    return FrontierFits(loss, fit([p.d_sae for p in points]), fit([p.steps for p in points]), len(points))
 
 
 @dataclass
@@ -358,7 +359,7 @@ class ScalingFits:
 
     def table(self) -> list[dict]:
         """One row per fitted law: what, exponent, its intervals, points used."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         for what, fit in (("loss* ~ C^b", self.loss), ("d_sae* ~ C^b", self.features), ("steps* ~ C^b", self.steps)):
             if fit is None:
                 rows.append({"law": what, "exponent": None, "ci": None, "bootstrap_ci": None, "n": 0})

@@ -410,7 +410,10 @@ def _language_section(results: FeatureResults, store, sample: list[int], min_lan
     n_lang = (counts > 0).sum(1)
     alive = results.alive()
     multi = n_lang >= min_languages
-    lang, _ = token_languages(store)
+    tl = token_languages(store)
+    if tl is None:  # (not reached: feature_languages found the wiki's languages)
+        return None
+    lang, _ = tl
     analysed = lang[:results.n_contexts]
     if store.prepend_bos:
         analysed = analysed[:, 1:]
@@ -486,8 +489,8 @@ def scorecard(results, store=None, sae=None, model=None, *, heldout=None, config
                                    batch_contexts=cfg.batch_contexts)
     he_ids, he_f = encode_contexts(held_store, sae, held_ctx, features=sample, hook=hook,
                                    batch_contexts=cfg.batch_contexts)
-    tr_valid = _valid_mask(*tr_ids.shape, store.prepend_bos)
-    he_valid = _valid_mask(*he_ids.shape, held_store.prepend_bos)
+    tr_valid = _valid_mask(tr_ids.shape[0], tr_ids.shape[1], store.prepend_bos)
+    he_valid = _valid_mask(he_ids.shape[0], he_ids.shape[1], held_store.prepend_bos)
     timings["encode_features_s"] = time.perf_counter() - t
     vocab = _vocab_for(tr_ids, results.vocab, tokenizer)
     units: dict[str, UnitScores] = {}

@@ -156,7 +156,7 @@ def features_for_text(model, sae, text: str, *, span: str | tuple[int, int] | No
     corpus_max = results.max_activation.to(torch.float32) if results is not None else None
     rel = mx / corpus_max.clamp_min(1e-12) if corpus_max is not None else None
     base = mx if by == "max" else mean
-    score = base / corpus_max.clamp_min(1e-12) if relative else base
+    score = base / corpus_max.clamp_min(1e-12) if relative and corpus_max is not None else base
     score = torch.where(n_active > 0, score, torch.full_like(score, float("-inf")))
     k = min(top_n, int((n_active > 0).sum()))
     top = torch.topk(score, k).indices.tolist() if k else []

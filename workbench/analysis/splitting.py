@@ -91,7 +91,7 @@ class TokenCodes:
         """The sorted token rows where ``feature`` fires."""
         if not 0 <= int(feature) < self.d_sae:
             raise ValueError(f"feature index {feature} out of range [0, {self.d_sae})")
-        if self._order is None:
+        if self._order is None or self._starts is None:  # (computed together)
             self._order = torch.argsort(self.feats, stable=True)
             self._starts = torch.cat([torch.zeros(1, dtype=torch.int64), self.counts.cumsum(0)])
         s, e = int(self._starts[feature]), int(self._starts[feature + 1])
