@@ -114,7 +114,7 @@ def prompt_tokens(model, prompt: str | Tensor | Sequence[int]) -> Tensor:
             raise ValueError("the prompt is empty: give some text (a base model needs at least a few words)")
         tok = model.tokenizer
         bos = getattr(tok, "bos_token", None)
-        prepend = bool(bos) and not prompt.startswith(bos)
+        prepend = not prompt.startswith(bos) if bos else False
         ids = tok(prompt, add_special_tokens=False)["input_ids"]
         if prepend:
             ids = [int(tok.bos_token_id)] + list(ids)
@@ -217,6 +217,7 @@ def generate(model, prompt: str | Tensor | Sequence[int], config: GenerationConf
     tokens = ids.to(device)[None].expand(n, -1).contiguous()
     positions = _Positions(n)
     hooks = list(fwd_hooks(positions) if callable(fwd_hooks) else fwd_hooks)
+    step_fn: Callable[[Tensor], Tensor]
     if _use_hf(model, hooks, cfg.backend):
         step_fn = _HFDecoder(model, hooks, positions)
         context = contextlib.nullcontext()

@@ -188,13 +188,14 @@ class FeatureClamp(Steering):
 class AddVector(Steering):
     """Add ``vector`` [d_model] at every steered position."""
 
-    vector: Tensor = field(default=None, repr=False)
+    vector: Tensor | None = field(default=None, repr=False)  # required: None only as the dataclass default
 
     def __post_init__(self) -> None:
         if self.vector is None or self.vector.ndim != 1:
             raise ValueError("AddVector needs a 1-d vector= of size d_model")
 
     def apply(self, x: Tensor) -> Tensor:
+        assert self.vector is not None  # __post_init__ refused None
         return add_vector(x, self.vector)
 
 
@@ -273,7 +274,8 @@ def mean_activation(model, hook: str, examples: Sequence[SteeringExample]) -> Te
 
     if not examples:
         raise ValueError("no examples: give at least one SteeringExample")
-    total, count = None, 0
+    total: Tensor | None = None
+    count = 0
     for ex in examples:
         if not ex.completion:
             raise ValueError(f"example with prompt {ex.prompt[:40]!r} has an empty completion")
@@ -285,6 +287,7 @@ def mean_activation(model, hook: str, examples: Sequence[SteeringExample]) -> Te
         x = hook_activations(model, ids[None], hook)[0, lo:].to(torch.float32).cpu()
         total = x.sum(0) if total is None else total + x.sum(0)
         count += x.shape[0]
+    assert total is not None  # examples is not empty
     return total / count
 
 
@@ -326,7 +329,7 @@ def contrast_completions(model, sae, positive: Sequence[SteeringExample], negati
     diff = ma - mb
     score = diff / ((fa.var(0, unbiased=False) + fb.var(0, unbiased=False)) / 2).sqrt().clamp_min(1e-8)
     score = torch.where(diff == 0, torch.zeros_like(score), score)
-    key = {"score": score, "diff": diff}.get(by)
+    key = score if by == "score" else diff
     if by == "relative":
         mx = torch.as_tensor(max_activations, dtype=torch.float32)
         if mx.shape != diff.shape:

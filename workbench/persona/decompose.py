@@ -51,7 +51,7 @@ class Decomposition:
     top: list[tuple[int, float]]
     reconstruction: dict[int, float]
     baseline: dict[int, float]
-    cosines: Tensor = field(repr=False, default=None)
+    cosines: Tensor | None = field(repr=False, default=None)
 
     def to_dict(self) -> dict:
         return {"top": [{"feature": i, "cosine": round(c, 4)} for i, c in self.top],

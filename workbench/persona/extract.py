@@ -35,7 +35,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -118,7 +118,7 @@ def generate_responses(model, trait: Trait | str, judge, config: ExtractConfig |
     cfg = config or ExtractConfig()
     trait = load_trait(trait)
     questions = (trait.extract_questions if cfg.split == "extract" else trait.eval_questions)[: cfg.n_questions]
-    gcfg = dict(max_new_tokens=cfg.max_new_tokens, n_samples=cfg.n_samples, temperature=cfg.temperature)
+    gcfg: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, n_samples=cfg.n_samples, temperature=cfg.temperature)
     out: list[Response] = []
     jobs = [(i, q) for i in range(cfg.n_pairs) for q in questions]
     for k, (i, q) in enumerate(tqdm(jobs, desc=f"responses {trait.name}", disable=not progress)):

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import AbstractSet, Protocol, Sequence
+from typing import AbstractSet, Any, Protocol, Sequence
 
 import torch
 
@@ -101,7 +101,7 @@ def coherence_score(text: str, known: AbstractSet[str] | None = None) -> tuple[f
     chars = [c for c in text if not c.isspace()]
     letters = sum(c.isalpha() for c in chars) / max(len(chars), 1)
     score = 100.0 * min(1.0, distinct / 0.6) * (1.0 - repeated) * min(1.0, letters / 0.7)
-    info = {"words": len(words), "distinct": round(distinct, 3), "repeated_trigrams": round(repeated, 3),
+    info: dict[str, Any] = {"words": len(words), "distinct": round(distinct, 3), "repeated_trigrams": round(repeated, 3),
             "letters": round(letters, 3)}
     if known is not None:
         share, unknown = known_share(text, known)
@@ -176,7 +176,7 @@ def _agreement(pred: Sequence[float], gold: Sequence[float], key: str) -> dict:
 def judge_agreement(judge: Judge, trait: Trait | str | None = None) -> dict:
     """How well ``judge`` matches the trait file's hand labels: mean absolute error, Pearson r and the accuracy of
     the >= 50 decision, for the trait score and for coherence."""
-    trait = load_trait(trait if trait is not None else judge.trait)
+    trait = load_trait(trait if trait is not None else getattr(judge, "trait"))  # RubricJudge, OpenAIJudge
     if not trait.labelled:
         raise ValueError(f"trait {trait.name!r} has no 'labelled' responses to check a judge against: add some to "
                          "its file")

@@ -54,8 +54,9 @@ class OpenAIJudge:
         self.base_url, self.model = self._client.base_url, self._client.model
 
     def messages(self, question: str, response: str) -> list[dict]:
-        rubric = self.trait.rubric.get("llm") or f"Score 0-100 how much the answer shows: {self.trait.description}"
-        user = (f"Trait: {self.trait.name}. {self.trait.description}\nRubric: {rubric}\n\n"
+        trait = load_trait(self.trait)  # already a Trait (__post_init__): returned as it is
+        rubric = trait.rubric.get("llm") or f"Score 0-100 how much the answer shows: {trait.description}"
+        user = (f"Trait: {trait.name}. {trait.description}\nRubric: {rubric}\n\n"
                 f"Question: {question}\nAnswer: {response}\n\n{_FORMAT}")
         return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": user}]
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from torch import Tensor
 from torch.nn.functional import cosine_similarity
 
 from workbench.core.hardware import torch_threads
@@ -94,7 +95,7 @@ def load_ref(ref: CheckpointRef | str | Path, device: str | None = None):
         raise ValueError(f"checkpoint {ref.name!r} is a hub model but the HF hub cannot be reached from this "
                          "machine: download the checkpoints elsewhere and pass their local folders, or use "
                          "fine-tuning checkpoints (workbench.persona.finetune)")
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if ref.step is not None:
         kwargs["checkpoint_value"] = int(ref.step)
     if ref.revision is not None:
@@ -145,7 +146,10 @@ def trace_checkpoints(checkpoints: Sequence, trait: Trait | str, judge=None, *, 
                        "config" in reference.meta else ExtractConfig())
     fixed = _reference_responses(reference) if responses == "fixed" else None
     refs = [_as_ref(c) for c in checkpoints]
-    vectors, norms, kept, model = [], [], [], None
+    vectors: list[Tensor] = []
+    norms: list[Tensor] = []
+    kept: list[int] = []
+    model = None
     for i, ref in enumerate(refs):
         model = load_ref(ref)
         if fixed is not None:
@@ -160,6 +164,7 @@ def trace_checkpoints(checkpoints: Sequence, trait: Trait | str, judge=None, *, 
             raise ValueError(f"checkpoint {ref.name!r} has vectors of shape {tuple(pv.vectors.shape)}, the first one "
                              f"{tuple(vectors[0].shape)}: all checkpoints must share one architecture")
         vectors.append(pv.vectors)
+        assert pv.resid_norm is not None  # extraction records the residual norm at every layer
         norms.append(pv.resid_norm)
         kept.append(int(pv.meta.get("pairs_kept", 0)))
         if i < len(refs) - 1 and ref.model is None:

@@ -154,7 +154,7 @@ def trait_from_dict(data: dict, where: str = "trait", sha256: str | None = None)
                  tuple(labelled), digest, where)
 
 
-def load_trait(name_or_path: str | Path) -> Trait:
+def load_trait(name_or_path: Trait | str | Path) -> Trait:
     """A shipped trait by name (``shipped_traits()``) or a trait file by path."""
     if isinstance(name_or_path, Trait):
         return name_or_path
