@@ -71,7 +71,7 @@ def tokenize_with_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[i
         raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer and gives no character offsets: load "
                          f"the model's fast tokenizer (transformers' AutoTokenizer with use_fast=True)")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    return list(enc["input_ids"]), [tuple(map(int, o)) for o in enc["offset_mapping"]]
+    return list(enc["input_ids"]), [(int(o[0]), int(o[1])) for o in enc["offset_mapping"]]
 
 
 def special_positions(tokenizer, ids: Sequence[int]) -> list[int]:

@@ -75,7 +75,7 @@ def vocabulary_evidence(results, latents: Sequence[int], *, weights: Sequence[fl
                         n_logits: int = 10, n_examples: int = 5, top: int = 15) -> list[tuple[str, float]]:
     """Words the given latents promote (top logit effects) and fire on (the token of each top example), summed
     over latents with ``weights`` (default 1 each). ``results``: the fine-tune side's FeatureResults."""
-    score: Counter = Counter()
+    score: dict[str, float] = {}
     for i, j in enumerate(latents):
         w = 1.0 if weights is None else float(weights[i])
         rep = results.feature(int(j))
@@ -84,12 +84,17 @@ def vocabulary_evidence(results, latents: Sequence[int], *, weights: Sequence[fl
         if rep.logits is not None:
             for tok in rep.logits.top_tokens[:n_logits]:
                 for word in _words(tok):
-                    score[word] += w
+                    score[word] = score.get(word, 0) + w
         for ex in rep.top[:n_examples]:
             tok = ex.tokens[ex.index] if 0 <= ex.index < len(ex.tokens) else ""
             for word in _words(tok):
-                score[word] += w
-    return [(word, round(v, 3)) for word, v in score.most_common(top)]
+                score[word] = score.get(word, 0) + w
+    return [(word, round(v, 3)) for word, v in _most_common(score, top)]
+
+
+def _most_common(scores: dict[str, float], n: int) -> list[tuple[str, float]]:
+    """The ``n`` largest items, ties in insertion order (``Counter.most_common`` for float scores)."""
+    return sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:n]
 
 
 def behaviour_evidence(base, tuned, prompts: Sequence[str], *, max_new_tokens: int = 40, top: int = 15,
@@ -100,7 +105,7 @@ def behaviour_evidence(base, tuned, prompts: Sequence[str], *, max_new_tokens: i
     from workbench.intervene.generation import GenerationConfig, generate
 
     cfg = GenerationConfig(max_new_tokens=max_new_tokens, n_samples=1, temperature=0.0, seed=seed)
-    replies = {"base": [], "tuned": []}
+    replies: dict[str, list[str]] = {"base": [], "tuned": []}
     for p in prompts:
         for name, model in (("base", base), ("tuned", tuned)):
             replies[name].append(generate(model, chat_prompt(model, p), cfg).texts[0])
@@ -117,7 +122,8 @@ def _mean_difference(base, tuned, prompts: Sequence[str], read, skip_first: int)
 
     from workbench.data.chat import chat_prompt
 
-    total, n = None, 0
+    total: torch.Tensor | None = None
+    n = 0
     for p in prompts:
         ids = torch.tensor([tuned.tokenizer(chat_prompt(tuned, p), add_special_tokens=False)["input_ids"]])
         with torch.no_grad():
@@ -127,16 +133,17 @@ def _mean_difference(base, tuned, prompts: Sequence[str], read, skip_first: int)
         n += rows[0].shape[0]
     if not n:
         raise ValueError("no prompt positions to compare: give prompts longer than skip_first tokens")
+    assert total is not None  # (n > 0)
     return total / n
 
 
 def _promoted_words(scores, tokenizer, top: int) -> list[tuple[str, float]]:
     """The ``top`` words of the highest-scoring tokens (``scores`` [vocab]); a word scores its best token's score."""
-    best: Counter = Counter()
+    best: dict[str, float] = {}
     for tid in scores.topk(20 * top).indices.tolist():
         for word in _words(tokenizer.decode([tid])):
-            best[word] = max(best[word], float(scores[tid]))
-    return [(w, round(v, 3)) for w, v in best.most_common(top)]
+            best[word] = max(best.get(word, 0), float(scores[tid]))
+    return [(w, round(v, 3)) for w, v in _most_common(best, top)]
 
 
 def difference_evidence(base, tuned, prompts: Sequence[str], hook: str, *, top: int = 15, skip_first: int = 1,

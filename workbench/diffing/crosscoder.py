@@ -161,7 +161,7 @@ class Crosscoder(SAE):
             raise ValueError("Crosscoder needs a CrosscoderConfig (d_models, partition), not a plain SAEConfig")
         super().__init__(cfg, metadata, seed=seed, device=device)
         self.partition = Partition(cfg.d_sae, cfg.a_only, cfg.b_only)
-        self._optimizer_ref = None
+        self._optimizer_ref: weakref.ref[torch.optim.Optimizer] | None = None
         zero_forbidden_(self.partition, cfg.d_models, self.W_enc.data, self.W_dec.data)
 
     # ----- per-model views ------------------------------------------------------------------------------------
@@ -261,6 +261,7 @@ class Crosscoder(SAE):
                 and bool(dead_mask.any()):
             dead = dead_mask.nonzero().squeeze(1)
             dead_pre = F.relu(pre[:, dead])
+            assert cfg.aux_k is not None  # SAEConfig.__post_init__ fills it
             k_aux = min(int(cfg.aux_k), dead.numel())
             top = dead_pre.topk(k_aux, dim=1)
             aux_f = torch.zeros_like(dead_pre).scatter(1, top.indices, top.values)

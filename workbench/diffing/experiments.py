@@ -14,6 +14,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any, TypedDict
 
 from workbench.core.home import cache_dir
 
@@ -24,7 +25,12 @@ __all__ = ["CROSS_ARCHITECTURE_DFC", "OPINION_TEMPLATE", "DiffSizes", "cross_arc
 
 # the cross-architecture DFC: 10% of the latents exclusive to each model, 4 of k = 32 slots per exclusive block
 # (docs/methods.md §17; chosen on the Gemma-vs-SmolLM2 diff, where the papers' setting left Gemma's block dead)
-CROSS_ARCHITECTURE_DFC = {"exclusive_fraction": 0.10, "exclusive_k_share": 0.125}
+class _ExclusiveShares(TypedDict):
+    exclusive_fraction: float
+    exclusive_k_share: float
+
+
+CROSS_ARCHITECTURE_DFC: _ExclusiveShares = {"exclusive_fraction": 0.10, "exclusive_k_share": 0.125}
 
 
 def is_smoke(profile: str | None = None) -> bool:
@@ -174,7 +180,7 @@ def crosscoder_specs(paired, sizes: DiffSizes) -> list:
     ``sizes.l1_sweep`` (named ``l1-<coefficient>``). ``sizes.weighting`` applies to all of them."""
     from workbench.diffing.paired_store import crosscoder_spec
 
-    common = dict(lr=sizes.lr, weighting=sizes.weighting)
+    common: dict[str, Any] = dict(lr=sizes.lr, weighting=sizes.weighting)
     specs = [crosscoder_spec(paired, "relu", sizes.d_sae, l1_coefficient=sizes.l1_coefficient, name="l1", **common),
              crosscoder_spec(paired, "batchtopk", sizes.d_sae, k=sizes.k, name="batchtopk", **common),
              crosscoder_spec(paired, "batchtopk", sizes.d_sae, k=sizes.k, dedicated=True, name="dfc",

@@ -267,10 +267,11 @@ class PairedStore:
 
     def __init__(self, path: Path, info: dict, a: ActivationStore, b: ActivationStore):
         self.path, self.info, self.a, self.b = path, info, a, b
-        self.d_models: tuple[int, int] = tuple(int(d) for d in info["d_models"])  # type: ignore[assignment]
-        self.model_scales: tuple[float, float] = tuple(float(s) for s in info["model_scales"])  # type: ignore
-        self.models: tuple[str, str] = tuple(info["models"])  # type: ignore[assignment]
-        self.hooks: tuple[str, str] = tuple(info["hooks"])  # type: ignore[assignment]
+        d_models, scales = info["d_models"], info["model_scales"]  # one entry per model: a, then b
+        self.d_models: tuple[int, int] = (int(d_models[0]), int(d_models[1]))
+        self.model_scales: tuple[float, float] = (float(scales[0]), float(scales[1]))
+        self.models: tuple[str, str] = tuple(info["models"])
+        self.hooks: tuple[str, str] = tuple(info["hooks"])
         self.balanced = "norm"
         self._languages = {int(d["doc_id"]): d.get("language") for d in info.get("documents", [])}
         self._kinds = {int(d["doc_id"]): d.get("kind") for d in info.get("documents", [])}

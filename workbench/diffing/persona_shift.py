@@ -20,10 +20,13 @@ here knows what the fine-tune taught. The vectors at the audit's size and the wh
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from workbench.persona.extract import PersonaVector
 
 __all__ = ["moved_trait", "persona_shifts", "prompt_residuals"]
 
@@ -65,7 +68,7 @@ def _projection_stats(base_rows: Sequence[Tensor], tuned_rows: Sequence[Tensor],
             "base_mean": float(pb.mean()), "tuned_mean": float(pt.mean())}
 
 
-def persona_shifts(base, tuned, prompts: Sequence[str], vectors: Mapping[str, object], layer: int, *,
+def persona_shifts(base, tuned, prompts: Sequence[str], vectors: Mapping[str, PersonaVector], layer: int, *,
                    skip_first: int = 1) -> list[dict]:
     """One row per trait (see the module docstring), largest ``|z|`` first: ``trait``, ``shift``, ``shift_last``,
     ``z``, ``cosine``, ``chance_cosine``, ``control_z``, ``control_cosine``, ``base_mean``, ``tuned_mean``.
@@ -86,8 +89,9 @@ def persona_shifts(base, tuned, prompts: Sequence[str], vectors: Mapping[str, ob
         row = {"trait": trait, **_projection_stats(base_rows, tuned_rows, vec),
                "chance_cosine": 1 / math.sqrt(d_model), "control_z": float("nan"),
                "control_cosine": float("nan")}
-        if getattr(pv, "shuffled", None) is not None:
-            ctrl = _projection_stats(base_rows, tuned_rows, pv.shuffled[int(layer)])
+        shuffled = getattr(pv, "shuffled", None)
+        if shuffled is not None:
+            ctrl = _projection_stats(base_rows, tuned_rows, shuffled[int(layer)])
             row["control_z"], row["control_cosine"] = ctrl["z"], ctrl["cosine"]
         rows.append(row)
     rows.sort(key=lambda r: -abs(r["z"]) if math.isfinite(r["z"]) else 0.0)
