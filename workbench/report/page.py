@@ -285,8 +285,8 @@ def write_report(path: str | Path, results, sae_metrics: Mapping[str, Any], expl
     if scorecard is not None and not isinstance(scorecard, Scorecard):
         scorecard = Scorecard.load(scorecard)
     probing_section = (f"<h2>Concept probing</h2>{probing_html(probing)}" if probing is not None else "")
-    cfg = replace(order_config or ReadingOrderConfig(), max_density=max_density,
-                  **({} if n_sample is None else {"sample_size": int(n_sample)}))
+    sampled: dict[str, Any] = {} if n_sample is None else {"sample_size": int(n_sample)}
+    cfg = replace(order_config or ReadingOrderConfig(), max_density=max_density, **sampled)
     order = reading_order(results, store=store, concept_scores=concept_scores, config=cfg, tokenizer=tokenizer)
     if features is not None:
         feats = [results.check_index(i) for i in features]

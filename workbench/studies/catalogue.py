@@ -54,11 +54,12 @@ def heldout_files(kind: str = "py", heldout_fraction: float | None = None) -> li
 
 
 def heldout_bugs(n_files: int = 20, per_file: int = 4, rules=tuple(BUG_RULES), seed: int = 0
-                 ) -> tuple[list[Bug], list[str]]:
+                 ) -> tuple[list[Bug], list[str | None]]:
     """Bugs planted in function snippets of the first ``n_files`` held-out stdlib files: up to ``per_file`` snippets
     per file, every rule in ``rules`` on each (a rule that finds no place is skipped). Returns the bugs and, for
     each, the file it came from."""
-    out, files = [], []
+    out: list[Bug] = []
+    files: list[str | None] = []  # the documents' titles (a code document's is its file name)
     for i in heldout_files("py")[:n_files]:
         doc = code_document("py", i)
         for j, snip in enumerate(snippets(doc.text)[:per_file]):

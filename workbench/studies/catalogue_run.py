@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -105,7 +106,7 @@ def run_catalogue(study, config: CatalogueConfig | None = None, progress: bool =
     c_bugs = heldout_c_bugs(cfg.n_c, seed=cfg.seed)
     c_sites = site_activations(model, sae, hook, c_bugs) if c_bugs else None
     mx = max_activations(store, sae)
-    candidates = []
+    candidates: list[dict[str, Any]] = []
     for f in cands:
         codes = _store_codes(store, sae, f)
         acts, windows = _windows(store, codes, tok)

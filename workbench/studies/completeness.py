@@ -13,6 +13,7 @@ from typing import Sequence
 
 from workbench.analysis.completeness import CompletenessConfig, CompletenessResult, completeness
 from workbench.analysis.concepts import Category, corpus_categories
+from workbench.sae.model import SAE
 from workbench.sae.train import RunSpec, train, training_dir
 from workbench.studies.profile import Profile, StandardSAE, standard_sae, standard_training
 
@@ -31,7 +32,7 @@ def study_sizes(profile: Profile, factor: int = 4) -> list[int]:
     return [profile.d_sae // factor, profile.d_sae * factor]
 
 
-def train_sizes(standard: StandardSAE, d_saes: Sequence[int]) -> dict[str, object]:
+def train_sizes(standard: StandardSAE, d_saes: Sequence[int]) -> dict[str, SAE]:
     """SAEs of other sizes trained exactly like ``standard``'s (same store, held-out split, architecture, k, batches
     and token count), in one pass of the multi-SAE trainer and cached next to it. Returns ``{"<arch>-<d_sae>": sae}``
     for ``d_saes`` plus the standard SAE, ordered by size."""
@@ -54,7 +55,7 @@ class CompletenessStudy:
     categories scanned, the result and where it was saved."""
 
     standard: StandardSAE
-    saes: dict[str, object]
+    saes: dict[str, SAE]
     categories: list[Category]
     result: CompletenessResult
     path: Path

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -153,8 +154,8 @@ def _epoch_lines(epochs: list[dict]) -> list[str]:
 def run_demo(out: str | Path = "runs/demo", n_tokens: int | None = None, model_name: str = DEFAULT_MODEL,
              config: DemoConfig | None = None) -> dict:
     """Run the whole pipeline into ``out`` and print where the report is."""
-    cfg = config or DemoConfig(out=str(out), model=model_name,
-                               **({"n_tokens": int(n_tokens)} if n_tokens is not None else {}))
+    sized: dict[str, Any] = {"n_tokens": int(n_tokens)} if n_tokens is not None else {}
+    cfg = config or DemoConfig(out=str(out), model=model_name, **sized)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     timer = StepTimer()

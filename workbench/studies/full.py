@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from workbench.analysis.features import FeatureResults
 from workbench.analysis.scorecard import ScorecardConfig
 from workbench.core.persist import atomic_write_text
 from workbench.core.timing import StepTimer
@@ -65,6 +66,7 @@ def run_full(out: str | Path = "runs/full", model_name: str = DEFAULT_MODEL, *, 
     metrics.update({f"downstream_{k}": v for k, v in downstream_metrics(model, sae, tokens).to_dict().items()})
     lap("evaluate")
     results = study.features()
+    assert isinstance(results, FeatureResults)  # the standard study holds one SAE
     lap("features")
     folder = study.features_dir()
     explanations = scored_explanations(results, sae, heldout, folder, progress=prof.progress)

@@ -122,4 +122,6 @@ def multilingual_study(standard: StandardSAE | None = None, *, threads: int | No
     groups = {"wiki": wiki_probe_groups(), "concepts": concept_probe_groups()}
     probes = {name: probe_activations(std.model, std.sae, g, progress=std.profile.progress, threads=threads)
               for name, g in groups.items()}
-    return MultilingualStudy(standard=std, results=std.features(), probes=probes)
+    results = std.features()
+    assert isinstance(results, FeatureResults)  # the standard study holds one SAE
+    return MultilingualStudy(standard=std, results=results, probes=probes)

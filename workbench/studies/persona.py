@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 
 from workbench.core.cache import cached
 from workbench.core.home import cache_dir
-from workbench.persona.extract import (SHUFFLE_METHOD, ExtractConfig, PersonaVector, extract_persona_vector,
-                                      rejudge, stored_responses, vector_from_responses)
+from workbench.persona.extract import (SHUFFLE_METHOD, ExtractConfig, PersonaVector, Response,
+                                      extract_persona_vector, rejudge, stored_responses, vector_from_responses)
 from workbench.persona.finetune import FinetuneConfig
 from workbench.persona.judge import RubricJudge
 from workbench.persona.steer import SteerConfig
@@ -83,6 +83,7 @@ def persona_vector(model, trait, judge=None, *, sizes: PersonaSizes | None = Non
 
     def compute() -> PersonaVector:
         stale = _load_or_none(path)  # an older control: rebuilt from its stored judged responses (no generation)
+        responses: list[Response] | None
         if stale is not None:
             responses = stored_responses(stale)
         else:

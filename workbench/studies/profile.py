@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, overload
 
 from torch import Tensor
 
@@ -174,7 +174,13 @@ class StudySAEs:
             folder += "-" + hashlib.sha256(json.dumps(diff, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return self.run_dir / name / folder
 
-    def features(self, name: str | None = None, **config) -> FeatureResults | dict[str, FeatureResults]:
+    @overload
+    def features(self, name: str, **config: Any) -> FeatureResults: ...
+
+    @overload
+    def features(self, name: None = None, **config: Any) -> FeatureResults | dict[str, FeatureResults]: ...
+
+    def features(self, name: str | None = None, **config: Any) -> FeatureResults | dict[str, FeatureResults]:
         """The feature analysis (:func:`workbench.analysis.features.compute_features`, with logit effects) of SAE
         ``name`` over the store, cached in :meth:`features_dir`; ``config`` overrides :meth:`feature_config`
         fields. Without ``name``: the only SAE's results, or with several SAEs a dict name -> results."""
@@ -334,8 +340,10 @@ def train_nested(source, sizes: Sequence[int], config: TrainConfig, out_base: st
         raise ValueError(f"lr_scale must be positive, got {lr_scale}")
     if lr_scale != 1.0 and "lr" in spec_options:
         raise ValueError("give either lr (one rate for every size) or lr_scale (a multiple of each size's default)")
-    specs = [RunSpec(architecture, s, k=k, **spec_options,
-                     **({"lr": lr_scale * default_lr(architecture, s)} if lr_scale != 1.0 else {})) for s in sizes]
+    def options(size: int) -> dict[str, Any]:
+        return {**spec_options, **({"lr": lr_scale * default_lr(architecture, size)} if lr_scale != 1.0 else {})}
+
+    specs = [RunSpec(architecture, s, k=k, **options(s)) for s in sizes]
     run_dir = training_dir(out_base, specs, config, source)
     trained = train(specs, config, source, run_dir, progress=progress)
     return {s.resolved_name: trained.runs[s.resolved_name].sae for s in specs}, run_dir
