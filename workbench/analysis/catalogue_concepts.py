@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from workbench.core.protocols import ModelLike, SAELike
+
 __all__ = ["CONCEPT_TEXTS", "JUDGES", "abstract_concrete", "bucket_specificity", "text_max_codes"]
 
 JUDGES: dict[str, Callable[[str], bool]] = {
@@ -111,7 +113,7 @@ NEUTRAL_TEXTS = [
 
 
 @torch.no_grad()
-def text_max_codes(model, sae, hook: str, texts: Sequence[str]) -> Tensor:
+def text_max_codes(model: ModelLike, sae: SAELike, hook: str, texts: Sequence[str]) -> Tensor:
     """Each text's max SAE code per feature over its tokens (BOS excluded) [n_texts, d_sae]."""
     from workbench.analysis.search import hook_activations, tokenize_with_offsets
 

@@ -17,6 +17,7 @@ from typing import Hashable, Sequence
 import torch
 from torch import Tensor
 
+from workbench.core.protocols import ModelLike, SAELike
 from workbench.analysis.search import hook_activations, tokenize_with_offsets
 from workbench.data.code_bugs import Bug, token_span
 
@@ -44,7 +45,7 @@ def writes_traceback(text: str) -> bool:
 
 
 @torch.no_grad()
-def _codes(model, sae, hook: str, text: str, cache: dict) -> tuple[Tensor, list[tuple[int, int]]]:
+def _codes(model: ModelLike, sae: SAELike, hook: str, text: str, cache: dict) -> tuple[Tensor, list[tuple[int, int]]]:
     if text not in cache:
         ids, offs = tokenize_with_offsets(model.tokenizer, text)
         x = hook_activations(model, torch.tensor([ids]), hook)[0]
@@ -52,7 +53,7 @@ def _codes(model, sae, hook: str, text: str, cache: dict) -> tuple[Tensor, list[
     return cache[text]
 
 
-def site_activations(model, sae, hook: str, bugs: Sequence[Bug], *, progress: bool = False
+def site_activations(model: ModelLike, sae: SAELike, hook: str, bugs: Sequence[Bug], *, progress: bool = False
                      ) -> tuple[Tensor, Tensor]:
     """``(at_bug, at_clean)``, each ``[n_bugs, d_sae]``: the max SAE code over the bug's tokens in the corrupted text,
     and over the tokens at the same characters in the clean text (an empty clean span: the token holding it). A

@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -62,8 +62,11 @@ from workbench.analysis.feature_kernels import SparseEncoder
 from workbench.analysis.features import resolve_hook
 from workbench.analysis.sigmoid_fit import SigmoidFit, fit_sigmoid
 from workbench.core.persist import read_tagged_json, write_tagged_json
-from workbench.core.protocols import SAELike, StoreLike
+from workbench.core.protocols import StoreLike
 from workbench.data.models import load_tokenizer
+
+if TYPE_CHECKING:
+    from workbench.sae.model import SAE
 
 __all__ = [
     "CompletenessConfig",
@@ -226,7 +229,8 @@ class FeatureCounts:
         return int((self.count > 0).sum())
 
 
-def concept_feature_counts(store, sae, occurrences: ConceptOccurrences, config: CompletenessConfig | None = None,
+def concept_feature_counts(store: StoreLike, sae: SAE, occurrences: ConceptOccurrences,
+                           config: CompletenessConfig | None = None,
                            *, hook: str | None = None) -> FeatureCounts:
     """Encode the store's contexts (the first ``max_tokens``) with ``sae`` and count firings (see
     :class:`FeatureCounts`). ``occurrences`` must come from the same contexts' token ids."""
@@ -402,7 +406,7 @@ class CompletenessResult:
                    config=data["config"])
 
 
-def completeness(store: StoreLike, saes: Mapping[str, SAELike], categories: Sequence[Category] | None = None,
+def completeness(store: StoreLike, saes: Mapping[str, SAE], categories: Sequence[Category] | None = None,
                  config: CompletenessConfig | None = None, *, tokenizer=None, hook: str | None = None,
                  out_path: str | Path | None = None) -> CompletenessResult:
     """Find the concepts in the store's tokens, score every SAE in ``saes`` (name -> SAE, all on the store's hook)

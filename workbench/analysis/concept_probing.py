@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.core.protocols import ModelLike, SAELike
 from workbench.core.config import known_fields_only
 from workbench.core.persist import read_tagged_json, write_tagged_json
 from workbench.data.hooks import hook_layer, sae_hook
@@ -131,7 +132,7 @@ class ArticleActivations:
 
 
 @torch.no_grad()
-def article_activations(model, articles: Sequence[TopicArticle], train: np.ndarray, hook: str,
+def article_activations(model: ModelLike, articles: Sequence[TopicArticle], train: np.ndarray, hook: str,
                         cfg: ProbeConfig | None = None) -> ArticleActivations:
     """Run ``model`` once over ``articles`` (their first ``cfg.max_tokens`` tokens after BOS)."""
     from workbench.data.forward import hook_forward  # the fastest exact forward for these hooks
@@ -164,7 +165,7 @@ def article_activations(model, articles: Sequence[TopicArticle], train: np.ndarr
 
 
 @torch.no_grad()
-def pooled_units(sae, acts: ArticleActivations, seed: int = 0) -> PooledUnits:
+def pooled_units(sae: SAELike, acts: ArticleActivations, seed: int = 0) -> PooledUnits:
     """Mean-pooled features, neurons, thresholded random directions and PCA projections of each article."""
     if acts.resid and acts.resid[0].shape[-1] != sae.cfg.d_in:
         raise ValueError(f"d_model mismatch: hook {acts.hook!r} gives {acts.resid[0].shape[-1]} but the SAE takes "
@@ -175,7 +176,7 @@ def pooled_units(sae, acts: ArticleActivations, seed: int = 0) -> PooledUnits:
                        [a.doc.title for a in acts.articles])
 
 
-def _baselines(resid_tok: list[Tensor], sae, train: np.ndarray, seed: int, max_tokens: int = 16_384
+def _baselines(resid_tok: list[Tensor], sae: SAELike, train: np.ndarray, seed: int, max_tokens: int = 16_384
                ) -> dict[str, Tensor]:
     """Random directions at the features' densities, and PCA axes, from the per-token residuals (densities,
     thresholds and axes from at most ``max_tokens`` seeded training tokens)."""
@@ -374,14 +375,14 @@ def score_probes(pooled: PooledUnits, cfg: ProbeConfig) -> ProbeScorecard:
                           config=asdict(cfg))
 
 
-def probing_articles(model, hook: str, config: ProbeConfig | None = None) -> ArticleActivations:
+def probing_articles(model: ModelLike, hook: str, config: ProbeConfig | None = None) -> ArticleActivations:
     """The model pass over the configured articles, to share between several SAEs at ``hook``."""
     cfg = config or ProbeConfig()
     articles, train = _articles(cfg)
     return article_activations(model, articles, train, hook, cfg)
 
 
-def concept_probing(model, sae, config: ProbeConfig | None = None, *, hook: str | None = None,
+def concept_probing(model: ModelLike, sae: SAELike, config: ProbeConfig | None = None, *, hook: str | None = None,
                     activations: ArticleActivations | None = None) -> ProbeScorecard:
     """The concept-probing scorecard of ``sae`` on ``model`` over the embedded wiki's topics (module docstring).
     ``activations``: a :func:`probing_articles` pass at the SAE's hook to reuse (same config)."""

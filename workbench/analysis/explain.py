@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.core.protocols import SAELike, StoreLike
 from workbench.analysis.bundle import AnalysisBundle
 from workbench.analysis.feature_kernels import hash_keys
 from workbench.analysis.features import ActivationExample, FeatureResults, encode_contexts
@@ -448,7 +449,7 @@ def explain_features(results: FeatureResults, features: Iterable[int] | None = N
                                   "sae_fingerprint": results.meta.get("sae_fingerprint")})
 
 
-def heldout_contexts(results: FeatureResults, store) -> range:
+def heldout_contexts(results: FeatureResults, store: StoreLike) -> range:
     """The store's contexts the analysis pass did not see (ValueError if there are none)."""
     if results.n_contexts >= store.n_contexts:
         raise ValueError(f"the analysis pass used all {store.n_contexts} contexts of the store, so none are held out: "
@@ -457,7 +458,8 @@ def heldout_contexts(results: FeatureResults, store) -> range:
     return range(results.n_contexts, store.n_contexts)
 
 
-def score_features(explanations, store=None, sae=None, contexts: Sequence[int] | range | None = None, *,
+def score_features(explanations, store: StoreLike | None = None, sae: SAELike | None = None,
+                   contexts: Sequence[int] | range | None = None, *,
                    results: FeatureResults | None = None, n_buckets: int = 10, threshold: float = 0.0,
                    batch_contexts: int = 32, progress: bool = False) -> ExplanationSet:
     """Score every explanation of the set on ``contexts`` of ``store`` (encoded by ``sae``), in place; returns it.
@@ -508,7 +510,7 @@ def score_features(explanations, store=None, sae=None, contexts: Sequence[int] |
 
 
 def _score_batch(explanations: ExplanationSet, feats: list[int], accs: list[ScoreAccumulator], ids: Tensor,
-                 acts: Tensor, store) -> None:
+                 acts: Tensor, store: StoreLike) -> None:
     valid = torch.ones(ids.shape, dtype=torch.bool)
     if store.prepend_bos:
         valid[:, 0] = False

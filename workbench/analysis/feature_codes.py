@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.core.protocols import SAELike, StoreLike
+
+if TYPE_CHECKING:
+    from workbench.sae.model import SAE
 from workbench.analysis.feature_results import FeatureConfig
 from workbench.analysis.feature_kernels import SparseEncoder
 from workbench.core.hardware import fast_bf16_matmul
@@ -102,7 +106,7 @@ class SparseCodes:
         return tok.to(device), feat.to(device), val.to(device)
 
 
-def shard_layout(store, n_contexts: int) -> list[tuple[int, int, int]]:
+def shard_layout(store: StoreLike, n_contexts: int) -> list[tuple[int, int, int]]:
     """(shard, first context, contexts to analyse) for the first ``n_contexts`` contexts of the store."""
     out, start = [], 0
     for s in range(store.n_shards):
@@ -114,13 +118,14 @@ def shard_layout(store, n_contexts: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def use_fast_encoder(config: FeatureConfig, sae, device: torch.device) -> bool:
+def use_fast_encoder(config: FeatureConfig, sae: SAELike, device: torch.device) -> bool:
     if getattr(sae.cfg, "architecture", None) != "topk":
         return False
     return config.encode_dtype == "bfloat16" or (config.encode_dtype == "auto" and fast_bf16_matmul(device))
 
 
-def encode_sparse_codes(store, sae, codes: SparseCodes, layout: Sequence[tuple[int, int, int]], hook: str,
+def encode_sparse_codes(store: StoreLike, sae: SAE, codes: SparseCodes, layout: Sequence[tuple[int, int, int]],
+                        hook: str,
                         config: FeatureConfig, device: torch.device) -> dict:
     """Encode every shard of ``layout`` the cache lacks; returns {"encoded_shards", "reused_shards"}."""
     ctx = int(store.context_size)

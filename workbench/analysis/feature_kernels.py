@@ -16,7 +16,12 @@ import warnings
 import torch
 from torch import Tensor
 
+from typing import TYPE_CHECKING
+
 from workbench.sae.architectures import find_architecture
+
+if TYPE_CHECKING:
+    from workbench.sae.model import SAE  # the kernels read its encoder and pre-activations
 
 __all__ = ["BucketReservoir", "SparseEncoder", "bucket_index", "hash_keys", "merge_topk", "shard_topk",
            "sparse_encode"]
@@ -34,7 +39,7 @@ class SparseEncoder:
     a true top-k entry ranks below ``k + margin`` in bf16 (bf16 error ~0.4% of |x||w|; never seen in the tests).
     """
 
-    def __init__(self, sae, threshold: float = 0.0, fast: bool = False, margin: int | None = None):
+    def __init__(self, sae: SAE, threshold: float = 0.0, fast: bool = False, margin: int | None = None):
         self.sae = sae
         self.threshold = float(threshold)
         # the registered architecture says how its codes come from the pre-activations (None: encode densely)
@@ -87,6 +92,7 @@ class SparseEncoder:
                     rows = torch.arange(n, device=x.device)[:, None].expand(n, self.k)[keep]
                     feats, vals = idx[keep], vals[keep]
                 else:
+                    assert cut is not None  # (no k: the architecture's cut)
                     pre = sae.pre_activations(x.to(sae.dtype))
                     nz = (pre > cut).nonzero()
                     rows, feats = nz[:, 0], nz[:, 1]
@@ -100,7 +106,7 @@ class SparseEncoder:
             return rows[order], feats[order], vals[order].to(torch.float32)
 
 
-def sparse_encode(sae, x: Tensor, threshold: float = 0.0, fast: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+def sparse_encode(sae: SAE, x: Tensor, threshold: float = 0.0, fast: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """The non-zero codes of ``sae`` on ``x`` [n, d_in] as (rows, features, values), sorted by (row, feature).
 
     Equals ``sae.encode(x)`` restricted to entries > ``threshold`` (tested for every architecture), without the

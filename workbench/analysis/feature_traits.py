@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from workbench.core.protocols import StoreLike
 from workbench.analysis.features import FeatureResults
 from workbench.data.corpus import WIKI_ID_STRIDE, WIKI_LANGUAGES
 
@@ -64,7 +65,7 @@ def special_token_features(results: FeatureResults, *, tokenizer: Any = None, ma
     return (n > 0) & (hit.sum(1).to(torch.float64) > majority * n.to(torch.float64))
 
 
-def token_languages(store) -> tuple[np.ndarray, tuple[str, ...]] | None:
+def token_languages(store: StoreLike) -> tuple[np.ndarray, tuple[str, ...]] | None:
     """The language of every token of ``store`` as an index into the returned names ([n_contexts, ctx] int8, -1
     where unknown), or None when the store's corpus records no language (only the embedded wiki does: its
     ``doc_id`` encodes the language, see :mod:`workbench.data.corpus`)."""
@@ -77,7 +78,7 @@ def token_languages(store) -> tuple[np.ndarray, tuple[str, ...]] | None:
     return lang, tuple(WIKI_LANGUAGES)
 
 
-def feature_languages(results: FeatureResults, store) -> tuple[Tensor, tuple[str, ...]] | None:
+def feature_languages(results: FeatureResults, store: StoreLike) -> tuple[Tensor, tuple[str, ...]] | None:
     """Per feature, how many of its top examples come from each language ([d_sae, n_languages] int64), or None
     when the store records no language. ``store`` is the one the feature pass read."""
     langs = token_languages(store)
@@ -97,7 +98,7 @@ def feature_languages(results: FeatureResults, store) -> tuple[Tensor, tuple[str
     return counts, names
 
 
-def top_example_documents(results: FeatureResults, store) -> Tensor:
+def top_example_documents(results: FeatureResults, store: StoreLike) -> Tensor:
     """The document id of every top example ([d_sae, K] int64, -1 where there is no example), read from
     ``store.doc_ids()``; ``store`` is the one the feature pass read."""
     tok = results.arrays["top_tok"].to(torch.int64)

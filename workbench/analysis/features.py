@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.core.protocols import ModelLike, SAELike, SAESource, StoreLike
 from workbench.analysis.feature_codes import (CODES_DIR, CODES_FORMAT, CODES_VERSION, SparseCodes, shard_layout,
                                               use_fast_encoder, encode_sparse_codes)
 from workbench.analysis.feature_results import (FORMAT, FORMAT_VERSION, CODE_KEYS, ActivationBucket,
@@ -90,7 +91,7 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def sae_fingerprint(sae) -> str:
+def sae_fingerprint(sae: SAELike) -> str:
     """sha256 of the SAE's config and parameters (identifies the codes a cache holds)."""
     h = hashlib.sha256()
     cfg = sae.cfg.to_dict() if hasattr(sae.cfg, "to_dict") else dict(vars(sae.cfg))
@@ -103,7 +104,7 @@ def sae_fingerprint(sae) -> str:
     return h.hexdigest()
 
 
-def _store_identity(store, hook: str) -> dict:
+def _store_identity(store: StoreLike, hook: str) -> dict:
     return {
         "path": str(Path(store.path).resolve()),
         "created": store.manifest.get("created"),
@@ -114,7 +115,7 @@ def _store_identity(store, hook: str) -> dict:
     }
 
 
-def resolve_hook(store, sae, hook: str | None = None) -> str:
+def resolve_hook(store: StoreLike, sae: SAELike, hook: str | None = None) -> str:
     """The store hook to analyse with ``sae``; checks that widths match (ValueError naming both and the fix)."""
     meta_hook = getattr(getattr(sae, "metadata", None), "hook_name", None)
     if hook is None:
@@ -137,7 +138,7 @@ def resolve_hook(store, sae, hook: str | None = None) -> str:
     return hook
 
 
-def _resolve_device(device: str | None, sae) -> torch.device:
+def _resolve_device(device: str | None, sae: SAELike) -> torch.device:
     sae_device = sae.device if hasattr(sae, "device") else torch.device("cpu")
     if device is None:
         return sae_device
@@ -192,7 +193,7 @@ def _sweep_b(codes: SparseCodes, layout, mx: Tensor, cfg: FeatureConfig, device)
             res.val.view(d_sae, nb, m))
 
 
-def _windows(store, codes: SparseCodes, layout, ex_feat: Tensor, ex_tok: Tensor, cfg: FeatureConfig
+def _windows(store: StoreLike, codes: SparseCodes, layout, ex_feat: Tensor, ex_tok: Tensor, cfg: FeatureConfig
              ) -> tuple[Tensor, Tensor]:
     """Token ids [E, W] (-1 outside the context or document) and the example's feature's activations [E, W]."""
     ctx_size, d_sae = codes.context_size, codes.d_sae
@@ -270,8 +271,9 @@ def _load_tokenizer_quietly(model_name: str | None):
         return None
 
 
-def compute_features(store, sae, out_dir: str | Path | None = None, config: FeatureConfig | None = None, *,
-                     hook: str | None = None, model=None, tokenizer=None, n_logits: int = 10,
+def compute_features(store: StoreLike, sae: SAESource, out_dir: str | Path | None = None,
+                     config: FeatureConfig | None = None, *,
+                     hook: str | None = None, model: ModelLike | None = None, tokenizer=None, n_logits: int = 10,
                      overwrite: bool = False) -> FeatureResults:
     """Run the analysis pass of ``sae`` over ``store`` (see the module docstring) and return the results.
 
@@ -396,7 +398,8 @@ def compute_features(store, sae, out_dir: str | Path | None = None, config: Feat
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def encode_contexts(store, sae, contexts: Sequence[int] | range, *, features: Sequence[int] | Tensor | None = None,
+def encode_contexts(store: StoreLike, sae: SAESource, contexts: Sequence[int] | range, *,
+                    features: Sequence[int] | Tensor | None = None,
                     hook: str | None = None, batch_contexts: int = 32, device: str | None = None
                     ) -> tuple[Tensor, Tensor]:
     """Token ids [n, ctx] and feature activations [n, ctx, n_features] of the given store contexts.

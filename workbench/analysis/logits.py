@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.core.protocols import ModelLike
+
 __all__ = ["LogitEffects", "final_norm_scale", "logit_effects", "logit_weights"]
 
 
@@ -30,7 +32,7 @@ class NormScale:
     convention: str  # "w", "1+w", "none"
 
 
-def final_norm_scale(model, *, atol: float = 1e-4, seed: int = 0) -> NormScale:
+def final_norm_scale(model: ModelLike, *, atol: float = 1e-4, seed: int = 0) -> NormScale:
     """The final norm's effective per-dimension scale, verified against ``model.ln_final`` on random inputs.
 
     Raises ValueError if no candidate reproduces the module (an unknown norm type): the logit effects would be wrong.
@@ -66,7 +68,7 @@ def final_norm_scale(model, *, atol: float = 1e-4, seed: int = 0) -> NormScale:
                      f"would be wrong for this model")
 
 
-def logit_weights(model, directions: Tensor, norm: NormScale | None = None) -> Tensor:
+def logit_weights(model: ModelLike, directions: Tensor, norm: NormScale | None = None) -> Tensor:
     """[n, d_vocab] logit effect of residual directions [n, d_model] (through the final norm's scale and W_U)."""
     if directions.dim() != 2 or directions.shape[1] != model.cfg.d_model:
         raise ValueError(f"directions must be [n, d_model={model.cfg.d_model}], got shape {tuple(directions.shape)}: "
@@ -103,7 +105,7 @@ class LogitEffects:
                 "bottom": pairs(self.bottom_ids[i], self.bottom_values[i])}
 
 
-def logit_effects(model, directions: Tensor, k: int = 10, *, block: int = 256, progress: bool = False
+def logit_effects(model: ModelLike, directions: Tensor, k: int = 10, *, block: int = 256, progress: bool = False
                   ) -> LogitEffects:
     """Top/bottom ``k`` logit effects of every row of ``directions`` (e.g. ``sae.W_dec``), ``block`` rows at once
     (memory ``block * d_vocab * 4`` bytes)."""

@@ -252,7 +252,7 @@ def _languages(groups: Sequence[ProbeGroup], languages: Sequence[str] | None) ->
 
 
 @torch.no_grad()
-def probe_activations(model, saes, groups: Sequence[ProbeGroup], *, languages: Sequence[str] | None = None,
+def probe_activations(model: ModelLike, saes, groups: Sequence[ProbeGroup], *, languages: Sequence[str] | None = None,
                       residual_layers: bool | Sequence[int] = True, batch_size: int = 16,
                       progress: bool = False, threads: int | None = None) -> ProbeActivations:
     """Run ``model`` over every text of ``groups`` and average per text (BOS excluded).
@@ -266,7 +266,7 @@ def probe_activations(model, saes, groups: Sequence[ProbeGroup], *, languages: S
         return _probe_activations(model, saes, groups, languages, residual_layers, batch_size, progress)
 
 
-def _probe_activations(model, saes, groups, languages, residual_layers, batch_size: int, progress: bool
+def _probe_activations(model: ModelLike, saes, groups, languages, residual_layers, batch_size: int, progress: bool
                        ) -> ProbeActivations:
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")

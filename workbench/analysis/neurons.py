@@ -18,13 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.core.protocols import ModelLike, SAELike, StoreLike
+
+if TYPE_CHECKING:
+    from workbench.sae.model import SAE
 from workbench.analysis.explain import ScoreAccumulator, TokenExplainer, examples_from_activations
 from workbench.analysis.feature_kernels import sparse_encode
 from workbench.core.persist import load_tensors, read_tagged_json, save_tensors, write_tagged_json
@@ -147,7 +151,7 @@ class StreamingCorrelation:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _forward(model, tokens: Tensor, hooks: list[str], stop: int | None) -> dict[str, Tensor]:
+def _forward(model: ModelLike, tokens: Tensor, hooks: list[str], stop: int | None) -> dict[str, Tensor]:
     grabbed: dict[str, Tensor] = {}
 
     def grab(act, hook):
@@ -161,12 +165,12 @@ def _forward(model, tokens: Tensor, hooks: list[str], stop: int | None) -> dict[
     return grabbed
 
 
-def _stop(model, layers: Sequence[int], hook: str) -> int | None:
+def _stop(model: ModelLike, layers: Sequence[int], hook: str) -> int | None:
     deepest = max(max(layers), hook_layer(hook) or 0)
     return deepest + 1 if deepest + 1 < model.cfg.n_layers else None
 
 
-def _hook_of(sae, store=None) -> str:
+def _hook_of(sae: SAELike, store: StoreLike | None = None) -> str:
     hook = getattr(getattr(sae, "metadata", None), "hook_name", None)
     if not hook and store is not None and len(store.hooks) == 1:
         hook = store.hooks[0]
@@ -175,7 +179,7 @@ def _hook_of(sae, store=None) -> str:
     return hook
 
 
-def _context_tokens(store, contexts: Sequence[int]) -> Tensor:
+def _context_tokens(store: StoreLike, contexts: Sequence[int]) -> Tensor:
     all_ids = store.token_ids()
     idx = np.asarray(list(contexts), dtype=np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= store.n_contexts):
@@ -246,7 +250,7 @@ class NeuronCorrelations:
             raise ValueError(f"{d} lacks {err}: rerun neuron_correlations") from None
 
 
-def neuron_correlations(model, sae, store, contexts: Sequence[int] | range, *,
+def neuron_correlations(model: ModelLike, sae: SAE, store: StoreLike, contexts: Sequence[int] | range, *,
                         features: Sequence[int] | Tensor | None = None, config: NeuronConfig | None = None
                         ) -> NeuronCorrelations:
     """Best Pearson correlation of each feature with the MLP neurons of the earlier layers, over the tokens of
@@ -301,7 +305,8 @@ def neuron_correlations(model, sae, store, contexts: Sequence[int] | range, *,
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _unit_acts(model, sae, store, contexts: Sequence[int], hook: str, features: Tensor, neurons: Tensor,
+def _unit_acts(model: ModelLike, sae: SAELike, store: StoreLike, contexts: Sequence[int], hook: str, features: Tensor,
+               neurons: Tensor,
                d_mlp: int, layers_all: list[int], batch_contexts: int) -> tuple[Tensor, Tensor, Tensor]:
     """Token ids [n, ctx], feature acts [n, ctx, F], neuron acts [n, ctx, N] for the given units."""
     need_layers = sorted({int(layers_all[int(i) // d_mlp]) for i in neurons.tolist()})
@@ -329,7 +334,8 @@ def _unit_acts(model, sae, store, contexts: Sequence[int], hook: str, features: 
     return torch.cat(ids_l), torch.cat(f_l), torch.cat(n_l)
 
 
-def compare_explanations(model, sae, store, train_contexts: Sequence[int], test_contexts: Sequence[int], *,
+def compare_explanations(model: ModelLike, sae: SAELike, store: StoreLike, train_contexts: Sequence[int],
+                         test_contexts: Sequence[int], *,
                          n_features: int = 50, n_neurons: int = 50, features: Sequence[int] | None = None,
                          layers: Sequence[int] | None = None, fire_fraction: float = 0.2, seed: int = 0,
                          explainer: TokenExplainer | None = None, batch_contexts: int = 16, tokenizer=None,

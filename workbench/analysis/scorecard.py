@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.core.protocols import ModelLike, SAELike, StoreLike
 from workbench.analysis.bundle import unpack
 from workbench.analysis.explain import TokenExplainer, examples_from_activations, heldout_contexts, score_explanation
 from workbench.analysis.feature_traits import (feature_languages, special_token_features, special_token_ids,
@@ -293,7 +294,7 @@ def _valid_mask(n_ctx: int, ctx: int, prepend_bos: bool) -> Tensor:
     return valid
 
 
-def _projections(store, contexts: Sequence[int], hook: str, directions: Tensor, batch: int) -> Tensor:
+def _projections(store: StoreLike, contexts: Sequence[int], hook: str, directions: Tensor, batch: int) -> Tensor:
     """Residual activations of ``contexts`` projected on unit ``directions`` [R, d]: [n, ctx, R]."""
     out = []
     for i in range(0, len(contexts), batch):
@@ -302,7 +303,8 @@ def _projections(store, contexts: Sequence[int], hook: str, directions: Tensor, 
     return torch.cat(out) if out else torch.zeros(0, store.context_size, directions.shape[0])
 
 
-def _neuron_acts(model, store, contexts: Sequence[int], layers: list[int], neurons: Tensor, d_mlp: int,
+def _neuron_acts(model: ModelLike, store: StoreLike, contexts: Sequence[int], layers: list[int], neurons: Tensor,
+                 d_mlp: int,
                  batch: int) -> Tensor:
     """MLP neuron activations (``blocks.L.mlp.hook_post``) of the model run on the store's token ids: [n, ctx, N].
     ``neurons`` are global indices ``position of L in layers * d_mlp + neuron``."""
@@ -402,7 +404,7 @@ def _special_section(results: FeatureResults, sample: list[int], tokenizer, majo
             "token_ids": sorted(special_token_ids(results.vocab, tokenizer))}
 
 
-def _language_section(results: FeatureResults, store, sample: list[int], min_languages: int) -> dict | None:
+def _language_section(results: FeatureResults, store: StoreLike, sample: list[int], min_languages: int) -> dict | None:
     fl = feature_languages(results, store)
     if fl is None:
         return None
@@ -428,7 +430,8 @@ def _language_section(results: FeatureResults, store, sample: list[int], min_lan
             "sample_counts": {str(f): counts[f].tolist() for f in sample}}
 
 
-def scorecard(results, store=None, sae=None, model=None, *, heldout=None, config: ScorecardConfig | None = None,
+def scorecard(results, store: StoreLike | None = None, sae: SAELike | None = None, model: ModelLike | None = None, *,
+              heldout=None, config: ScorecardConfig | None = None,
               explainer=None, tokenizer=None, hook: str | None = None) -> Scorecard:
     """The interpretability scorecard of ``sae`` (see the module docstring).
 

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from workbench.core.protocols import ModelLike, SAELike, SAESource
 from workbench.data.hooks import sae_hook, stop_layer
 from workbench.data.token_text import spell_tokens
 from workbench.sae.interop import as_sae
@@ -37,7 +38,7 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def hook_activations(model, tokens: Tensor, hook: str) -> Tensor:
+def hook_activations(model: ModelLike, tokens: Tensor, hook: str) -> Tensor:
     """Activations [batch, seq, d] at ``hook`` for token ids [batch, seq]; the model stops after the hook's block."""
     if hook not in model.hook_dict:
         raise ValueError(f"unknown hook {hook!r} for this model; e.g. 'blocks.{model.cfg.n_layers // 2}.hook_resid_post'")
@@ -63,7 +64,8 @@ def tokenize_with_offsets(tokenizer, text: str, prepend_bos: bool = True) -> tup
     return ids, offs
 
 
-def _encode_text(model, sae, text: str, hook: str, prepend_bos: bool) -> tuple[list[int], list[tuple[int, int]], Tensor]:
+def _encode_text(model: ModelLike, sae: SAELike, text: str, hook: str, prepend_bos: bool
+                 ) -> tuple[list[int], list[tuple[int, int]], Tensor]:
     ids, offs = tokenize_with_offsets(model.tokenizer, text, prepend_bos)
     if not ids:
         raise ValueError("the text is empty: nothing to encode")
@@ -129,7 +131,8 @@ class TextSearchResult:
     acts: Tensor
 
 
-def features_for_text(model, sae, text: str, *, span: str | tuple[int, int] | None = None, by: str = "max",
+def features_for_text(model: ModelLike, sae: SAESource, text: str, *, span: str | tuple[int, int] | None = None,
+                      by: str = "max",
                       top_n: int = 20, results=None, relative: bool = False, hook: str | None = None,
                       prepend_bos: bool = True) -> TextSearchResult:
     """The features most active on ``text`` (or on ``span``: a substring, or (start, stop) token positions).
@@ -205,7 +208,8 @@ class _Moments:
         return mean, (self.ss / n - mean.pow(2)).clamp_min(0)
 
 
-def contrast_features(model, sae, texts_a: Sequence[str], texts_b: Sequence[str], *, top_n: int = 20,
+def contrast_features(model: ModelLike, sae: SAESource, texts_a: Sequence[str], texts_b: Sequence[str], *,
+                      top_n: int = 20,
                       by: str = "diff", unit: str = "token", hook: str | None = None, prepend_bos: bool = True
                       ) -> list[ContrastHit]:
     """Features more active on ``texts_a`` than on ``texts_b``, ranked by mean difference (``by="diff"``) or by the
