@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.core.protocols import ModelLike, SAELike
 from workbench.data.hooks import hook_layer, sae_hook
 from workbench.data.token_text import spell_tokens
 from workbench.core.hardware import torch_threads
@@ -81,7 +82,7 @@ def _single_token(tokenizer, text: str) -> int:
     return int(ids[0])
 
 
-def _resume_layer(model, hook: str) -> int:
+def _resume_layer(model: ModelLike, hook: str) -> int:
     """The block the forward resumes at when the residual at ``hook`` is replaced."""
     layer = hook_layer(hook)
     if hook not in model.hook_dict or layer is None:
@@ -94,7 +95,7 @@ def _resume_layer(model, hook: str) -> int:
     raise ValueError(f"attribution needs a residual-stream SAE (hook_resid_post / hook_resid_pre), got {hook!r}")
 
 
-def _unembed(model, resid_last: Tensor, ids: Sequence[int] | None = None) -> Tensor:
+def _unembed(model: ModelLike, resid_last: Tensor, ids: Sequence[int] | None = None) -> Tensor:
     """Logits [batch, n] of the final-position residual [batch, d] (before the final norm); only ``ids`` if given."""
     normed = model.ln_final(resid_last[:, None, :])[:, 0] if model.cfg.normalization_type is not None else resid_last
     W_U, b_U = model.W_U, model.b_U
@@ -108,7 +109,7 @@ def _unembed(model, resid_last: Tensor, ids: Sequence[int] | None = None) -> Ten
     return logits
 
 
-def _resume(model, resid: Tensor, start: int) -> Tensor:
+def _resume(model: ModelLike, resid: Tensor, start: int) -> Tensor:
     """Run blocks ``start..`` on ``resid`` [batch, pos, d]; the last position's residual before the final norm."""
     out = model(resid, start_at_layer=start, stop_at_layer=model.cfg.n_layers)
     return out[:, -1]
@@ -220,7 +221,8 @@ class Attribution:
         return out
 
 
-def attribute(model, sae, prompt: str, metric: LogitDiff, *, hook: str | None = None, prepend_bos: bool = True,
+def attribute(model: ModelLike, sae: SAELike, prompt: str, metric: LogitDiff, *, hook: str | None = None,
+              prepend_bos: bool = True,
               n_predictions: int = 10, threads: int | None = None) -> Attribution:
     """Attribution of every active (position, feature) of ``prompt`` to ``metric`` with ``sae`` spliced in at its
     hook and the error term kept (see the module docstring). ``threads``: torch CPU threads for the pass (None:
@@ -229,7 +231,7 @@ def attribute(model, sae, prompt: str, metric: LogitDiff, *, hook: str | None = 
         return _attribute(model, sae, prompt, metric, hook, prepend_bos, n_predictions)
 
 
-def _attribute(model, sae, prompt: str, metric: LogitDiff, hook: str | None, prepend_bos: bool,
+def _attribute(model: ModelLike, sae: SAELike, prompt: str, metric: LogitDiff, hook: str | None, prepend_bos: bool,
                n_predictions: int) -> Attribution:
     if not isinstance(metric, LogitDiff):
         raise ValueError(f"metric must be a LogitDiff, got {type(metric).__name__}")
@@ -308,7 +310,8 @@ def _pairs(attribution: Attribution, pairs) -> Tensor:
 
 
 @torch.no_grad()
-def _ablated_rows(model, sae, attribution: Attribution, pairs: Tensor, start: int, ids: list[int] | None):
+def _ablated_rows(model: ModelLike, sae: SAELike, attribution: Attribution, pairs: Tensor, start: int,
+                  ids: list[int] | None):
     """Logits (of ``ids``, or all) at the last position for a clean row followed by one row per pair."""
     base = attribution.resid.to(next(model.parameters()).device)
     W = sae.W_dec.detach().to(base.device, base.dtype)
@@ -321,7 +324,7 @@ def _ablated_rows(model, sae, attribution: Attribution, pairs: Tensor, start: in
     return _unembed(model, _resume(model, X, start), ids).float().cpu()
 
 
-def ablation_effects(model, sae, attribution: Attribution, pairs=None, *, batch_size: int = 32,
+def ablation_effects(model: ModelLike, sae: SAELike, attribution: Attribution, pairs=None, *, batch_size: int = 32,
                      progress: bool = False, threads: int | None = None) -> AblationResult:
     """Zero each (position, feature) of ``pairs`` (default: every active pair) on its own, error term kept, and
     record the change of the metric. ``batch_size`` ablations share a forward pass (plus one clean row, so each
@@ -330,7 +333,7 @@ def ablation_effects(model, sae, attribution: Attribution, pairs=None, *, batch_
         return _ablation_effects(model, sae, attribution, pairs, batch_size, progress)
 
 
-def _ablation_effects(model, sae, attribution: Attribution, pairs, batch_size: int, progress: bool
+def _ablation_effects(model: ModelLike, sae: SAELike, attribution: Attribution, pairs, batch_size: int, progress: bool
                       ) -> AblationResult:
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
@@ -372,7 +375,8 @@ class AblationOutcome:
         return self.metric_before - self.metric_after
 
 
-def ablate_one(model, sae, attribution: Attribution, position: int, feature: int, *, n_predictions: int = 10
+def ablate_one(model: ModelLike, sae: SAELike, attribution: Attribution, position: int, feature: int, *,
+               n_predictions: int = 10
                ) -> AblationOutcome:
     """Zero feature ``feature`` at ``position`` (error term kept) and return the metric and top predictions before
     and after. Raises ValueError when the feature is not active there (nothing to ablate)."""
@@ -458,7 +462,8 @@ class AttributionCheck:
                 **self.agreement.to_dict()}
 
 
-def attribution_vs_ablation(model, sae, prompt: str, metric: LogitDiff, *, batch_size: int = 32, top: int = 10,
+def attribution_vs_ablation(model: ModelLike, sae: SAELike, prompt: str, metric: LogitDiff, *, batch_size: int = 32,
+                            top: int = 10,
                             progress: bool = False, threads: int | None = None) -> AttributionCheck:
     """:func:`attribute`, then :func:`ablation_effects` over every active pair, then :func:`compare_with_ablation`."""
     attr = attribute(model, sae, prompt, metric, threads=threads)
@@ -499,7 +504,7 @@ class HopResult:
 
 
 @torch.no_grad()
-def hop_chain(model, hops: Sequence[tuple[str, str]], *, top_n: int = 5, prepend_bos: bool = True,
+def hop_chain(model: ModelLike, hops: Sequence[tuple[str, str]], *, top_n: int = 5, prepend_bos: bool = True,
               threads: int | None = None) -> list[HopResult]:
     """For each (prompt, answer) — e.g. the single hops of a two-hop fact, then the composed prompt — the answer's
     probability and rank at the next token. ``answer`` must be one token (with its leading space)."""
@@ -509,7 +514,7 @@ def hop_chain(model, hops: Sequence[tuple[str, str]], *, top_n: int = 5, prepend
         return [_hop(model, prompt, answer, top_n, prepend_bos) for prompt, answer in hops]
 
 
-def _hop(model, prompt: str, answer: str, top_n: int, prepend_bos: bool) -> HopResult:
+def _hop(model: ModelLike, prompt: str, answer: str, top_n: int, prepend_bos: bool) -> HopResult:
     tok = model.tokenizer
     a = _single_token(tok, answer)
     tokens = model.to_tokens(prompt, prepend_bos=prepend_bos)

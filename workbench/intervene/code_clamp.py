@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from torch import Tensor
 
+from workbench.core.protocols import ModelLike, SAELike
 from workbench.analysis.code_errors import paper_prompt, writes_traceback
 from workbench.intervene.generation import GenerationConfig
 from workbench.intervene.steering import FeatureClamp, steered_generate
@@ -34,7 +35,7 @@ class ClampOutcome:
         return asdict(self)
 
 
-def clamp_outcomes(model, sae, hook: str, feature: int, max_act: Tensor, *, control: int,
+def clamp_outcomes(model: ModelLike, sae: SAELike, hook: str, feature: int, max_act: Tensor, *, control: int,
                    n_samples: int = 8, max_new_tokens: int = 24, seed: int = 0) -> list[ClampOutcome]:
     """The paper's two tests, each with no clamp, the feature and the random ``control`` feature: ``+3x`` max on
     the correct prompt (does a traceback appear?) and ``-5x`` max on the buggy prompt (does it go away?)."""

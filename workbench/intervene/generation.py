@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from workbench.core.protocols import ModelLike
 from workbench.core.hardware import torch_threads
 
 __all__ = ["GenerationConfig", "Generation", "cache_offset", "generate", "prepare_for_decoding", "prompt_tokens"]
@@ -92,7 +93,7 @@ _RELAYOUT_2D = ("W_gate", "W_in", "W_out", "W_U")
 
 
 @torch.no_grad()
-def prepare_for_decoding(model) -> None:
+def prepare_for_decoding(model: ModelLike) -> None:
     """Store the weights TransformerLens transposes on every forward in transposed memory order (same values,
     so outputs are bit-identical) so that its per-call ``.contiguous()`` copies cost nothing. Idempotent."""
     if getattr(model, "_workbench_decoding_layout", False):
@@ -103,10 +104,10 @@ def prepare_for_decoding(model) -> None:
             p.data = p.data.t().contiguous().t()
         elif leaf == "W_O" and p.ndim == 3:  # rearranged to [d_model, (head d_head)] on every call
             p.data = p.data.permute(2, 0, 1).contiguous().permute(1, 2, 0)
-    model._workbench_decoding_layout = True
+    setattr(model, "_workbench_decoding_layout", True)  # a flag on the model object (see the check above)
 
 
-def prompt_tokens(model, prompt: str | Tensor | Sequence[int]) -> Tensor:
+def prompt_tokens(model: ModelLike, prompt: str | Tensor | Sequence[int]) -> Tensor:
     """Token ids [n] of a prompt. Text gets the BOS token unless it already starts with it (chat templates, see
     :func:`workbench.data.chat.chat_prompt`, write their own)."""
     if isinstance(prompt, str):
@@ -137,7 +138,7 @@ class _Positions:
         return torch.ones(self.n, self.total, dtype=torch.long)
 
 
-def _use_hf(model, hooks: Sequence[Hook], backend: str) -> bool:
+def _use_hf(model: ModelLike, hooks: Sequence[Hook], backend: str) -> bool:
     if backend == "hooked_transformer":
         return False
     from workbench.data.forward import hf_supports_editing, unsupported_reason
@@ -152,7 +153,7 @@ def _use_hf(model, hooks: Sequence[Hook], backend: str) -> bool:
 class _HFDecoder:
     """One-token-at-a-time forward of the HF model with its key-value cache (``_Positions`` kept in step)."""
 
-    def __init__(self, model, hooks: Sequence[Hook], positions: _Positions):
+    def __init__(self, model: ModelLike, hooks: Sequence[Hook], positions: _Positions):
         import inspect
 
         from transformers import DynamicCache
@@ -199,7 +200,7 @@ def _sample(logits: Tensor, config: GenerationConfig, gen: torch.Generator) -> T
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
 
-def generate(model, prompt: str | Tensor | Sequence[int], config: GenerationConfig | None = None, *,
+def generate(model: ModelLike, prompt: str | Tensor | Sequence[int], config: GenerationConfig | None = None, *,
              fwd_hooks: Sequence[Hook] | Callable[[object], Sequence[Hook]] = ()) -> Generation:
     """``config.n_samples`` continuations of one prompt, sampled with a generator seeded by ``config.seed``.
 

@@ -43,12 +43,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.core.protocols import ModelLike, SAELike, SAESource, StoreLike
 from workbench.analysis.features import resolve_hook, sae_fingerprint
 from workbench.analysis.search import ContrastHit, hook_activations
 from workbench.core.hardware import torch_threads
@@ -90,7 +91,7 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _check_feature(sae, feature) -> int:
+def _check_feature(sae: SAELike, feature) -> int:
     d_sae = int(sae.cfg.d_sae)
     try:
         i = int(feature)
@@ -107,7 +108,7 @@ def _check_d_model(x: Tensor, d: int, what: str) -> None:
                          f"use the SAE / vector built for this model and hook")
 
 
-def clamp_feature(x: Tensor, sae, feature: int, value: float | Tensor) -> Tensor:
+def clamp_feature(x: Tensor, sae: SAELike, feature: int, value: float | Tensor) -> Tensor:
     """``x`` [..., d_in] with feature ``feature``'s activation set to ``value``, the SAE error term kept:
     ``x + (value - f_i(x)) W_dec[i]``."""
     i = _check_feature(sae, feature)
@@ -125,7 +126,7 @@ def add_vector(x: Tensor, vector: Tensor) -> Tensor:
     return (x.to(torch.float32) + vector.to(x.device, torch.float32)).to(x.dtype)
 
 
-def feature_direction(sae, feature: int) -> Tensor:
+def feature_direction(sae: SAESource, feature: int) -> Tensor:
     """Feature ``feature``'s decoder row W_dec[i] [d_in] (float32, not normalised)."""
     sae = as_sae(sae)
     return sae.W_dec[_check_feature(sae, feature)].detach().to(torch.float32).cpu()
@@ -167,7 +168,7 @@ class Steering:
 class FeatureClamp(Steering):
     """Clamp one SAE feature to ``value`` (absolute, in activation units) at every steered position."""
 
-    sae: object = field(default=None, repr=False)
+    sae: Any = field(default=None, repr=False)  # an SAESource; the workbench SAE it names after __post_init__
     feature: int = 0
     value: float = 0.0
 
@@ -203,7 +204,7 @@ def _hooks_of(steering: Steering | None, cache=None) -> list:
     return [] if steering is None else steering.hooks(cache)
 
 
-def steered_generate(model, prompt, steering: Steering | None, config: GenerationConfig | None = None
+def steered_generate(model: ModelLike, prompt, steering: Steering | None, config: GenerationConfig | None = None
                      ) -> Generation:
     """:func:`workbench.intervene.generation.generate` with ``steering`` active on the prompt and every generated token."""
     if steering is not None and steering.hook not in model.hook_dict:
@@ -216,7 +217,8 @@ def steered_generate(model, prompt, steering: Steering | None, config: Generatio
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def max_activations(store, sae, *, hook: str | None = None, max_tokens: int | None = None, batch_size: int = 4096,
+def max_activations(store: StoreLike, sae: SAESource, *, hook: str | None = None, max_tokens: int | None = None,
+                    batch_size: int = 4096,
                     cache: str | Path | None = None, progress: bool = False) -> Tensor:
     """Each feature's max activation [d_sae] over the store (BOS excluded, as in training), in one pass.
 
@@ -268,7 +270,7 @@ class SteeringExample:
         return self.prompt + self.completion
 
 
-def mean_activation(model, hook: str, examples: Sequence[SteeringExample]) -> Tensor:
+def mean_activation(model: ModelLike, hook: str, examples: Sequence[SteeringExample]) -> Tensor:
     """Mean activation at ``hook`` [d_model] over the completion tokens of ``examples`` (each token weighs the same;
     the first token of the text is never included)."""
 
@@ -291,7 +293,8 @@ def mean_activation(model, hook: str, examples: Sequence[SteeringExample]) -> Te
     return total / count
 
 
-def completion_features(model, sae, examples: Sequence[SteeringExample], hook: str | None = None) -> Tensor:
+def completion_features(model: ModelLike, sae: SAESource, examples: Sequence[SteeringExample],
+                        hook: str | None = None) -> Tensor:
     """SAE feature activations [n_tokens, d_sae] on the completion tokens of ``examples`` (all examples stacked)."""
     sae = as_sae(sae, model=model)
     hook = sae_hook(sae, hook)
@@ -310,7 +313,8 @@ def completion_features(model, sae, examples: Sequence[SteeringExample], hook: s
     return torch.cat(out)
 
 
-def contrast_completions(model, sae, positive: Sequence[SteeringExample], negative: Sequence[SteeringExample], *,
+def contrast_completions(model: ModelLike, sae: SAESource, positive: Sequence[SteeringExample],
+                         negative: Sequence[SteeringExample], *,
                          by: str = "score", max_activations: Tensor | None = None, top_n: int = 10,
                          hook: str | None = None) -> list:
     """Features more active on the completions of ``positive`` than on those of ``negative`` (prompt tokens left
@@ -341,7 +345,7 @@ def contrast_completions(model, sae, positive: Sequence[SteeringExample], negati
                         freq_a=float(pa[i]), freq_b=float(pb[i])) for i in top if diff[i] > 0]
 
 
-def diff_of_means(model, hook: str, positive: Sequence[SteeringExample], negative: Sequence[SteeringExample]
+def diff_of_means(model: ModelLike, hook: str, positive: Sequence[SteeringExample], negative: Sequence[SteeringExample]
                   ) -> Tensor:
     """The steering vector mean(positive completions) - mean(negative completions) at ``hook`` [d_model]."""
     if hook not in model.hook_dict:
@@ -349,7 +353,7 @@ def diff_of_means(model, hook: str, positive: Sequence[SteeringExample], negativ
     return mean_activation(model, hook, positive) - mean_activation(model, hook, negative)
 
 
-def steering_methods(sae, feature: int, max_activation: float, hook: str | None = None,
+def steering_methods(sae: SAESource, feature: int, max_activation: float, hook: str | None = None,
                      vectors: dict[str, Tensor] | None = None, *, skip_first: int = 1
                      ) -> dict[str, Callable[[float], Steering]]:
     """Builders ``strength c -> Steering`` at matched strengths (module docstring): ``"clamp"`` (feature to
@@ -423,7 +427,7 @@ def heldout_tokens(tokenizer, n_contexts: int = 8, context_size: int = 64, langu
     return torch.cat([torch.as_tensor(b.tokens, dtype=torch.long) for b in batches])[:n_contexts]
 
 
-def steered_loss(model, tokens: Tensor, steering: Steering | None = None, batch_size: int = 8) -> float:
+def steered_loss(model: ModelLike, tokens: Tensor, steering: Steering | None = None, batch_size: int = 8) -> float:
     """Mean next-token cross-entropy of ``tokens`` [batch, seq] with ``steering`` applied (teacher forcing); the
     prediction made at position 0 (from BOS alone) is left out."""
     if tokens.ndim != 2 or tokens.shape[1] < 3:
@@ -439,7 +443,7 @@ def steered_loss(model, tokens: Tensor, steering: Steering | None = None, batch_
     return total / count
 
 
-def generation_nll(model, generation: Generation) -> Tensor:
+def generation_nll(model: ModelLike, generation: Generation) -> Tensor:
     """The unsteered model's mean negative log-likelihood [n_samples] of each generated continuation given the
     prompt (NaN for an empty one)."""
     device = next(model.parameters()).device
@@ -478,7 +482,8 @@ class SweepRow:
         return {k: v for k, v in self.__dict__.items() if k != "texts"}
 
 
-def sweep(model, prompts: Sequence[str], methods: dict[str, Callable[[float], Steering]], strengths: Sequence[float],
+def sweep(model: ModelLike, prompts: Sequence[str], methods: dict[str, Callable[[float], Steering]],
+          strengths: Sequence[float],
           check: ConceptCheck, config: GenerationConfig | None = None, *, neutral: Tensor | None = None,
           progress: bool = False) -> list[SweepRow]:
     """Generate from every prompt under every method x strength (plus one unsteered row, method ``"none"``,
@@ -496,7 +501,7 @@ def sweep(model, prompts: Sequence[str], methods: dict[str, Callable[[float], St
         return _sweep(model, prompts, methods, strengths, check, cfg, neutral, progress)
 
 
-def _sweep(model, prompts, methods, strengths, check, cfg, neutral, progress) -> list[SweepRow]:
+def _sweep(model: ModelLike, prompts, methods, strengths, check, cfg, neutral, progress) -> list[SweepRow]:
     base_loss = steered_loss(model, neutral) if neutral is not None else float("nan")
     jobs = [("none", 0.0, None)] + [(name, float(c), build) for name in methods for (c, build) in
                                     ((c, methods[name]) for c in strengths)]
@@ -537,7 +542,8 @@ def best_within_cost(rows: Sequence[SweepRow], max_ppl_ratio: float = 2.0, goal:
     return best
 
 
-def screen_features(model, sae, features: Sequence[int], max_activations: Tensor, prompts: Sequence[str],
+def screen_features(model: ModelLike, sae: SAESource, features: Sequence[int], max_activations: Tensor,
+                    prompts: Sequence[str],
                     check: ConceptCheck, strength: float, config: GenerationConfig | None = None, *,
                     hook: str | None = None, goal: str = "increase", max_gen_ppl_ratio: float = 3.0,
                     progress: bool = False) -> list[SweepRow]:
