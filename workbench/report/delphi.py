@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.core.protocols import StoreLike
 from workbench.core.errors import ConfigError, InputError
 from workbench.core.persist import atomic_write_text
 
@@ -53,7 +54,7 @@ def _codes(features_dir: Path):
     return SparseCodes(path, manifest)
 
 
-def export_delphi(features_dir: str | Path, out_dir: str | Path, *, n_splits: int = 5, store=None,
+def export_delphi(features_dir: str | Path, out_dir: str | Path, *, n_splits: int = 5, store: StoreLike | None = None,
                   model_name: str | None = None) -> Path:
     """Write the cached codes of the feature pass in ``features_dir`` as delphi's latent cache under ``out_dir``
     (module docstring); returns ``out_dir``. ``store`` defaults to the store the codes name."""

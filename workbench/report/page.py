@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import plotly.graph_objects as go
 import torch
 
+from workbench.core.protocols import StoreLike
 from workbench.analysis.feature_traits import special_token_features
 from workbench.analysis.reading_order import ReadingOrder, ReadingOrderConfig, reading_order
 from workbench.analysis.scorecard import KIND_NAMES, Scorecard
@@ -258,7 +259,7 @@ def write_report(path: str | Path, results, sae_metrics: Mapping[str, Any], expl
                  title: str = "SAE report", *, features: list[int] | None = None, max_density: float = 0.01,
                  scorecard: Scorecard | str | Path | None = None, skip_special: bool = True,
                  min_heldout_firing: int = 5, tokenizer=None, probing: Mapping[str, Any] | None = None,
-                 store=None, concept_scores: Mapping[int, float] | None = None,
+                 store: StoreLike | None = None, concept_scores: Mapping[int, float] | None = None,
                  order_config: ReadingOrderConfig | None = None, n_sample: int | None = None) -> Path:
     """Write the report to ``path`` (a .html file; folders are created) and return the path.
 

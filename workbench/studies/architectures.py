@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import torch
 
+from workbench.core.protocols import ModelLike, SAELike, StoreLike
 from workbench.analysis.concept_probing import ProbeConfig, concept_probing, probing_articles
 from workbench.core.cache import cached
 from workbench.core.persist import read_tagged_json, write_tagged_json
@@ -64,7 +65,7 @@ class ArchitectureComparisonConfig:
                    holdout_tokens=2048, downstream_contexts=2, probing=ProbeConfig.smoke())
 
 
-def comparison_inputs(model_name: str = "gemma-3-270m", profile: str | None = None, model=None):
+def comparison_inputs(model_name: str = "gemma-3-270m", profile: str | None = None, model: ModelLike | None = None):
     """``(model, store, heldout)`` for a comparison: the wiki's middle-layer store (smoke: the 16k-token CI store;
     otherwise the demo's 200k tokens) and a held-out-split store for the spliced metrics, both cached."""
     from workbench.data.corpus import CorpusSpec
@@ -170,7 +171,7 @@ def _probe_columns(card) -> dict:
     return out
 
 
-def _saebench_columns(model, sae, evals: Sequence[str], out_dir: Path, config=None) -> dict:
+def _saebench_columns(model: ModelLike, sae: SAELike, evals: Sequence[str], out_dir: Path, config=None) -> dict:
     """Headline numbers of SAEBench's own evals: sparse probing's top-1 SAE accuracy, absorption's mean scores."""
     if not evals:
         return {}
@@ -188,7 +189,7 @@ def _saebench_columns(model, sae, evals: Sequence[str], out_dir: Path, config=No
     return out
 
 
-def compare_architectures(model, store, config: ArchitectureComparisonConfig | None = None,
+def compare_architectures(model: ModelLike, store: StoreLike, config: ArchitectureComparisonConfig | None = None,
                           out_dir: str | Path = "runs/architectures", *, heldout=None,
                           progress: bool = True) -> ArchitectureComparison:
     """Train :func:`comparison_specs` on ``store`` in one pass and measure each SAE (module docstring); cached in
@@ -202,7 +203,8 @@ def compare_architectures(model, store, config: ArchitectureComparisonConfig | N
                   load=ArchitectureComparison.load, save=lambda c, p: c.save(p.parent))
 
 
-def _compare(model, store, cfg: ArchitectureComparisonConfig, out_dir: Path, key: dict, *, heldout,
+def _compare(model: ModelLike, store: StoreLike, cfg: ArchitectureComparisonConfig, out_dir: Path, key: dict, *,
+             heldout,
              progress: bool) -> ArchitectureComparison:
     source = StoreSource(store.path, seed=cfg.seed, holdout_tokens=cfg.holdout_tokens)
     specs = comparison_specs(cfg)

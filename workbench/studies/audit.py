@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from workbench.core.protocols import ModelLike
 from workbench.diffing.persona_shift import moved_trait, persona_shifts
 
 __all__ = ["audit_extract_config", "audit_traits", "persona_evidence", "persona_vectors"]
@@ -35,7 +36,7 @@ def audit_traits(profile: str | None = None) -> tuple[str, ...] | None:
     return ("pirate", "sycophancy") if is_smoke(profile) else None
 
 
-def persona_vectors(model, traits: Sequence[str] | None = None, config=None, *, progress: bool = False
+def persona_vectors(model: ModelLike, traits: Sequence[str] | None = None, config=None, *, progress: bool = False
                     ) -> tuple[dict, dict]:
     """``({trait: PersonaVector}, {trait: why skipped})`` on ``model`` for ``traits`` (default
     :func:`audit_traits`: every shipped trait, two under smoke), extracted once with ``config`` (default

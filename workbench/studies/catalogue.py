@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
+from workbench.core.protocols import ModelLike
 from workbench.data.code_bugs import BUG_RULES, Bug, c_typo, corrupt, prose_typo, snippets
 from workbench.data.code_corpus import code_document, code_files, is_heldout_file
 from workbench.data.corpus import CorpusSpec
@@ -39,7 +40,7 @@ def code_profile(name: str | None = None) -> Profile:
     return CODE_PROFILES[name]
 
 
-def code_sae(model_name: str = "gemma-3-270m", *, profile: Profile | str | None = None, model=None,
+def code_sae(model_name: str = "gemma-3-270m", *, profile: Profile | str | None = None, model: ModelLike | None = None,
              **overrides) -> StudySAEs:
     """The wiki + stdlib SAE of ``profile`` (harvested and trained once, then loaded from the cache)."""
     prof = profile if isinstance(profile, Profile) else code_profile(profile)

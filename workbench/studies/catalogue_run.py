@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from workbench.core.protocols import SAELike, StoreLike
 from workbench.analysis.catalogue_concepts import (CONCEPT_TEXTS, JUDGES, NEUTRAL_TEXTS, abstract_concrete,
                                                    bucket_specificity, text_max_codes)
 from workbench.analysis.code_errors import rates, site_activations, split_halves, top_error_features
@@ -50,14 +51,14 @@ class CatalogueConfig:
 
 
 @torch.no_grad()
-def _store_codes(store, sae, feature: int) -> torch.Tensor:
+def _store_codes(store: StoreLike, sae: SAELike, feature: int) -> torch.Tensor:
     """Feature ``feature``'s code at every non-BOS token of the store, in context order [n_contexts, ctx - 1]."""
     rows = [sae.encode(b.to(sae.device, sae.dtype))[:, feature].float().cpu()
             for b in store.iter_batches(4096, shuffle=False, drop_last=False)]
     return torch.cat(rows).reshape(store.n_contexts, -1)
 
 
-def top_contexts(store, codes: torch.Tensor, tokenizer, k: int = 8, window: int = 12) -> list[dict]:
+def top_contexts(store: StoreLike, codes: torch.Tensor, tokenizer, k: int = 8, window: int = 12) -> list[dict]:
     """The ``k`` strongest tokens of a feature (``codes`` from the store, BOS excluded) with their text window,
     the firing token in brackets."""
     flat = codes.flatten()
@@ -74,7 +75,7 @@ def top_contexts(store, codes: torch.Tensor, tokenizer, k: int = 8, window: int 
     return out
 
 
-def _windows(store, codes: torch.Tensor, tokenizer, max_per_bucket: int = 40, window: int = 12):
+def _windows(store: StoreLike, codes: torch.Tensor, tokenizer, max_per_bucket: int = 40, window: int = 12):
     """Firing tokens (a sample, spread over activation buckets) and their text windows."""
     nz = torch.nonzero(codes > 0)
     if nz.shape[0] == 0:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from workbench.core.protocols import ModelLike, StoreLike
 from workbench.analysis.concept_probing import ProbeConfig
 from workbench.analysis.features import FeatureConfig, FeatureResults, compute_features, sae_fingerprint
 from workbench.analysis.scorecard import ScorecardConfig
@@ -78,7 +79,7 @@ class Trained:
     training: dict
 
 
-def _harvest_step(cfg: DemoConfig, model) -> Harvested:
+def _harvest_step(cfg: DemoConfig, model: ModelLike) -> Harvested:
     out = Path(cfg.out)
     store = harvest(HarvestSpec(model=cfg.model, n_tokens=cfg.n_tokens, corpus=CorpusSpec(source="wiki")),
                     out / "store", model=model)
@@ -96,7 +97,7 @@ def _harvest_step(cfg: DemoConfig, model) -> Harvested:
     })
 
 
-def _train_step(cfg: DemoConfig, store) -> Trained:
+def _train_step(cfg: DemoConfig, store: StoreLike) -> Trained:
     out = Path(cfg.out) / "sae"
     source = StoreSource(store.path, seed=cfg.seed, holdout_tokens=cfg.holdout_tokens)
     spec = RunSpec("topk", cfg.d_sae, k=cfg.k, lr=cfg.lr)
@@ -125,7 +126,7 @@ def _load_evaluation(path: Path) -> dict:
                                  max_version=_EVALUATION_VERSION)["metrics"])
 
 
-def _evaluate_step(cfg: DemoConfig, trained: Trained, heldout, model) -> dict:
+def _evaluate_step(cfg: DemoConfig, trained: Trained, heldout, model: ModelLike) -> dict:
     """EV / L0 on the store's held-out activations and CE / KL with the SAE spliced in on held-out text; kept in
     ``evaluation.json`` beside the SAE, so a rerun of the same demo does not pay for the model passes again."""
     sae, source = trained.sae, trained.source
@@ -207,12 +208,12 @@ def run_demo(out: str | Path = "runs/demo", n_tokens: int | None = None, model_n
     return summary
 
 
-def _features_step(cfg: DemoConfig, store, trained: Trained, model) -> FeatureResults:
+def _features_step(cfg: DemoConfig, store: StoreLike, trained: Trained, model: ModelLike) -> FeatureResults:
     results = compute_features(store, trained.sae, Path(cfg.out) / "features", FeatureConfig(), model=model)
     return results
 
 
-def _scorecard_step(cfg: DemoConfig, store, heldout, results, trained: Trained, model):
+def _scorecard_step(cfg: DemoConfig, store: StoreLike, heldout, results, trained: Trained, model: ModelLike):
     folder = Path(cfg.out) / "features"
     explanations = scored_explanations(results, trained.sae, heldout, folder)
     card = cached_scorecard(results, store, trained.sae, model, heldout, folder,
@@ -221,14 +222,15 @@ def _scorecard_step(cfg: DemoConfig, store, heldout, results, trained: Trained, 
     return explanations, card
 
 
-def _probing_step(cfg: DemoConfig, trained: Trained, heldout, model):
+def _probing_step(cfg: DemoConfig, trained: Trained, heldout, model: ModelLike):
     folder = Path(cfg.out) / "features"
     probing = cached_concept_probing(model, trained.sae, folder, cfg.probing)
     neurons = cached_neuron_correlations(model, trained.sae, heldout, folder, n_contexts=cfg.neuron_contexts)
     return probing, neurons
 
 
-def _report_step(cfg: DemoConfig, store, results, explanations, card, metrics: dict, model, probing,
+def _report_step(cfg: DemoConfig, store: StoreLike, results, explanations, card, metrics: dict, model: ModelLike,
+                 probing,
                  neurons) -> Path:
     path = Path(cfg.out) / "report.html"
     write_report(path, results, metrics, explanations=explanations, n_features=cfg.report_features,

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from workbench.core.protocols import ModelLike
 from workbench.core.cache import cached
 from workbench.core.home import cache_dir
 from workbench.persona.extract import (SHUFFLE_METHOD, ExtractConfig, PersonaVector, Response,
@@ -63,7 +64,8 @@ def persona_sizes(profile: Profile | str | None = None) -> PersonaSizes:
         monitor_questions=5, monitor_samples=2, trace_questions=10)
 
 
-def persona_vector(model, trait, judge=None, *, sizes: PersonaSizes | None = None, config: ExtractConfig | None = None,
+def persona_vector(model: ModelLike, trait, judge=None, *, sizes: PersonaSizes | None = None,
+                   config: ExtractConfig | None = None,
                    progress: bool = True) -> PersonaVector:
     """The trait's vector on ``model``, extracted with ``config`` (default: the profile's) and cached under
     ``WORKBENCH_HOME/persona/vectors`` by (model, trait file hash, config, judge name). Nothing sampled is sampled
@@ -127,7 +129,7 @@ def _same_samples(folder, prefix: str, trait, cfg: ExtractConfig) -> PersonaVect
     return None
 
 
-def study_sae(model, layer: int, profile: Profile | str | None = None, **overrides):
+def study_sae(model: ModelLike, layer: int, profile: Profile | str | None = None, **overrides):
     """A TopK SAE on ``model``'s ``blocks.{layer}.hook_resid_post`` trained through the standard pipeline (cached;
     the middle layer shares the standard store): for decomposing persona vectors into features. The full profile
     uses notebook 08's SmolLM2 size (262k tokens, 4096 latents) unless ``overrides`` say otherwise."""

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence, overload
 
 from torch import Tensor
 
+from workbench.core.protocols import ModelLike, StoreLike
 from workbench.analysis.bundle import AnalysisBundle
 from workbench.analysis.explain import ExplanationSet, explain_features
 from workbench.analysis.feature_results import analysis_tokens
@@ -252,7 +253,8 @@ def standard_harvest_spec(model_name: str, profile: Profile, *, hook: str | None
     return spec
 
 
-def standard_training(profile: Profile, store, architecture: str = "topk") -> tuple[list[RunSpec], TrainConfig]:
+def standard_training(profile: Profile, store: StoreLike, architecture: str = "topk") -> tuple[list[RunSpec],
+                      TrainConfig]:
     """``(specs, config)`` of the standard SAE: ``profile.epochs`` passes over ``store`` minus the held-out tokens."""
     bs = profile.batch_size
     n_train = (store.n_tokens - store.n_contexts - profile.holdout_tokens) // bs * bs  # BOS tokens are excluded
@@ -274,7 +276,7 @@ def _profile(profile: Profile | str | None, overrides: Mapping[str, Any]) -> Pro
     return replace(prof, **overrides) if overrides else prof
 
 
-def _standard_inputs(model_name: str, prof: Profile, model, hook: str | None, corpus):
+def _standard_inputs(model_name: str, prof: Profile, model: ModelLike | None, hook: str | None, corpus):
     """The model, the profile's standard store (harvested or cached) and its training source."""
     model = model if model is not None else load_model(model_name)
     spec = standard_harvest_spec(model_name, prof, hook=hook, corpus=corpus, tokenizer=model.tokenizer)
@@ -282,7 +284,8 @@ def _standard_inputs(model_name: str, prof: Profile, model, hook: str | None, co
     return model, store, StoreSource(store.path, holdout_tokens=prof.holdout_tokens)
 
 
-def standard_sae(model_name: str = "gemma-3-270m", *, profile: Profile | str | None = None, model=None,
+def standard_sae(model_name: str = "gemma-3-270m", *, profile: Profile | str | None = None,
+                 model: ModelLike | None = None,
                  architecture: str = "topk", hook: str | None = None, corpus=None, **overrides) -> StudySAEs:
     """Load ``model_name``, harvest its store and train (or reuse) a ``architecture`` SAE of the profile's size.
 
@@ -350,7 +353,7 @@ def train_nested(source, sizes: Sequence[int], config: TrainConfig, out_base: st
 
 
 def nested_saes(model_name: str = "gemma-3-270m", *, sizes: Sequence[int] | None = None,
-                profile: Profile | str | None = None, model=None, architecture: str = "topk",
+                profile: Profile | str | None = None, model: ModelLike | None = None, architecture: str = "topk",
                 lr_scale: float | None = None, hook: str | None = None, corpus=None, **overrides) -> StudySAEs:
     """Nested dictionary sizes on the profile's standard store, trained in one pass (cached).
 

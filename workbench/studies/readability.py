@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from workbench.core.protocols import ModelLike, SAELike, StoreLike
 from workbench.analysis.concept_probing import KIND_NAMES, PROBING_JSON, ProbeConfig, ProbeScorecard, concept_probing
 from workbench.analysis.explain import ExplanationSet, explain_features, score_features
 from workbench.analysis.features import FeatureResults, sae_fingerprint
@@ -19,6 +20,7 @@ from workbench.analysis.neurons import NeuronConfig, NeuronCorrelations, default
 from workbench.core.cache import cached
 from workbench.core.hardware import torch_threads
 from workbench.data.hooks import sae_hook
+from workbench.sae.model import SAE
 
 __all__ = ["cached_concept_probing", "cached_explanations", "cached_neuron_correlations", "cached_scorecard",
            "probing_section", "scored_explanations"]
@@ -26,7 +28,7 @@ __all__ = ["cached_concept_probing", "cached_explanations", "cached_neuron_corre
 EXPLANATIONS_JSON = "explanations.json"
 
 
-def _heldout_identity(store) -> dict:
+def _heldout_identity(store: StoreLike) -> dict:
     return {"path": str(Path(store.path).resolve()), "created": store.manifest.get("created"),
             "n_contexts": int(store.n_contexts)}
 
@@ -37,7 +39,7 @@ def cached_explanations(path: str | Path, key: dict, compute) -> ExplanationSet:
     return cached(path, key, compute, load=ExplanationSet.load, save=lambda e, p: e.save(p))
 
 
-def scored_explanations(results: FeatureResults, sae, heldout, folder: str | Path, *, threads: int | None = 1,
+def scored_explanations(results: FeatureResults, sae: SAELike, heldout, folder: str | Path, *, threads: int | None = 1,
                         progress: bool = False) -> ExplanationSet:
     """Offline explanations of every alive feature of ``results``, each scored on all contexts of the store
     ``heldout`` (text the SAE and the explainer never saw), saved as ``folder/explanations.json`` and reused while
@@ -55,7 +57,8 @@ def scored_explanations(results: FeatureResults, sae, heldout, folder: str | Pat
     return cached_explanations(Path(folder) / EXPLANATIONS_JSON, key, compute)
 
 
-def cached_scorecard(results: FeatureResults, store, sae, model, heldout, folder: str | Path,
+def cached_scorecard(results: FeatureResults, store: StoreLike, sae: SAELike, model: ModelLike, heldout,
+                     folder: str | Path,
                      config: ScorecardConfig | None = None) -> Scorecard:
     """The :func:`~workbench.analysis.scorecard.scorecard` of ``sae``, saved in ``folder/scorecard.json`` and
     reused while the SAE, the held-out store and the settings are the same."""
@@ -71,7 +74,8 @@ def cached_scorecard(results: FeatureResults, store, sae, model, heldout, folder
     return cached(Path(folder) / SCORECARD_JSON, key, compute, load=Scorecard.load, save=lambda c, p: c.save(p))
 
 
-def cached_concept_probing(model, sae, folder: str | Path, config: ProbeConfig | None = None) -> ProbeScorecard:
+def cached_concept_probing(model: ModelLike, sae: SAELike, folder: str | Path,
+                           config: ProbeConfig | None = None) -> ProbeScorecard:
     """The concept-probing scorecard of ``sae`` (topic probes on the embedded wiki, docs/methods.md §20), saved in
     ``folder/concept_probing.json`` and reused while the SAE and the settings are the same."""
     cfg = config or ProbeConfig()
@@ -80,7 +84,8 @@ def cached_concept_probing(model, sae, folder: str | Path, config: ProbeConfig |
                   load=ProbeScorecard.load, save=lambda c, p: c.save(p.parent))
 
 
-def cached_neuron_correlations(model, sae, heldout, folder: str | Path, n_contexts: int = 64) -> NeuronCorrelations:
+def cached_neuron_correlations(model: ModelLike, sae: SAE, heldout: StoreLike, folder: str | Path, n_contexts: int = 64
+                               ) -> NeuronCorrelations:
     """Each feature's best |Pearson r| with any neuron of the MLP just before the SAE's hook, over the first
     ``n_contexts`` contexts of the held-out store (the paper's features-vs-neurons statistic, docs/methods.md §20),
     saved under ``folder/neurons`` and reused while the SAE and the held-out store are the same."""

@@ -19,6 +19,7 @@ from typing import Sequence
 
 from torch import Tensor
 
+from workbench.core.protocols import ModelLike, SAELike
 from workbench.analysis.search import ContrastHit
 from workbench.intervene.generation import GenerationConfig
 from workbench.intervene.steering import (ConceptCheck, SteeringExample, SweepRow, contrast_completions,
@@ -48,7 +49,7 @@ class FeatureSearch:
         return [r.to_dict() for r in self.screen]
 
 
-def find_steering_feature(model, sae, max_activations: Tensor, positive: Sequence[SteeringExample],
+def find_steering_feature(model: ModelLike, sae: SAELike, max_activations: Tensor, positive: Sequence[SteeringExample],
                           negative: Sequence[SteeringExample], screen_prompts: Sequence[str], check: ConceptCheck,
                           strength: float, *, goal: str = "increase", screen: bool = True, n_candidates: int = 8,
                           n_screen: int = 5, generation: GenerationConfig | None = None,
