@@ -23,11 +23,12 @@ __all__ = ["ModelLike", "SAELike", "SAESource", "StoreLike"]
 class ModelLike(Protocol):
     """A hooked language model (TransformerLens's ``HookedTransformer``): a config with ``d_model`` and ``n_layers``,
     a tokenizer, its hook points by name, a forward call, ``run_with_hooks`` / ``run_with_cache`` / the ``hooks``
-    context, ``to_tokens``, the final norm and unembedding, and its parameters (their device is the model's)."""
+    context, ``to_tokens``, the embedding, final norm and unembedding, and its parameters and ``state_dict``."""
 
     cfg: Any
     tokenizer: Any
     hook_dict: dict[str, Any]
+    embed: Any
     ln_final: Any
 
     @property
@@ -49,6 +50,8 @@ class ModelLike(Protocol):
     def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
 
     def named_parameters(self, *args: Any, **kwargs: Any) -> Iterator[tuple[str, torch.nn.Parameter]]: ...
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 @runtime_checkable
