@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import torch
 
+from workbench.core.protocols import ModelLike
 from workbench.data.hooks import hook_layer, stop_layer
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ HALF_CHECK_RTOL = 5e-2
 # HF model from TransformerLens weights
 
 
-def unsupported_reason(model) -> str | None:
+def unsupported_reason(model: ModelLike) -> str | None:
     """Why ``model`` cannot be run as an HF model here, or None when it can."""
     cfg = model.cfg
     arch = getattr(cfg, "original_architecture", None)
@@ -113,7 +114,7 @@ def _hf_config(cfg, n_layers: int):
     )
 
 
-def _hf_weights(model, n_layers: int, causal_lm: bool) -> dict[str, torch.Tensor]:
+def _hf_weights(model: ModelLike, n_layers: int, causal_lm: bool) -> dict[str, torch.Tensor]:
     """HF parameter names -> tensors, inverting TransformerLens's Gemma/Llama conversion."""
     import einops
 
@@ -146,7 +147,7 @@ def _hf_weights(model, n_layers: int, causal_lm: bool) -> dict[str, torch.Tensor
     return out
 
 
-def hf_model_from_tl(model, n_layers: int | None = None, causal_lm: bool = False):
+def hf_model_from_tl(model: ModelLike, n_layers: int | None = None, causal_lm: bool = False):
     """The HF transformers model holding ``model``'s weights: the bare decoder truncated to ``n_layers`` blocks,
     or (``causal_lm=True``) the full model with its LM head, for ``generate``.
 
@@ -237,7 +238,7 @@ class HookForward:
             return self._run(tokens)
 
 
-def tl_forward(model, hooks: list[str]) -> HookForward:
+def tl_forward(model: ModelLike, hooks: list[str]) -> HookForward:
     """The ``HookedTransformer.run_with_hooks`` path with ``stop_at_layer`` (any hook, any model)."""
     stop = stop_layer(model, hooks)
 
@@ -253,7 +254,7 @@ def tl_forward(model, hooks: list[str]) -> HookForward:
     return HookForward(list(hooks), "hooked_transformer", run)
 
 
-def hf_forward(model, hooks: list[str]) -> HookForward:
+def hf_forward(model: ModelLike, hooks: list[str]) -> HookForward:
     """The HF path for ``hooks``; ValueError when a hook or the model is not supported."""
     bad = [h for h in hooks if not hf_supports_hook(h)]
     if bad:
@@ -297,7 +298,7 @@ def max_relative_error(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
     return {h: float((a[h].float() - b[h].float()).abs().max() / b[h].float().abs().max().clamp_min(1e-12)) for h in b}
 
 
-def hook_forward(model, hooks: list[str], prefer: str = "auto", check: bool = True) -> HookForward:
+def hook_forward(model: ModelLike, hooks: list[str], prefer: str = "auto", check: bool = True) -> HookForward:
     """The fastest exact forward for ``hooks`` on ``model`` (``docs/methods.md`` §19).
 
     ``prefer="auto"`` takes the HF path when the model and every hook are supported and, with ``check``, when it
@@ -341,7 +342,7 @@ def hook_forward(model, hooks: list[str], prefer: str = "auto", check: bool = Tr
 HF_FORWARDS_KEPT = 2  # truncated HF copies kept per model (a Gemma-3-270M one is about 200 MB in float32)
 
 
-def _cached_hf_forward(model, hooks: list[str], key: tuple) -> HookForward:
+def _cached_hf_forward(model: ModelLike, hooks: list[str], key: tuple) -> HookForward:
     """``hf_forward(model, hooks)``, kept on ``model`` for the same weights and hooks, so repeated harvests do not
     rebuild the HF copy of the weights; rebuilt when any parameter was replaced or changed in place."""
     cache = model.__dict__.setdefault("_workbench_hf_forwards", {})  # a plain attribute: not a submodule
@@ -355,7 +356,7 @@ def _cached_hf_forward(model, hooks: list[str], key: tuple) -> HookForward:
     return cache[entry]
 
 
-def _fingerprint(model) -> tuple:
+def _fingerprint(model: ModelLike) -> tuple:
     """Changes when any parameter is replaced, moved, cast or modified in place."""
     return tuple((p.data_ptr(), p._version, p.dtype, str(p.device)) for p in model.parameters())
 
@@ -385,7 +386,7 @@ class _HookPointName:
         return f"HookPoint({self.name!r})"
 
 
-def attach_tl_hooks(hf, model, fwd_hooks) -> list:
+def attach_tl_hooks(hf, model: ModelLike, fwd_hooks) -> list:
     """Register TransformerLens ``(name, fn(act, hook))`` pairs on an HF model from ``hf_model_from_tl``; ``fn``
     may return a replacement activation, as in ``HookedTransformer``. Returns the handles (``.remove()`` them)."""
     layers = hf.model.layers if hasattr(hf, "model") else hf.layers
@@ -421,7 +422,7 @@ def attach_tl_hooks(hf, model, fwd_hooks) -> list:
     return handles
 
 
-def hf_causal_lm(model):
+def hf_causal_lm(model: ModelLike):
     """``hf_model_from_tl(model, causal_lm=True)``, kept on ``model`` and rebuilt when any of its parameters was
     replaced or changed in place since (tracked by storage pointer and version counter)."""
     key = _fingerprint(model)

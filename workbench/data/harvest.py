@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from workbench.core.protocols import ModelLike
 from workbench.core.errors import ConfigError
 from workbench.data.corpus import CorpusSpec, PackedBatch, packed_contexts
 from workbench.core.home import cache_dir
@@ -147,7 +148,7 @@ def _shards(batches: Iterator[PackedBatch], shard_contexts: int) -> Iterator[tup
         yield tuple(np.concatenate([x[i] for x in buf]) for i in range(3))
 
 
-def _forward_acts(model, tokens: np.ndarray, hooks: list[str], stop: int | None, batch: int, device,
+def _forward_acts(model: ModelLike, tokens: np.ndarray, hooks: list[str], stop: int | None, batch: int, device,
                   forward=None) -> dict:
     """Run the model over ``tokens`` [n, ctx] in minibatches; return {hook: [n, ctx, d] float tensor}.
 
@@ -207,7 +208,7 @@ class _ShardWriterThread:
 def harvest(
     spec: HarvestSpec,
     out: str | Path,
-    model=None,
+    model: ModelLike | None=None,
     config: HarvestConfig | None = None,
 ) -> ActivationStore:
     """Harvest ``spec`` into the directory ``out``, resuming a partial store there.
@@ -342,7 +343,7 @@ _D_MODEL_POINTS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_
 _D_MLP_POINTS = ("mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post")
 
 
-def _hook_width(model, hook: str) -> int:
+def _hook_width(model: ModelLike, hook: str) -> int:
     """The last dimension of a hook's activation: from the config for the per-token block hooks whose width it
     fixes (d_model, or d_mlp inside the MLP), else found by a one-token forward (which also rejects hooks that are
     not one vector per token)."""
@@ -413,7 +414,8 @@ def _refile_legacy(spec: HarvestSpec) -> None:
         pass
 
 
-def harvest_cached(spec: HarvestSpec, model=None, config: HarvestConfig | None = None) -> ActivationStore:
+def harvest_cached(spec: HarvestSpec, model: ModelLike | None=None,
+                   config: HarvestConfig | None = None) -> ActivationStore:
     """The store for ``spec`` in the shard layout ``config`` asks for (:func:`cache_layout`), harvested once and
     reused afterwards.
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+from workbench.core.protocols import ModelLike, SAELike
 from workbench.core.errors import ConfigError
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -19,7 +20,7 @@ def hook_layer(hook: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def validate_hooks(model, hooks: list[str] | tuple[str, ...] | str | None) -> list[str]:
+def validate_hooks(model: ModelLike, hooks: list[str] | tuple[str, ...] | str | None) -> list[str]:
     """Check hook names against the model; ``None`` or empty gives the default hook.
 
     Raises ``ValueError`` for an unknown hook or a layer out of range, with the valid choices.
@@ -51,7 +52,7 @@ def validate_hooks(model, hooks: list[str] | tuple[str, ...] | str | None) -> li
     return out
 
 
-def stop_layer(model, hooks: list[str]) -> int | None:
+def stop_layer(model: ModelLike, hooks: list[str]) -> int | None:
     """The ``stop_at_layer`` that still runs every hook; None means the whole model must run."""
     deepest = -1
     for hook in hooks:
@@ -64,7 +65,7 @@ def stop_layer(model, hooks: list[str]) -> int | None:
     return deepest + 1 if deepest + 1 < model.cfg.n_layers else None
 
 
-def sae_hook(sae, hook: str | None = None) -> str:
+def sae_hook(sae: SAELike, hook: str | None = None) -> str:
     """``hook`` if given, else the hook named in the SAE's metadata; a ValueError says how to pass one."""
     hook = hook or getattr(getattr(sae, "metadata", None), "hook_name", None)
     if not hook:

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from workbench.core.protocols import ModelLike
 from workbench.core.errors import ConfigError, InputError
 from workbench.data.assets import ASSETS, asset_path, sha256_file
 from workbench.core.hardware import default_device, default_model_dtype, mps_available
@@ -364,7 +365,7 @@ def load_tokenizer(name: str = DEFAULT_MODEL):
     return load_model(name, device="cpu").tokenizer
 
 
-def model_info(model) -> dict:
+def model_info(model: ModelLike) -> dict:
     """Name, size and geometry of a loaded model, for manifests and summaries."""
     cfg = model.cfg
     return {
