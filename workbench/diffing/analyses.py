@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from workbench.core.protocols import ModelLike
 from workbench.diffing.dfc import KIND_NAMES
 
 __all__ = ["confirmed_kinds", "exclusive_ranking", "kind_language_shares", "language_base_rate", "language_shares",
@@ -211,7 +212,7 @@ def _side_view_store(paired, side: str, out: Path):
         return writer.finalize()
 
 
-def side_features(paired, cc, side: str, model, out_dir: str | Path, *, config=None, n_logits: int = 10):
+def side_features(paired, cc, side: str, model: ModelLike, out_dir: str | Path, *, config=None, n_logits: int = 10):
     """The feature pass (:func:`workbench.analysis.features.compute_features`) of crosscoder ``cc`` with
     ``side``'s tokens in the examples, and the logit effects of ``side``'s decoder through ``model``: FeatureResults
     that :class:`~workbench.report.card.StaticFeatureCard` shows as they are."""
@@ -236,7 +237,7 @@ def side_features(paired, cc, side: str, model, out_dir: str | Path, *, config=N
     return results
 
 
-def steering_check(model, hook: str, direction: Tensor, prompts: Sequence[str], *, coefficient: float,
+def steering_check(model: ModelLike, hook: str, direction: Tensor, prompts: Sequence[str], *, coefficient: float,
                    config=None) -> list[dict]:
     """Screen-and-verify: generations from ``prompts`` without and with ``coefficient * direction`` added at
     ``hook`` (a latent's decoder row in its own model, raw units; ``coefficient`` ~ a few times the latent's

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypedDict
 
+from workbench.core.protocols import ModelLike
 from workbench.core.home import cache_dir
 
 __all__ = ["CROSS_ARCHITECTURE_DFC", "OPINION_TEMPLATE", "DiffSizes", "cross_architecture_pair", "diff_dir",
@@ -151,7 +152,7 @@ def pair_models(a: str = "gemma-3-270m", b: str = "smollm2-135m-instruct"):
     return load_model(a, device="cpu"), load_model(b, device="cpu")
 
 
-def middle_hook(model) -> str:
+def middle_hook(model: ModelLike) -> str:
     return f"blocks.{model.cfg.n_layers // 2}.hook_resid_post"
 
 

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from workbench.core.protocols import ModelLike
+
 if TYPE_CHECKING:
     from workbench.persona.extract import PersonaVector
 
@@ -32,7 +34,7 @@ __all__ = ["moved_trait", "persona_shifts", "prompt_residuals"]
 
 
 @torch.no_grad()
-def prompt_residuals(model, prompts: Sequence[str], hook: str, *, tokenizer=None, skip_first: int = 1
+def prompt_residuals(model: ModelLike, prompts: Sequence[str], hook: str, *, tokenizer=None, skip_first: int = 1
                      ) -> list[Tensor]:
     """Per prompt, ``model``'s residual stream at ``hook`` over the chat-formatted prompt's tokens ([n_pos, d],
     the first ``skip_first`` positions, attention sinks, left out). ``tokenizer`` (default the model's) fixes the

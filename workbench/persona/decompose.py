@@ -20,6 +20,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from workbench.core.protocols import SAELike
+
 __all__ = ["Decomposition", "decoder_cosines", "decompose", "topk_reconstruction"]
 
 
@@ -58,7 +60,7 @@ class Decomposition:
                 "reconstruction": self.reconstruction, "random_direction_baseline": self.baseline}
 
 
-def decompose(vector: Tensor, sae, top_n: int = 10, ks: Sequence[int] = (1, 5, 10, 20, 50), *, seed: int = 0
+def decompose(vector: Tensor, sae: SAELike, top_n: int = 10, ks: Sequence[int] = (1, 5, 10, 20, 50), *, seed: int = 0
               ) -> Decomposition:
     """Top features by cosine and the top-k reconstruction fractions (module docstring). ``sae``: an SAE (anything
     with ``W_dec`` [d_sae, d_model]) or the ``W_dec`` tensor itself."""

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.core.protocols import ModelLike
 from workbench.core.hardware import torch_threads
 from workbench.core.persist import atomic_write_text, load_tensors, save_tensors
 from workbench.intervene.generation import GenerationConfig, generate, prompt_tokens
@@ -92,7 +93,7 @@ class Response:
     coherence: float = float("nan")
 
 
-def build_prompt(model, system: str | None, question: str, chat: bool = True) -> str:
+def build_prompt(model: ModelLike, system: str | None, question: str, chat: bool = True) -> str:
     """The prompt text: the chat template (``chat=True``) or an instructed continuation for a base model."""
     if chat:
         from workbench.data.chat import chat_prompt
@@ -112,7 +113,7 @@ def _clean(text: str, chat: bool) -> str:
     return text.strip()
 
 
-def generate_responses(model, trait: Trait | str, judge, config: ExtractConfig | None = None, *,
+def generate_responses(model: ModelLike, trait: Trait | str, judge, config: ExtractConfig | None = None, *,
                        progress: bool = True) -> list[Response]:
     """Sample and judge the responses of step 1-2 (module docstring), positive and negative alternating."""
     cfg = config or ExtractConfig()
@@ -144,7 +145,8 @@ def filter_pairs(positive: Sequence[JudgeScore], negative: Sequence[JudgeScore],
             and p.coherence >= coherence_threshold and n.coherence >= coherence_threshold]
 
 
-def response_means(model, prompts: Sequence[str], responses: Sequence[str], layers: Sequence[int] | None = None,
+def response_means(model: ModelLike, prompts: Sequence[str], responses: Sequence[str],
+                   layers: Sequence[int] | None = None,
                    *, progress: bool = False) -> Tensor:
     """Per response, the residual stream ``blocks.L.hook_resid_post`` averaged over the response tokens:
     ``[n_responses, n_layers, d_model]`` (float32). The response is tokenised after the prompt's tokens."""
@@ -270,7 +272,7 @@ def _pair_up(responses: Sequence[Response]) -> list[tuple[Response, Response]]:
     return [(pos[k], neg[k]) for k in pos if k in neg]
 
 
-def vector_from_responses(model, trait: Trait, responses: Sequence[Response], config: ExtractConfig, *,
+def vector_from_responses(model: ModelLike, trait: Trait, responses: Sequence[Response], config: ExtractConfig, *,
                           progress: bool = False) -> PersonaVector:
     """Steps 2-3 on already judged ``responses`` (also used to re-extract on other checkpoints)."""
     pairs = _pair_up(responses)
@@ -299,7 +301,7 @@ def vector_from_responses(model, trait: Trait, responses: Sequence[Response], co
     return PersonaVector(trait.name, name, vec, shuffled, norms, meta)
 
 
-def extract_persona_vector(model, trait: Trait | str, judge, config: ExtractConfig | None = None, *,
+def extract_persona_vector(model: ModelLike, trait: Trait | str, judge, config: ExtractConfig | None = None, *,
                            progress: bool = True) -> PersonaVector:
     """Generate, judge, filter and average (module docstring): the trait's vector at every layer of ``model``."""
     cfg = config or ExtractConfig()

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.core.protocols import ModelLike
 from workbench.core.hardware import torch_threads
 from workbench.intervene.generation import GenerationConfig, generate, prompt_tokens
 from workbench.persona.traits import Trait, load_trait
@@ -37,7 +38,7 @@ def projection(acts: Tensor, vector: Tensor) -> Tensor:
     return acts.to(torch.float32) @ v / n
 
 
-def _resids(model, ids: Tensor, layers: Sequence[int]) -> list[Tensor]:
+def _resids(model: ModelLike, ids: Tensor, layers: Sequence[int]) -> list[Tensor]:
     names = [f"blocks.{int(L)}.hook_resid_post" for L in layers]
     device = next(model.parameters()).device
     with torch.inference_mode():
@@ -46,17 +47,17 @@ def _resids(model, ids: Tensor, layers: Sequence[int]) -> list[Tensor]:
     return [cache[n][0].float().cpu() for n in names]
 
 
-def _resid(model, ids: Tensor, layer: int) -> Tensor:
+def _resid(model: ModelLike, ids: Tensor, layer: int) -> Tensor:
     return _resids(model, ids, [layer])[0]
 
 
-def token_projections(model, text: str, vector: Tensor, layer: int) -> tuple[list[str], Tensor]:
+def token_projections(model: ModelLike, text: str, vector: Tensor, layer: int) -> tuple[list[str], Tensor]:
     """(token strings, projection per token [n]) of ``text`` at ``blocks.layer.hook_resid_post``."""
     ids = prompt_tokens(model, text)
     return [model.tokenizer.decode([int(i)]) for i in ids], projection(_resid(model, ids, layer), vector)
 
 
-def prompt_projection(model, prompt: str, vector: Tensor, layer: int) -> float:
+def prompt_projection(model: ModelLike, prompt: str, vector: Tensor, layer: int) -> float:
     """The last prompt token's projection."""
     return float(projection(_resid(model, prompt_tokens(model, prompt), layer)[-1], vector))
 
@@ -68,7 +69,8 @@ def pearson(a: Sequence[float], b: Sequence[float]) -> float:
     return float(torch.corrcoef(torch.stack([x, y]))[0, 1])
 
 
-def monitor_trait(model, pv, trait: Trait | str, judge, layer: int, *, n_questions: int = 5, n_samples: int = 4,
+def monitor_trait(model: ModelLike, pv, trait: Trait | str, judge, layer: int, *, n_questions: int = 5,
+                  n_samples: int = 4,
                   max_new_tokens: int = 40, seed: int = 2, layers: Sequence[int] | None = None,
                   first_question: int = 0, progress: bool = True) -> dict:
     """Projection vs judged trait over prompts from discouraging to encouraging the trait (module docstring):

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.core.protocols import ModelLike
 from workbench.core.hardware import torch_threads
 from workbench.intervene.generation import GenerationConfig
 from workbench.intervene.steering import AddVector, heldout_tokens, steered_generate, steered_loss
@@ -113,7 +114,8 @@ def control_vector(pv, method: str, layer: int) -> Tensor:
     raise ValueError(f"unknown method {method!r}: use 'persona', 'random' or 'shuffled'")
 
 
-def score_condition(model, questions: Sequence[str], steering, judge, config: SteerConfig) -> tuple[float, float,
+def score_condition(model: ModelLike, questions: Sequence[str], steering, judge, config: SteerConfig) -> tuple[float,
+                    float,
                                                                                                        list[str]]:
     """Mean trait and coherence of the answers to ``questions`` under ``steering`` (None: unsteered)."""
     from workbench.data.chat import chat_prompt
@@ -131,7 +133,7 @@ def score_condition(model, questions: Sequence[str], steering, judge, config: St
     return sum(traits) / len(traits), sum(cohs) / len(cohs), texts
 
 
-def steering_sweep(model, pv, trait: Trait | str, judge, config: SteerConfig | None = None, *,
+def steering_sweep(model: ModelLike, pv, trait: Trait | str, judge, config: SteerConfig | None = None, *,
                    grid: Sequence[tuple[int, float]] | None = None, progress: bool = True) -> list[SteerRow]:
     """Rows for the unsteered model and every (method, layer, coefficient) (module docstring). ``grid``: explicit
     (layer, coefficient) settings instead of ``config.layers x config.coefs``."""
@@ -140,7 +142,7 @@ def steering_sweep(model, pv, trait: Trait | str, judge, config: SteerConfig | N
         return _sweep(model, pv, trait, judge, cfg, progress, grid)
 
 
-def ppl_ratios(model, pv, layers: Sequence[int], coefs: Sequence[float], method: str = "persona",
+def ppl_ratios(model: ModelLike, pv, layers: Sequence[int], coefs: Sequence[float], method: str = "persona",
                contexts: int = 8, context_size: int = 64) -> dict[tuple[int, float], float]:
     """The perplexity ratio on held-out Wikipedia of every (layer, coefficient): forward passes only, to find the
     coefficients worth sampling."""
@@ -150,7 +152,8 @@ def ppl_ratios(model, pv, layers: Sequence[int], coefs: Sequence[float], method:
         control_vector(pv, method, L), L, a)) - base) for L in layers for a in coefs}
 
 
-def _sweep(model, pv, trait, judge, cfg: SteerConfig, progress: bool, grid=None, methods=None) -> list[SteerRow]:
+def _sweep(model: ModelLike, pv, trait, judge, cfg: SteerConfig, progress: bool, grid=None,
+           methods=None) -> list[SteerRow]:
     trait = load_trait(trait)
     methods = tuple(methods) if methods else ("persona", *cfg.controls)
     n_layers = int(pv.vectors.shape[0])
@@ -181,7 +184,8 @@ def _sweep(model, pv, trait, judge, cfg: SteerConfig, progress: bool, grid=None,
     return rows
 
 
-def compare_at(model, pv, trait: Trait | str, judge, layer: int, coef: float, config: SteerConfig | None = None, *,
+def compare_at(model: ModelLike, pv, trait: Trait | str, judge, layer: int, coef: float,
+               config: SteerConfig | None = None, *,
                methods: Sequence[str] = ("persona", "random", "shuffled"), progress: bool = True) -> list[SteerRow]:
     """The unsteered row and one row per ``method`` at a single (``layer``, ``coef``), same questions and seeds
     (``config``'s counts; its layers/coefs and perplexity budget are ignored): the chosen setting against its

@@ -181,6 +181,7 @@ def trace_checkpoints(checkpoints: Sequence, trait: Trait | str, judge=None, *, 
     if steer_eval:
         scfg = steer or SteerConfig(n_questions=5, n_samples=2)
         questions = trait.eval_questions[: scfg.n_questions]
+        assert model is not None  # the last checkpoint's model stays loaded
         base, _, _ = score_condition(model, questions, None, judge, scfg)
         for row, v in zip(rows, vectors):
             t, _, _ = score_condition(model, questions, persona_steering(v[layer], layer, coef), judge, scfg)
