@@ -181,19 +181,38 @@ def test_smoke_organism_trains_caches_and_scores(tmp_path):
     assert pooled[("audited", "train")]["n"] == 6 and pooled[("audited", "held_out")]["n"] == 4
     assert {(t["audited_vs"], t["split"]) for t in out["tests"]} == {(m, s) for m in ("base", "control")
                                                                     for s in ("train", "held_out")}
-    # a second call reads every cache (no training, no sampling) and gives the same table
-    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.json")}
-    again = evaluate_organism(cfg, root=tmp_path, progress=False)
-    assert again["rows"] == out["rows"] and {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.json")} == stamps
-    # the stage-2 checkpoint overlays the base model; restoring goes back to the base weights exactly
-    from workbench.data.models import load_model
-    from workbench.audit.training import snapshot
+    # a second pass reads every cache: no model is loaded (model=None), nothing is trained, sampled or rewritten
+    from workbench.audit.biases import load_biases as biases
+    from workbench.audit.ood import replies_for, score_replies
+    from workbench.audit.organism import build_organism
 
-    model = load_model(cfg.base_model, device="cpu")
-    base = snapshot(model)
-    restore_weights(model, base, ckpt["audited"])
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.json")}
+    paths = build_organism(cfg, root=tmp_path, progress=False)
+    assert {k: str(v) if v else None for k, v in paths.items()} == ckpt
+    prompts = {b.id: list(b.eval_prompts[:cfg.n_prompts]) for b in biases()}
+    replies = replies_for("audited", paths["audited"], None, None, prompts, cfg, root=tmp_path)
+    hits = score_replies(replies)
+    assert [r["k"] for r in out["rows"] if r["model"] == "audited"] == [sum(map(sum, h)) for h in hits.values()]
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.json")} == stamps
+    # restore_weights: the checkpoint's weights overlaid on the base state, then back to the base exactly
     name = next(iter(aud))
-    assert torch.equal(dict(model.named_parameters())[name].detach(), aud[name])
-    restore_weights(model, base)
-    assert torch.equal(dict(model.named_parameters())[name].detach(), base[name])
+
+    class Stub:  # the two methods restore_weights uses, with real tensors of the checkpoint's shapes
+        workbench_name = cfg.base_model
+
+        def __init__(self):
+            self.params = {k: torch.nn.Parameter(torch.zeros_like(v)) for k, v in aud.items()}
+
+        def named_parameters(self):
+            return iter(self.params.items())
+
+        def eval(self):
+            return self
+
+    stub = Stub()
+    base = {k: torch.full_like(v, 0.5) for k, v in aud.items()}
+    restore_weights(stub, base, ckpt["audited"])
+    assert torch.equal(stub.params[name].detach(), aud[name])
+    restore_weights(stub, base)
+    assert torch.equal(stub.params[name].detach(), base[name])
     json.dumps(out)  # the result is plain JSON
