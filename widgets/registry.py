@@ -58,6 +58,10 @@ VIEWS: tuple[ViewSpec, ...] = (
              "steering coefficient, the closest SAE features", "persona"),
     ViewSpec("DiffExplorer", ".diff_explorer", "model diffing with a crosscoder: relative decoder norms, Latent "
              "Scaling, both models' cards and a steering check", "diff"),
+    ViewSpec("SDMBetaView", ".sdm_beta_view", "attention heads read as SDM: each head's beta against the optimal "
+             "band; a head's softmax vs SDM read weights", "sdm_beta", ("beta_figure",)),
+    ViewSpec("ContinualView", ".sdm_continual_view", "class-incremental learning curves of the SDMLP, its ablations "
+             "and the baselines; final accuracies", "sdm_continual"),
 )
 
 

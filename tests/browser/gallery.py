@@ -314,9 +314,35 @@ def diff(g: Gallery):
                           names=("tiny-A", "tiny-B"), prompts=("The bridge",), coefficient=4.0)
 
 
+def sdm_beta(g: Gallery):
+    """Two synthetic head tables (no model): betas spread around the band; one head's weights."""
+    import numpy as np
+
+    from workbench.sdm.attention import AttentionSDMTable, HeadSDM
+    import widgets as W
+
+    rng = np.random.default_rng(0)
+    tables = {}
+    for name, n in (("model-a", 64), ("model-b", 64)):
+        heads = [HeadSDM(l, h, float(np.exp(rng.normal(2, 0.8))), float(np.exp(rng.normal(2.5, 0.5))), None, 20,
+                         0.8, 0.1, 0.9, 0.3, 0.2, 0.1, 1.5) for l in range(3) for h in range(2)]
+        tables[name] = AttentionSDMTable(name, n, (4.3, 9.0), heads)
+    w = np.tril(np.ones((6, 6))) / np.arange(1, 7)[:, None]
+    return W.SDMBetaView(tables, weights=lambda m, l, h: {"softmax": w, "sdm": w, "radius": np.array(20)})
+
+
+def sdm_continual(g: Gallery):
+    import widgets as W
+
+    row = lambda a: {"final_mean": a[-1], "final_sem": 0.01, "per_task_mean": a, "per_task_sem": [0.01] * 3,  # noqa
+                     "dead_mean": 0.0}
+    return W.ContinualView({"sdmlp": row([1.0, 0.8, 0.7]), "relu": row([1.0, 0.5, 0.33])}, title="synthetic")
+
+
 BUILDERS = {"card": card, "browser": browser, "inspector": inspector, "map": map, "splits": splits,
             "scaling": scaling, "languages": languages, "attribution": attribution, "steering": steering,
-            "persona": persona, "diff": diff}
+            "persona": persona, "diff": diff, "sdm_beta": sdm_beta,
+            "sdm_continual": sdm_continual}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Class-incremental split tasks, trained one after another with no replay and no task labels, for the SDMLP, its
 ablations and the baselines (ReLU MLP, Top-K MLP, EWC, MAS, SDMLP+EWC).
 
+The penalty's step is taken implicitly (see :func:`_proximal_penalty_step`), so no lambda makes training diverge.
+
 After each task the model is scored on the test examples of every class seen so far, over all output classes
 (class-incremental: no task label picks a head). EWC and MAS add ``lam * sum_i Omega_i (theta_i - theta*_i)**2``
 after each task, with ``Omega`` the diagonal Fisher (EWC: mean squared gradient of the log-likelihood of the model's
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 from workbench.sdm.sdmlp import MLPConfig, SparseMLP, prepare_inputs
 
 __all__ = ["METHODS", "ContinualConfig", "MethodResult", "SplitData", "continual_table", "digits_split",
-           "run_method", "split_from_arrays"]
+           "run_method", "split_from_arrays", "standardise", "tune_lambda"]
 
 
 @dataclass
@@ -67,22 +69,31 @@ def digits_split(seed: int = 0) -> SplitData:
 
 @dataclass(frozen=True)
 class ContinualConfig:
-    epochs: int = 100  # per task
+    """``lr`` is every method's SGD step (Adam gets ``lr * 0.05``); ``center`` subtracts the first task's training
+    mean from every input (and every input is divided by the first task's RMS entry, :func:`standardise`) (known once task 1 arrives: no later data is looked at), without which the mean-pooled
+    embeddings all share one dominant direction and every input wakes the same Top-K units; the GABA switch
+    (annealing k from the width to k) runs over the first ``anneal_fraction`` of the first task's steps, so that k
+    reaches its target before task 2 whatever the data size."""
+
+    epochs: int = 20  # per task
     batch_size: int = 64
     seeds: int = 3
-    ewc_lambda: float = 100.0
-    mas_lambda: float = 1.0
+    ewc_lambda: float = 1e3
+    mas_lambda: float = 10.0
     width: int = 1000
-    k: int = 10
+    k: int = 20
+    lr: float = 0.05
+    center: bool = True
+    anneal_fraction: float = 0.5
     progress: bool = True
 
     @classmethod
     def smoke(cls) -> "ContinualConfig":
-        return cls(epochs=20, seeds=1, width=300, k=5)
+        return cls(epochs=10, seeds=1, width=300, k=10)
 
 
 def _method_config(method: str, cc: ContinualConfig) -> tuple[MLPConfig, str | None]:
-    base = dict(width=cc.width, k=cc.k)
+    base = dict(width=cc.width, k=cc.k, lr=cc.lr)
     sd = MLPConfig.sdmlp(**base)
     table = {
         "relu": (MLPConfig.relu(**base), None),
@@ -92,11 +103,13 @@ def _method_config(method: str, cc: ContinualConfig) -> tuple[MLPConfig, str | N
         "sdmlp": (sd, None),
         "sdmlp+ewc": (sd, "ewc"),
         "sdmlp-no_topk": (replace(sd, topk=False), None),
-        "sdmlp-no_l2": (replace(sd, normalise=False, lr=0.05), None),
+        "sdmlp-no_l2": (replace(sd, normalise=False), None),
         "sdmlp-no_nonneg": (replace(sd, nonneg=False), None),
         "sdmlp-no_gaba": (replace(sd, gaba=False), None),
         "sdmlp+bias": (replace(sd, bias=True), None),
         "sdmlp-adam": (replace(sd, optimizer="adam"), None),
+        "sdmlp-fixed_addresses": (replace(sd, address_lr=0.0), None),
+        "topk-fixed_addresses": (replace(MLPConfig.topk_mlp(**base), address_lr=0.0), None),
     }
     if method not in table:
         raise ValueError(f"unknown method {method!r}: pick one of {', '.join(table)}")
@@ -104,7 +117,7 @@ def _method_config(method: str, cc: ContinualConfig) -> tuple[MLPConfig, str | N
 
 
 METHODS = ("relu", "topk", "ewc", "mas", "sdmlp", "sdmlp+ewc", "sdmlp-no_topk", "sdmlp-no_l2", "sdmlp-no_nonneg",
-           "sdmlp-no_gaba", "sdmlp+bias", "sdmlp-adam")
+           "sdmlp-no_gaba", "sdmlp+bias", "sdmlp-adam", "sdmlp-fixed_addresses", "topk-fixed_addresses")
 
 
 @dataclass
@@ -115,6 +128,7 @@ class MethodResult:
     dead: int  # hidden units never among the active ones on the training data after the last task
     task_use: list[list[int]]  # per task: indices of the units most used by that task's examples (top 20)
     unit_class: list[int]  # per unit: the class whose examples activate it most (-1 dead)
+    k_at_task2: int = 0  # the Top-K k in force when task 2 starts (the GABA switch must be over by then)
 
     @property
     def final(self) -> float:
@@ -143,14 +157,37 @@ def _importance(model: SparseMLP, x: Tensor, kind: str) -> list[Tensor]:
 
 
 @torch.no_grad()
+def _proximal_penalty_step(model: SparseMLP, omega: list[Tensor], anchor: list[Tensor], step: float) -> None:
+    """The step on ``lam * Omega * (theta - anchor)**2`` taken implicitly (a proximal step): theta moves to
+    ``(theta + 2 step Omega anchor) / (1 + 2 step Omega)``. An explicit gradient step overshoots once
+    ``2 step Omega > 2`` and the weights blow up (what made EWC collapse to chance at large lambda); this one
+    is stable for every lambda and has the same fixed points."""
+    for p, o, a in zip(model.parameters(), omega, anchor):
+        c = 2 * step * o
+        p.copy_((p + c * a) / (1 + c))
+
+
+@torch.no_grad()
 def _accuracy(model: SparseMLP, x: Tensor, y: Tensor) -> float:
     return float((model(x).argmax(-1) == y).float().mean()) if len(y) else float("nan")
 
 
+def standardise(x_train: Tensor, x_test: Tensor, first: Tensor, center: bool = True) -> tuple[Tensor, Tensor]:
+    """Inputs on one scale for every method, from the first task's training examples only (``first``, a mask):
+    minus their mean (with ``center``), divided by their root-mean-square entry. Raw residual-stream embeddings have
+    norms in the hundreds, on which an unnormalised ReLU MLP at the shared learning rate diverges."""
+    mu = x_train[first].mean(0) if center else torch.zeros(x_train.shape[1])
+    rms = (x_train[first] - mu).pow(2).mean().sqrt().clamp_min(1e-8)
+    return (x_train - mu) / rms, (x_test - mu) / rms
+
+
 def run_method(data: SplitData, method: str, cc: ContinualConfig, seed: int = 0) -> MethodResult:
     cfg, reg = _method_config(method, cc)
+    first = torch.isin(data.y_train, torch.tensor(data.tasks[0]))
+    steps1 = cc.epochs * -(-int(first.sum()) // cc.batch_size)
+    cfg = replace(cfg, anneal_steps=max(1, int(cc.anneal_fraction * steps1)))
     torch.manual_seed(seed)
-    xtr, xte = prepare_inputs(data.x_train, cfg), prepare_inputs(data.x_test, cfg)
+    xtr, xte = (prepare_inputs(x, cfg) for x in standardise(data.x_train, data.x_test, first, cc.center))
     model = SparseMLP(xtr.shape[1], data.n_classes, cfg, seed=seed)
     opt = model.make_optimizer()
     lam = cc.ewc_lambda if reg == "ewc" else cc.mas_lambda
@@ -158,17 +195,19 @@ def run_method(data: SplitData, method: str, cc: ContinualConfig, seed: int = 0)
     omega: list[Tensor] | None = None
     g = torch.Generator().manual_seed(seed)
     per_task, seen = [], []
-    for task in data.tasks:
+    k_at_task2 = None
+    for ti, task in enumerate(data.tasks):
+        if ti == 1:
+            k_at_task2 = model.current_k()
         idx = torch.nonzero(torch.isin(data.y_train, torch.tensor(task))).flatten()
         for _ in range(cc.epochs):
             for b in idx[torch.randperm(len(idx), generator=g)].split(cc.batch_size):
                 loss = torch.nn.functional.cross_entropy(model(xtr[b]), data.y_train[b])
-                if omega is not None:
-                    loss = loss + lam * sum((o * (p - a) ** 2).sum() for o, p, a
-                                            in zip(omega, model.parameters(), anchors[-1][1]))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                if omega is not None:
+                    _proximal_penalty_step(model, omega, anchors[-1][1], lam * cfg.lr)
                 model.project()
                 model.steps += 1
         if reg is not None:
@@ -189,18 +228,21 @@ def run_method(data: SplitData, method: str, cc: ContinualConfig, seed: int = 0)
     per_class = torch.stack([h[data.y_train == c].mean(0) if (data.y_train == c).any() else torch.zeros(h.shape[1])
                              for c in range(data.n_classes)])
     unit_class = torch.where(active.any(0), per_class.argmax(0), torch.tensor(-1)).tolist()
-    return MethodResult(method, seed, per_task, dead, task_use, unit_class)
+    return MethodResult(method, seed, per_task, dead, task_use, unit_class, k_at_task2 or model.current_k())
 
 
-def continual_table(data: SplitData, cc: ContinualConfig, methods: tuple[str, ...] = METHODS
-                    ) -> dict[str, dict]:
+def continual_table(data: SplitData, cc: ContinualConfig, methods: tuple[str, ...] = METHODS,
+                    lambdas: dict[str, float] | None = None) -> dict[str, dict]:
     """Every method over ``cc.seeds`` seeds: final accuracy mean and s.e.m., per-task means, dead units, and
-    the share of units whose preferred class is unique to one task (units read as SDM addresses)."""
+    the share of units whose preferred class is unique to one task (units read as SDM addresses). ``lambdas``:
+    a penalty strength per method (e.g. from :func:`tune_lambda`), else the config's."""
     out = {}
     jobs = [(m, s) for m in methods for s in range(cc.seeds)]
     results: dict[str, list[MethodResult]] = {m: [] for m in methods}
     for m, s in tqdm(jobs, desc=f"continual {data.name}", disable=not cc.progress, leave=False):
-        results[m].append(run_method(data, m, cc, seed=s))
+        lam = (lambdas or {}).get(m)
+        mc = cc if lam is None else replace(cc, **{"mas_lambda" if m == "mas" else "ewc_lambda": lam})
+        results[m].append(run_method(data, m, mc, seed=s))
     for m, rs in results.items():
         finals = np.array([r.final for r in rs])
         sem = float(finals.std(ddof=1) / np.sqrt(len(finals))) if len(finals) > 1 else 0.0
@@ -208,8 +250,21 @@ def continual_table(data: SplitData, cc: ContinualConfig, methods: tuple[str, ..
                    for b in r.task_use[i + 1:]]
         out[m] = {"final_mean": float(finals.mean()), "final_sem": sem,
                   "per_task_mean": np.mean([r.per_task for r in rs], 0).round(4).tolist(),
+                  "per_task_sem": (np.std([r.per_task for r in rs], 0, ddof=1) / np.sqrt(len(rs))).round(4).tolist()
+                  if len(rs) > 1 else [0.0] * len(rs[0].per_task),
                   "dead_mean": float(np.mean([r.dead for r in rs])),
+                  "k_at_task2": int(rs[0].k_at_task2),
                   "task_unit_overlap": float(np.mean(overlap)) if overlap else 0.0,
                   "units_per_class": np.mean([np.bincount([c for c in r.unit_class if c >= 0],
                                                           minlength=data.n_classes) for r in rs], 0).round(1).tolist()}
     return out
+
+
+def tune_lambda(data: SplitData, method: str, cc: ContinualConfig, grid: tuple[float, ...] = (1, 10, 100, 1e3, 1e4, 1e5),
+                seed: int = 0) -> dict[float, float]:
+    """Final accuracy of ``method`` ("ewc", "mas", "sdmlp+ewc") for each penalty strength in ``grid`` (one seed).
+    Picking the best one on the test classes is generous to the baseline: an upper bound on its tuned accuracy."""
+    field_ = "mas_lambda" if method == "mas" else "ewc_lambda"
+    if _method_config(method, cc)[1] is None:
+        raise ValueError(f"{method!r} has no penalty to tune: use 'ewc', 'mas' or 'sdmlp+ewc'")
+    return {lam: run_method(data, method, replace(cc, **{field_: lam}), seed=seed).final for lam in grid}

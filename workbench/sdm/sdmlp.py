@@ -35,6 +35,7 @@ class MLPConfig:
     anneal_steps: int = 500
     optimizer: str = "sgd"  # "sgd" (no momentum) or "adam"
     lr: float = 0.2
+    address_lr: float = 1.0  # the hidden (address) rows' step as a multiple of lr; 0 keeps random addresses fixed
 
     def __post_init__(self):
         if not 1 <= self.k <= self.width:
@@ -118,6 +119,9 @@ class SparseMLP(nn.Module):
             self.w1.div_(self.w1.norm(dim=1, keepdim=True).clamp_min(1e-8))
 
     def make_optimizer(self) -> torch.optim.Optimizer:
+        lr = self.cfg.lr * (0.05 if self.cfg.optimizer == "adam" else 1.0)
+        rest = [p for p in self.parameters() if p is not self.w1]
+        groups = [{"params": [self.w1], "lr": lr * self.cfg.address_lr}, {"params": rest, "lr": lr}]
         if self.cfg.optimizer == "adam":
-            return torch.optim.Adam(self.parameters(), lr=self.cfg.lr * 0.05)
-        return torch.optim.SGD(self.parameters(), lr=self.cfg.lr, momentum=0.0)
+            return torch.optim.Adam(groups, lr=lr)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.0)
