@@ -45,6 +45,7 @@ full: assets
 
 test: assets
 	$(PY) -m ruff check workbench widgets
+	$(PY) -m mypy workbench
 	WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q tests
 	WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q --nbmake notebooks
 

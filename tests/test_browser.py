@@ -221,6 +221,18 @@ def _diff(page, ws, cell):
     return out
 
 
+def _sdm_beta(page, ws, cell):
+    # another beta picked in the menu redraws the heads against the band
+    return {"sdm beta pick": _changes(page, ws, "sdm_beta",
+                                      lambda: cell.locator("select").first.select_option("beta_max"))}
+
+
+def _sdm_continual(page, ws, cell):
+    # fewer methods picked in the list redraws the curves with those alone
+    return {"sdm methods pick": _changes(page, ws, "sdm_continual",
+                                         lambda: cell.locator("select").first.select_option(["sdmlp"]))}
+
+
 # gallery key -> (action, kernel-side state expression, its value before, a test of its value after)
 INTERACTIONS = {
     "card": (_card, "g.card.bucket", None, lambda v: v is not None),
@@ -237,6 +249,8 @@ INTERACTIONS = {
                 lambda v: v[0] == "Bonjour" and v[1] > 5),
     "diff": (_diff, "[g.diff.selected, sorted(g.diff.steering)]", [None, []],
              lambda v: v[0] is not None and v[1] == [v[0]]),
+    "sdm_beta": (_sdm_beta, "g.sdm_beta.which", "beta_norm", lambda v: v == "beta_max"),
+    "sdm_continual": (_sdm_continual, "g.sdm_continual.methods", ["sdmlp", "relu"], lambda v: v == ["sdmlp"]),
 }
 
 

@@ -49,7 +49,7 @@ PARAM_FLAGS = {"n_tokens": "tokens", "total_tokens": "tokens", "max_tokens": "to
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad argument prints one line (no usage block) naming the fix, and exits with 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message} (see: {self.prog} --help)\n")
 
 

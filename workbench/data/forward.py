@@ -171,7 +171,8 @@ def hf_model_from_tl(model: ModelLike, n_layers: int | None = None, causal_lm: b
     param = next(model.parameters())
     skip_init: Callable[[], contextlib.AbstractContextManager[Any]]
     try:  # every weight is replaced below: skip HF's random initialisation (about a second)
-        from transformers.initialization import no_init_weights as skip_init
+        from transformers.initialization import no_init_weights
+        skip_init = no_init_weights
     except ImportError:  # older transformers
         skip_init = contextlib.nullcontext
     with torch.device(param.device), skip_init():

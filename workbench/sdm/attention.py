@@ -25,6 +25,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -243,7 +244,7 @@ def _analyse(model, cfg: AttentionSDMConfig) -> AttentionSDMTable:
                     "self_": float(np.mean(np.diag(a["softmax"])[1:])), "entropy": float(ent)})
     table = AttentionSDMTable(cfg.model, n, beta_band(n))
     for (l, h), rows in acc.items():
-        mean = {key: float(np.nanmean([r[key] for r in rows])) if any(np.isfinite(r[key]) for r in rows)
+        mean: dict[str, Any] = {key: float(np.nanmean([r[key] for r in rows])) if any(np.isfinite(r[key]) for r in rows)
                 else float("nan") for key in rows[0]}
         mean["radius"] = int(round(np.median([r["radius"] for r in rows])))
         table.heads.append(HeadSDM(layer=l, head=h, beta_weights=_weight_betas(model, l), **mean))

@@ -147,10 +147,12 @@ def _importance(model: SparseMLP, x: Tensor, kind: str) -> list[Tensor]:
             loss = -logp.gather(1, out.argmax(-1, keepdim=True)).sum()
             loss.backward()
             for a, p in zip(acc, params):
+                assert p.grad is not None  # every parameter takes part in the output
                 a += p.grad.detach() ** 2 * (len(xb) / len(x))
         else:
             (out ** 2).sum(-1).mean().backward()
             for a, p in zip(acc, params):
+                assert p.grad is not None
                 a += p.grad.detach().abs() * (len(xb) / len(x))
     model.zero_grad()
     return acc
@@ -241,7 +243,7 @@ def continual_table(data: SplitData, cc: ContinualConfig, methods: tuple[str, ..
     results: dict[str, list[MethodResult]] = {m: [] for m in methods}
     for m, s in tqdm(jobs, desc=f"continual {data.name}", disable=not cc.progress, leave=False):
         lam = (lambdas or {}).get(m)
-        mc = cc if lam is None else replace(cc, **{"mas_lambda" if m == "mas" else "ewc_lambda": lam})
+        mc = cc if lam is None else (replace(cc, mas_lambda=lam) if m == "mas" else replace(cc, ewc_lambda=lam))
         results[m].append(run_method(data, m, mc, seed=s))
     for m, rs in results.items():
         finals = np.array([r.final for r in rs])
@@ -264,7 +266,9 @@ def tune_lambda(data: SplitData, method: str, cc: ContinualConfig, grid: tuple[f
                 seed: int = 0) -> dict[float, float]:
     """Final accuracy of ``method`` ("ewc", "mas", "sdmlp+ewc") for each penalty strength in ``grid`` (one seed).
     Picking the best one on the test classes is generous to the baseline: an upper bound on its tuned accuracy."""
-    field_ = "mas_lambda" if method == "mas" else "ewc_lambda"
     if _method_config(method, cc)[1] is None:
         raise ValueError(f"{method!r} has no penalty to tune: use 'ewc', 'mas' or 'sdmlp+ewc'")
-    return {lam: run_method(data, method, replace(cc, **{field_: lam}), seed=seed).final for lam in grid}
+    def with_lambda(lam: float) -> ContinualConfig:
+        return replace(cc, mas_lambda=lam) if method == "mas" else replace(cc, ewc_lambda=lam)
+
+    return {lam: run_method(data, method, with_lambda(lam), seed=seed).final for lam in grid}

@@ -87,7 +87,7 @@ def continual_study(task: str = "wiki", profile: str | None = None, cc: Continua
     data = split_data(task, profile)
     cc = cc or continual_config(profile)
     tuned = {m: tune_lambda(data, m, cc, grid) for m in methods if m in PENALISED}
-    lambdas = {m: max(scores, key=scores.get) for m, scores in tuned.items()}
+    lambdas = {m: max(scores, key=lambda lam: scores[lam]) for m, scores in tuned.items()}
     table = continual_table(data, cc, methods, lambdas)
     uncentred = continual_table(data, replace(cc, center=False), tuple(m for m in ("relu", "sdmlp") if m in methods))
     f = {m: row["final_mean"] for m, row in table.items()}
