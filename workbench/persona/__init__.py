@@ -1,7 +1,8 @@
-"""Persona vectors (docs/methods.md §12, §16): traits as data (``traits``), judges (``judge``, ``judge_llm``), extraction
-(``extract``), steering sweeps with controls (``steer``), monitoring by projection (``monitor``), decomposition into SAE
-features (``decompose``), tracing across checkpoints (``trace``) and a small CPU fine-tuning loop whose checkpoints
-the tracing and model-diffing code reuse (``finetune``)."""
+"""Persona vectors (docs/methods.md §12, §16, §32): traits as data (``traits``), judges (``judge``, ``judge_llm``),
+extraction (``extract``), other elicitation strategies compared with it (``elicit``), steering sweeps with controls
+(``steer``), monitoring by projection (``monitor``), decomposition into SAE features (``decompose``), tracing across
+checkpoints (``trace``) and a small CPU fine-tuning loop whose checkpoints the tracing and model-diffing code reuse
+(``finetune``)."""
 from workbench.core.lazy import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
@@ -10,7 +11,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "OpenAIJudge": ".judge_llm",
     "ExtractConfig": ".extract", "PersonaVector": ".extract", "extract_persona_vector": ".extract",
     "filter_pairs": ".extract", "load_persona_vector": ".extract",
-    "SteerConfig": ".steer", "steering_sweep": ".steer",
+    "elicit": ".elicit", "compare_strategies": ".elicit", "evaluate_strategies": ".elicit",
+    "SteerConfig": ".steer", "steering_sweep": ".steer", "choose": ".steer",
     "monitor_trait": ".monitor", "projection": ".monitor",
     "decompose": ".decompose",
     "trace_checkpoints": ".trace", "projection_shift": ".trace", "CheckpointRef": ".trace",
