@@ -31,7 +31,7 @@ DEMOS = [Demo("How was your day?", "Arr matey, a day of grog!", "It was a quiet 
 @pytest.fixture(scope="module")
 def planted():
     """(model, u): a 2-layer random model (d_model 64, SmolLM2's tokenizer and chat template) whose trait-word
-    tokens have ``30 u`` added to their embeddings, ``u`` a unit vector."""
+    tokens have ``60 u`` added to their embeddings, ``u`` a unit vector."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     from workbench.data.models import load_tokenizer
@@ -54,7 +54,7 @@ def planted():
     u = torch.randn(D, generator=torch.Generator().manual_seed(5))
     u = u / u.norm()
     with torch.no_grad():
-        model.W_E[sorted(ids)] += 30.0 * u
+        model.W_E[sorted(ids)] += 60.0 * u
     return model, u
 
 
@@ -69,8 +69,9 @@ def test_narrative_recovers_the_planted_direction_and_a_random_one_does_not(plan
     for L in range(2):
         assert _cos(pv.vectors[L], u) > 0.9
         assert abs(_cos(random_like(pv.vectors[L], seed=L), u)) < 0.4
-        # the shuffled-label control (half of the matched pairs swapped) cancels the shared trait component
-        assert abs(_cos(pv.shuffled[L], u)) < 0.5
+        # the shuffled-label control (half of the matched pairs swapped) cancels the shared trait component: what
+        # is left along u is the pair-to-pair variation, a few per cent of the vector's (measured 2-3 %)
+        assert abs(float(pv.shuffled[L] @ u)) < 0.1 * float(pv.vectors[L] @ u)
 
 
 def test_few_shot_and_system_prompt_recover_it(planted):
@@ -99,7 +100,7 @@ def test_instructed_is_zero_for_an_identical_prefix_and_averages_the_base_text_o
     pv = instructed(model, NEUTRAL_TEXTS[:3], "Continue like a buccaneer, arr matey:", "Continue the text:")
     assert pv.vectors.shape == (2, D) and float(pv.vectors.norm()) > 0 and pv.shuffled is not None
     # the instruction's own (planted) tokens are not averaged over: only what attention carries reaches the text
-    assert abs(_cos(pv.vectors[1], u)) < 0.9
+    assert abs(_cos(pv.vectors[1], u)) < 0.5
 
 
 def _sae(d_in: int = D, d_sae: int = 16, u=None):

@@ -11,7 +11,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "OpenAIJudge": ".judge_llm",
     "ExtractConfig": ".extract", "PersonaVector": ".extract", "extract_persona_vector": ".extract",
     "filter_pairs": ".extract", "load_persona_vector": ".extract",
-    "elicit": ".elicit", "compare_strategies": ".elicit", "evaluate_strategies": ".elicit",
+    "compare_strategies": ".elicit", "evaluate_strategies": ".elicit", "elicitation_data": ".elicit",
     "SteerConfig": ".steer", "steering_sweep": ".steer", "choose": ".steer",
     "monitor_trait": ".monitor", "projection": ".monitor",
     "decompose": ".decompose",
