@@ -12,6 +12,15 @@ export TOKENIZERS_PARALLELISM := false
 # The notebooks' run profile under `make test`: smoke keeps them CI-sized. `make lab` and `make demo` leave
 # $WORKBENCH_PROFILE as you set it (unset: the full profile); `make test TEST_PROFILE=full` runs them full size.
 TEST_PROFILE ?= smoke
+# make test runs the notebooks in three steps: 00 alone (it builds the shared smoke store, SAE and feature pass), then
+# two groups at once, one torch thread each (much of a notebook is single-threaded Python, so two at once on two
+# cores take about half the time). The groups share no cache that either one builds: the SmolLM2 notebooks (its
+# standard SAE, persona vectors, the flattery and ocean fine-tunes) and every other notebook (a new one lands there).
+NB_FIRST := notebooks/00_quickstart.ipynb
+NB_SMOL  := notebooks/08_steering.ipynb notebooks/09_persona_vectors.ipynb notebooks/10_model_diffing.ipynb \
+            notebooks/11_audit.ipynb
+NB_REST  := $(filter-out $(NB_FIRST) $(NB_SMOL),$(sort $(wildcard notebooks/*.ipynb)))
+NBMAKE   := WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q -p no:cacheprovider --nbmake
 
 .PHONY: demo full test lab install assets bench clean-venv check-install
 
@@ -46,8 +55,13 @@ full: assets
 test: assets
 	$(PY) -m ruff check workbench widgets
 	$(PY) -m mypy workbench
-	WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q tests
-	WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q --nbmake notebooks
+	WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(NBMAKE) $(NB_FIRST)
+	@mkdir -p test-artifacts; echo "notebooks, two groups at once: $(notdir $(NB_SMOL)) | $(notdir $(NB_REST))"; \
+	OMP_NUM_THREADS=1 $(NBMAKE) $(NB_REST) > test-artifacts/notebooks-rest.log 2>&1 & rest=$$!; \
+	OMP_NUM_THREADS=1 $(NBMAKE) $(NB_SMOL); smol=$$?; \
+	wait $$rest; rest=$$?; cat test-artifacts/notebooks-rest.log; \
+	test $$smol -eq 0 && test $$rest -eq 0
 
 # A fresh venv gets another torch first (torch==2.14.1, the CUDA build, with its dependencies), then this package's
 # wheel: pip must keep that torch (tests/test_install.py; pip list before/after in check-install.json). Several

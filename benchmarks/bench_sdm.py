@@ -1,8 +1,9 @@
 """SDM benchmark: closed form vs Monte-Carlo, exponential fits, optimal radii vs a recall simulation, attention heads
-read as SDM on both embedded models, and the split-digits continual-learning table (final accuracy on all classes,
-mean and s.e.m. over seeds, each method's ratio against the ReLU MLP of the same run). Prints JSON.
+read as SDM on both embedded models, and the split-digits and split-wiki-topics continual-learning tables (penalty
+strengths tuned first; final accuracy on all classes, mean and s.e.m. over seeds, each method's ratio against the
+ReLU MLP of the same run, and the SDMLP's gap to the ReLU and Top-K MLPs in points). Prints JSON.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_sdm.py [--quick] [--wiki-heads]
+    nice -n 10 .venv/bin/python benchmarks/bench_sdm.py [--quick] [--skip-heads] [--skip-continual]
 """
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ import time
 
 from workbench.sdm.attention import AttentionSDMConfig, attention_sdm
 from workbench.sdm.binary import fit_exponential, intersection_size, monte_carlo_intersection
-from workbench.sdm.continual import METHODS, ContinualConfig, continual_table, digits_split
 from workbench.sdm.optimal import OptimalConfig, SimulationConfig, beta_band, optimal_radii, simulate_recall
+from workbench.studies.sdm import continual_study
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smoke sizes")
     ap.add_argument("--skip-heads", action="store_true")
+    ap.add_argument("--skip-continual", action="store_true")
     args = ap.parse_args()
     t0 = time.time()
     out: dict = {"closed_form_vs_mc": [], "fits": [], "optimal": {}}
@@ -45,13 +47,14 @@ def main() -> None:
         for m in ("gemma-3-270m", "smollm2-135m-instruct"):
             cfg = AttentionSDMConfig.smoke(m) if args.quick else AttentionSDMConfig(model=m)
             out["heads"][m] = attention_sdm(cfg).summary()
-    cc = (ContinualConfig(epochs=10, seeds=3, width=300, k=5, progress=False) if args.quick
-          else ContinualConfig(epochs=20, seeds=3, width=1000, k=10))
-    table = continual_table(digits_split(), cc, METHODS)
-    base = table["relu"]["final_mean"]
-    for row in table.values():
-        row["ratio_vs_relu"] = row["final_mean"] / base
-    out["continual_digits"] = {"config": vars(cc), "baseline": "relu", "table": table}
+    if not args.skip_continual:
+        profile = "smoke" if args.quick else "full"
+        for task in ("digits", "wiki"):
+            study = continual_study(task, profile)
+            base = study["table"]["relu"]["final_mean"]
+            for row in study["table"].values():
+                row["ratio_vs_relu"] = row["final_mean"] / base
+            out[f"continual_{task}"] = {"baseline": "relu", **study}
     out["seconds"] = time.time() - t0
     print(json.dumps(out, default=float, indent=1))
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.data.assets import ASSETS, asset_path
 from workbench.data.corpus import (
     WIKI_ID_STRIDE,
     CorpusSpec,
@@ -30,29 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="session")
-def tok(request, tmp_path_factory):
-    """The Gemma 3 tokenizer. Building it from the GGUF takes ~20 s, so the result is saved once in
-    pytest's cache dir (keyed by the GGUF's pinned hash) and reloaded (~3 s) on later runs."""
-    from transformers import AutoTokenizer
+def tok():
+    """The Gemma 3 tokenizer as the package loads it (from the model cache's tokenizer folder, written by the first
+    model load; a few seconds)."""
+    from workbench.data.models import load_tokenizer
 
-    gguf = asset_path("gemma-3-270m").resolve()
-    name = f"workbench-corpus-tokenizer-{ASSETS['gemma-3-270m'].sha256[:12]}"
-    try:
-        cache = Path(request.config.cache.mkdir(name))
-    except AttributeError:  # cache provider disabled
-        cache = tmp_path_factory.mktemp(name)
-    if (cache / "tokenizer.json").exists():
-        try:
-            return AutoTokenizer.from_pretrained(str(cache))
-        except Exception:  # a damaged cache: rebuild below
-            pass
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
-    tokenizer.save_pretrained(str(tmp))
-    for f in tmp.iterdir():
-        os.replace(f, cache / f.name)
-    tmp.rmdir()
-    return tokenizer
+    return load_tokenizer("gemma-3-270m")
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ def persona_sizes(profile: Profile | str | None = None) -> PersonaSizes:
             steer=SteerConfig(layers=(12,), coefs=(1.5,), n_questions=1, n_samples=2, max_new_tokens=24,
                               ppl_contexts=2, controls=()),
             compare=SteerConfig(n_questions=1, n_samples=2, max_new_tokens=24, ppl_contexts=2, seed=7),
-            finetune=FinetuneConfig(steps=2, batch_size=2, save_every=1, max_len=48, first_layer=24),
+            finetune=FinetuneConfig(steps=2, batch_size=2, save_every=2, max_len=48, first_layer=24),
             monitor_questions=1, monitor_samples=1, trace_questions=1)
     return PersonaSizes(
         extract=ExtractConfig(n_pairs=5, n_questions=20, n_samples=4, max_new_tokens=48),

@@ -18,12 +18,13 @@ from workbench.sdm.optimal import OptimalConfig, SimulationConfig, beta_band, op
 from workbench.sdm.continual import METHODS, ContinualConfig, continual_table, digits_split, tune_lambda
 from workbench.sdm.wiki_embeddings import WikiEmbeddingConfig, wiki_split, wiki_topic_embeddings
 
-__all__ = ["LAMBDA_GRID", "MODELS", "PENALISED", "attention_config", "attention_study", "continual_config",
+__all__ = ["LAMBDA_GRID", "MODELS", "PENALISED", "SMOKE_LAMBDA_GRID", "attention_config", "attention_study", "continual_config",
            "continual_study", "foundations", "split_data"]
 
 MODELS = ("gemma-3-270m", "smollm2-135m-instruct")
 PENALISED = ("ewc", "mas", "sdmlp+ewc")
 LAMBDA_GRID = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4)
+SMOKE_LAMBDA_GRID = (1.0, 100.0)  # the smoke profile tunes over two strengths (CI time), the full one over six
 
 
 def _smoke(profile: str | None) -> bool:
@@ -65,7 +66,7 @@ def foundations(profile: str | None = None) -> dict:
 
 def continual_config(profile: str | None = None) -> ContinualConfig:
     if _smoke(profile):
-        return ContinualConfig(epochs=10, seeds=2, width=300, k=10, progress=False)
+        return ContinualConfig(epochs=3, seeds=2, width=128, k=8, progress=False)
     return ContinualConfig(epochs=20, seeds=3, width=1000, k=20)
 
 
@@ -80,12 +81,13 @@ def split_data(task: str, profile: str | None = None):
 
 
 def continual_study(task: str = "wiki", profile: str | None = None, cc: ContinualConfig | None = None,
-                    methods: tuple[str, ...] = METHODS, grid: tuple[float, ...] = LAMBDA_GRID) -> dict:
+                    methods: tuple[str, ...] = METHODS, grid: tuple[float, ...] | None = None) -> dict:
     """Tune each penalised method's lambda on seed 0 (best final accuracy on the test classes: generous to the
     baselines), then every method over the seeds; the gaps the issue's target is about, in accuracy points; and
     the same for SDMLP and the ReLU MLP without centring the inputs (the diagnosis)."""
     data = split_data(task, profile)
     cc = cc or continual_config(profile)
+    grid = grid or (SMOKE_LAMBDA_GRID if _smoke(profile) else LAMBDA_GRID)
     tuned = {m: tune_lambda(data, m, cc, grid) for m in methods if m in PENALISED}
     lambdas = {m: max(scores, key=lambda lam: scores[lam]) for m, scores in tuned.items()}
     table = continual_table(data, cc, methods, lambdas)
