@@ -23,7 +23,7 @@ NB_SMOL  := notebooks/08_steering.ipynb notebooks/09_persona_vectors.ipynb noteb
 NB_REST  := $(filter-out $(NB_FIRST) $(NB_SMOL),$(sort $(wildcard notebooks/*.ipynb)))
 NBMAKE   := WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q -p no:cacheprovider --nbmake
 
-.PHONY: demo full test lab install assets bench clean-venv check-install
+.PHONY: demo full notebooks test lab install assets bench clean-venv check-install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ demo: assets
 # The whole-corpus profile (about an hour on 2 CPU cores, resumable): what WORKBENCH_PROFILE=full notebooks load.
 full: assets
 	$(PY) -m workbench full --out runs/full
+
+# The notebooks committed with outputs: each one executed at the full profile (build `make full` first, or its SAE is
+# trained on the way) and written back in place, shrunk to <= 1.5 MB; unchanged ones are skipped, so it resumes.
+# NOTEBOOKS=notebooks/12_attention_as_sdm.ipynb picks some; make test still runs them at smoke size on its own copy.
+NOTEBOOKS ?= $(sort $(wildcard notebooks/*.ipynb))
+notebooks: assets
+	$(PY) -m workbench notebooks $(NOTEBOOKS)
 
 test: assets
 	$(PY) -m ruff check workbench widgets

@@ -31,6 +31,7 @@ import os
 import re
 import shlex
 import sys
+from pathlib import Path
 
 from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.core.signals import Interrupted, StopSignals
@@ -299,6 +300,15 @@ def _cmd_full(args) -> int:
     return 0
 
 
+def _cmd_notebooks(args) -> int:
+    from workbench.report.notebooks import NotebookRunConfig, run_notebooks
+
+    paths = args.paths or sorted(str(p) for p in Path("notebooks").glob("*.ipynb"))
+    cfg = NotebookRunConfig(profile=args.profile, max_bytes=args.max_bytes, force=args.force)
+    run_notebooks(paths, cfg)
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from workbench.studies.demo import run_demo
 
@@ -447,6 +457,14 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/full", help="where summary.json and report.html go")
     p.add_argument("--profile", default="full", help="the run profile to build (default: full)")
     p.set_defaults(func=_cmd_full)
+    p = sub.add_parser("notebooks", help="execute notebooks at a profile and write them back with their outputs, "
+                                         "shrunk to commit (plotly.js linked, widget state dropped); unchanged "
+                                         "ones are skipped")
+    p.add_argument("paths", nargs="*", help="notebook files (default: notebooks/*.ipynb)")
+    p.add_argument("--profile", default="full", help="the WORKBENCH_PROFILE the notebooks run at (default: full)")
+    p.add_argument("--max-bytes", type=_count, default=1_500_000, help="the largest committed notebook")
+    p.add_argument("--force", action="store_true", help="rerun notebooks whose code is unchanged")
+    p.set_defaults(func=_cmd_notebooks)
 
     if train:  # pulls in torch and the trainer: only when `train` is the command
         from workbench.sae import cli as train_cli
