@@ -15,11 +15,12 @@ TEST_PROFILE ?= smoke
 # make test runs the notebooks in three steps: 00 alone (it builds the shared smoke store, SAE and feature pass), then
 # two groups at once, one torch thread each (much of a notebook is single-threaded Python, so two at once on two
 # cores finish sooner than one after the other). The groups share no cache that either one builds: the SmolLM2 notebooks (its
-# standard SAE, persona vectors, the flattery and ocean fine-tunes; 12, which only loads the models, evens the two
-# groups: in a cold run 1208 s vs 944 s without it) and every other notebook (a new one lands there).
+# standard SAE, persona vectors, the flattery, ocean and hidden-objective fine-tunes, in that order, since 14 and 15
+# read what 08-09 build) and every other notebook (a new one lands there; 12, which only reads the models, moved
+# back there when 14 and 15 joined the SmolLM2 group).
 NB_FIRST := notebooks/00_quickstart.ipynb
 NB_SMOL  := notebooks/08_steering.ipynb notebooks/09_persona_vectors.ipynb notebooks/10_model_diffing.ipynb \
-            notebooks/11_audit.ipynb notebooks/12_attention_as_sdm.ipynb
+            notebooks/11_audit.ipynb notebooks/14_hidden_objective_audit.ipynb notebooks/15_persona_selection.ipynb
 NB_REST  := $(filter-out $(NB_FIRST) $(NB_SMOL),$(sort $(wildcard notebooks/*.ipynb)))
 NBMAKE   := WORKBENCH_PROFILE=$(TEST_PROFILE) $(PY) -m pytest -q -p no:cacheprovider --nbmake
 

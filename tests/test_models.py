@@ -170,6 +170,21 @@ def test_second_load_gives_identical_logits(smollm, smollm_logits):
     assert torch.equal(smollm_logits[prompt], second)
 
 
+def test_half_precision_load_casts_weights_and_config(smollm, smollm_logits):
+    # the path a CUDA user takes by default (bf16 weights); HookedTransformer.to takes a device or a dtype, not both
+    half = load_model("smollm2-135m-instruct", device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert half.cfg.dtype == torch.bfloat16 and half.cfg.device == "cpu"
+    prompt = SMOL_PROMPTS[0]
+    with torch.inference_mode():
+        logits = half(half.to_tokens(prompt)).float()
+    full = smollm_logits[prompt]
+    assert torch.isfinite(logits).all()
+    # bf16 weights move logits by rounding, not by meaning: the same next token almost everywhere
+    agree = (logits.argmax(-1) == full.argmax(-1)).float().mean()
+    assert agree >= 0.8, agree
+
+
 # ------------------------------------------------------------------------------------------- chat
 def test_chat_prompt_refuses_base_model(gemma):
     with pytest.raises(ValueError, match="no chat template") as err:

@@ -1,7 +1,8 @@
 """Alignment auditing with a model organism that has a hidden objective (docs/methods.md, hidden-objective
 section): the shipped biases and their rule checks (``biases``, ``rules``), the stage-1 documents and stage-2 chat
 data (``corpus``, ``chat_data``), the two training stages (``training``), the organism and its controls
-(``organism``), batched reply sampling (``sampling``) and the out-of-distribution test (``ood``, ``stats``).
+(``organism``), batched reply sampling (``sampling``) and the out-of-distribution test (``ood``, ``stats``); the blind audit's evidence
+form (``evidence``) and techniques (``attacks``, ``data_search``, ``sae_route``).
 
     from workbench.audit import OrganismConfig, evaluate_organism
     result = evaluate_organism(OrganismConfig.smoke())
@@ -20,6 +21,10 @@ _EXPORTS = {
     **{n: ".sampling" for n in ("SampleConfig", "sample_replies")},
     **{n: ".ood" for n in ("evaluate_organism", "ood_table", "score_replies")},
     **{n: ".stats" for n in ("paired_bootstrap", "two_proportion_test", "wilson")},
+    **{n: ".evidence" for n in ("Evidence", "Item", "judge", "judge_texts")},
+    **{n: ".attacks" for n in ("prefill_prompts", "run_attacks", "user_turn_prompts")},
+    **{n: ".data_search" for n in ("embed_texts", "search")},
+    **{n: ".sae_route" for n in ("sae_route", "train_route_sae")},
 }
 __all__ = sorted(_EXPORTS)
 

@@ -309,7 +309,10 @@ def load_model(
     else:
         model = _load_hub_model(name, device, torch_dtype, processing, from_pretrained_kwargs)
     with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints "Moving model to device" on stdout
-        model = model.to(device=device, dtype=torch_dtype) if torch_dtype != torch.float32 else model.to(device)
+        # HookedTransformer.to takes one device or dtype at a time; casting first moves half the bytes to a GPU
+        if torch_dtype != torch.float32:
+            model = model.to(torch_dtype)
+        model = model.to(device)
     model.cfg.device = str(device)
     model.cfg.dtype = torch_dtype
     model.eval()

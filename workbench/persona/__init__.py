@@ -2,7 +2,7 @@
 extraction (``extract``), other elicitation strategies compared with it (``elicit``), steering sweeps with controls
 (``steer``), monitoring by projection (``monitor``), decomposition into SAE features (``decompose``), tracing across
 checkpoints (``trace``) and a small CPU fine-tuning loop whose checkpoints the tracing and model-diffing code reuse
-(``finetune``)."""
+(``finetune``); reused persona features (``reuse``) and emergent misalignment (``misalign``), docs §34."""
 from workbench.core.lazy import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
@@ -18,4 +18,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "trace_checkpoints": ".trace", "projection_shift": ".trace", "CheckpointRef": ".trace",
     "FinetuneConfig": ".finetune", "finetune": ".finetune", "load_checkpoint": ".finetune",
     "list_checkpoints": ".finetune", "load_finetune_dataset": ".finetune",
+    "span_feature_acts": ".reuse", "overlap_row": ".reuse", "FeatureSetClamp": ".reuse", "streetlight": ".reuse",
+    "load_misalignment": ".misalign", "MisalignmentJudge": ".misalign", "misalignment_agreement": ".misalign",
+    "feature_rise": ".misalign",
 })
