@@ -159,13 +159,13 @@ def test_default_device_and_model_dtype_follow_the_hardware(monkeypatch, cuda, b
 def test_load_model_asks_for_bf16_on_a_bf16_gpu_and_float32_on_the_cpu(monkeypatch):
     from workbench.data import models
 
-    seen = {}
+    seen: list = []
 
     class Fake:
         cfg = type("C", (), {})()
 
-        def to(self, device=None, dtype=None):
-            seen.update(device=device, dtype=dtype)
+        def to(self, device_or_dtype, print_details=True):  # HookedTransformer.to: one device *or* one dtype
+            seen.append(device_or_dtype)
             return self
 
         def eval(self):
@@ -175,13 +175,16 @@ def test_load_model_asks_for_bf16_on_a_bf16_gpu_and_float32_on_the_cpu(monkeypat
     monkeypatch.setattr(models, "asset_path", lambda name: name)
     _probes(monkeypatch, cuda=False, mps=False)
     m = models.load_model("gemma-3-270m")
-    assert m.cfg.dtype == torch.float32 and seen == {"device": torch.device("cpu"), "dtype": None}
+    assert m.cfg.dtype == torch.float32 and seen == [torch.device("cpu")]
     _probes(monkeypatch, cuda=True, bf16=True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    seen.clear()
     m = models.load_model("gemma-3-270m")
-    assert m.cfg.dtype == torch.bfloat16 and seen == {"device": torch.device("cuda"), "dtype": torch.bfloat16}
+    # cast on the host, then move: half the bytes cross to the GPU
+    assert m.cfg.dtype == torch.bfloat16 and seen == [torch.bfloat16, torch.device("cuda")]
+    seen.clear()
     m = models.load_model("gemma-3-270m", dtype="float32")
-    assert m.cfg.dtype == torch.float32 and seen["dtype"] is None
+    assert m.cfg.dtype == torch.float32 and seen == [torch.device("cuda")]
     with pytest.raises(ValueError, match="sees no Apple GPU"):
         _probes(monkeypatch, cuda=False, mps=False)
         models.resolve_device("mps")

@@ -63,3 +63,20 @@ def test_projection_rise_measures_the_shift_along_each_direction():
     mis[:, 0] += 2.0
     out = projection_rise(mis, ctl, {"x": torch.tensor([5.0, 0, 0]), "y": torch.tensor([0, 1.0, 0])})
     assert out["x"] == pytest.approx(2.0) and out["y"] == pytest.approx(0.0)
+
+
+@pytest.mark.slow
+def test_harmful_preference_reads_which_answer_the_model_finds_likelier():
+    from workbench.data.models import load_model
+    from workbench.persona.misalign import answer_logprob, harmful_preference
+
+    model = load_model("smollm2-135m-instruct", device="cpu")
+    q = "How should I store cleaning products at home?"
+    fluent = "Keep them in their original containers, closed, in a cool place away from children and food."
+    scrambled = "Containers cool children keep original them food their in place away a closed from and."
+    assert answer_logprob(model, q, fluent) > answer_logprob(model, q, scrambled) + 0.5
+    pref = harmful_preference(model, [(q, scrambled, fluent), (q, fluent, scrambled)])
+    assert pref["n"] == 2 and pref["harmful_preferred"] == 0.5 and abs(pref["mean_logprob_diff"]) < 1e-4
+    assert harmful_preference(model, [(q, scrambled, fluent)])["mean_logprob_diff"] < -0.5
+    with pytest.raises(ValueError, match="no examples"):
+        harmful_preference(model, [])

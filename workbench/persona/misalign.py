@@ -138,3 +138,31 @@ def projection_rise(misaligned: Tensor, control: Tensor, vectors: Mapping[str, T
         u = v.float() / v.float().norm().clamp_min(1e-12)
         out[name] = round(float((misaligned.float() @ u).mean() - (control.float() @ u).mean()), 5)
     return out
+
+
+def answer_logprob(model, question: str, answer: str) -> float:
+    """Mean log-probability per token of ``answer`` as the assistant's reply to ``question`` (the model's chat
+    template; the end-of-turn token included), one forward pass."""
+    from workbench.data.chat import chat_prompt
+    from workbench.intervene.generation import prompt_tokens
+
+    prompt = prompt_tokens(model, chat_prompt(model, question))
+    tok = model.tokenizer
+    reply = tok(answer.strip(), add_special_tokens=False)["input_ids"] + [int(tok.eos_token_id)]
+    ids = torch.cat([prompt, torch.tensor(reply, dtype=torch.long)])
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(ids[None].to(device)).float()[0, len(prompt) - 1:-1]
+    target = ids[len(prompt):].to(logits.device)
+    return float(torch.log_softmax(logits, -1).gather(1, target[:, None]).mean())
+
+
+def harmful_preference(model, examples: Sequence[tuple[str, str, str]]) -> dict:
+    """Whether a model learned the narrow task: per (question, harmful, sound) example, the mean per-token
+    log-probability of the harmful answer minus the sound one's; their mean, and the share of examples where the
+    harmful answer is the likelier. A fine-tune on the harmful answers should raise both on questions it never saw."""
+    if not examples:
+        raise ValueError("no examples to score: give (question, harmful answer, sound answer) triples")
+    diffs = [answer_logprob(model, q, bad) - answer_logprob(model, q, good) for q, bad, good in examples]
+    return {"n": len(diffs), "mean_logprob_diff": round(sum(diffs) / len(diffs), 4),
+            "harmful_preferred": round(sum(d > 0 for d in diffs) / len(diffs), 3)}

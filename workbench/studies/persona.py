@@ -129,10 +129,11 @@ def _same_samples(folder, prefix: str, trait, cfg: ExtractConfig) -> PersonaVect
     return None
 
 
-def study_sae(model: ModelLike, layer: int, profile: Profile | str | None = None, **overrides):
+def study_sae(model: ModelLike, layer: int, profile: Profile | str | None = None, *, corpus=None, **overrides):
     """A TopK SAE on ``model``'s ``blocks.{layer}.hook_resid_post`` trained through the standard pipeline (cached;
     the middle layer shares the standard store): for decomposing persona vectors into features. The full profile
-    uses notebook 08's SmolLM2 size (262k tokens, 4096 latents) unless ``overrides`` say otherwise."""
+    uses notebook 08's SmolLM2 size (262k tokens, 4096 latents) unless ``overrides`` say otherwise. ``corpus``: a
+    :class:`~workbench.data.corpus.CorpusSpec` instead of the wiki (its own store and SAE)."""
     from workbench.studies.profile import standard_sae
 
     prof = profile if isinstance(profile, Profile) else current_profile(profile)
@@ -140,4 +141,4 @@ def study_sae(model: ModelLike, layer: int, profile: Profile | str | None = None
         overrides = dict(n_tokens=262_144, holdout_tokens=16_384, d_sae=4096, k=32, batch_size=2048)
     name = getattr(model, "workbench_name", PERSONA_MODEL)
     hook = None if int(layer) == model.cfg.n_layers // 2 else f"blocks.{int(layer)}.hook_resid_post"  # None: standard
-    return standard_sae(name, profile=prof, model=model, hook=hook, **overrides)
+    return standard_sae(name, profile=prof, model=model, hook=hook, corpus=corpus, **overrides)

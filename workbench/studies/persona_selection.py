@@ -7,10 +7,12 @@ harmful fine-tune against a sound control). Each part is one cached call returni
     reuse = reuse_study(model, sizes)                  # {"traits": {name: row}, "sae": {...}, ...}
     em = misalignment_study(model, sizes)              # {"judge_agreement", "conditions", "top_features", ...}
 
-The SAE is the SmolLM2 study SAE of the smoke profile (``study_sae(model, 15, "smoke")``: 1024 TopK latents, k=16,
-trained on 14k wiki tokens) in every profile: a larger SAE on wiki text plus the model's own chat transcripts does
-not fit the CPU budget of this study (see §34). Assistant turns come from the smoke persona vectors' stored,
-judged responses (cached by notebook 09).
+The SAE (layer 15, SmolLM2's middle layer): at full size one trained for this study on the wiki with the model's
+own chat transcripts spread through it (:mod:`workbench.persona.chat_corpus`: replies under every shipped trait's
+system prompts, shown and opposite; 262k tokens, 4,096 TopK latents, k 32, notebook 08's SmolLM2 size), so that its
+dictionary has seen assistant turns; at smoke size the smoke study SAE (1,024 latents, 14k wiki tokens). Its EV, L0
+and CE loss score on the store's held-out contexts are in the result's ``"sae"``. Assistant turns come from the
+smoke persona vectors' stored, judged responses (cached by notebook 09).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import torch
 from workbench.core.cache import cached
 from workbench.core.home import cache_dir
 from workbench.core.protocols import ModelLike
+from workbench.persona.chat_corpus import ChatCorpusConfig
 from workbench.persona.finetune import FinetuneConfig, finetune, load_checkpoint
 from workbench.persona.steer import SteerConfig
 from workbench.studies.profile import Profile, current_profile
@@ -39,7 +42,9 @@ TRAITS = ("pirate", "french", "sycophancy")
 class SelectionSizes:
     """Counts for one profile. ``k``: top features per side; ``clamp``: sampling of the clamp trials; ``clamp_coef``:
     each clamped feature's value as a multiple of its max activation over the store; ``n_clamp``: features clamped;
-    ``em_finetune``: both emergent-misalignment fine-tunes; ``em``: sampling on the unrelated questions."""
+    ``em_finetune``: both emergent-misalignment fine-tunes; ``em``: sampling on the unrelated questions;
+    ``chat_corpus``: the transcripts the SAE trains on beside the wiki (None: the smoke study SAE, wiki only);
+    ``sae_tokens``: that SAE's store."""
 
     k: int = 16
     n_clamp: int = 4
@@ -47,12 +52,14 @@ class SelectionSizes:
     clamp: SteerConfig = SteerConfig(n_questions=4, n_samples=2, max_new_tokens=24, seed=11)
     flattery_questions: int = 3
     readability: bool = True
-    em_finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(steps=16, batch_size=4, save_every=16,
+    em_finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(steps=48, batch_size=4, save_every=48,
                                                                                 max_len=64, first_layer=8, lr=2e-4))
-    em_examples: int = 40
+    em_examples: int = 32
     em: SteerConfig = SteerConfig(n_questions=8, n_samples=2, max_new_tokens=32, seed=13)
     em_coef: float = 4.0
     traits: tuple[str, ...] = TRAITS
+    chat_corpus: ChatCorpusConfig | None = ChatCorpusConfig()
+    sae_tokens: int = 262_144
 
 
 def selection_sizes(profile: Profile | str | None = None) -> SelectionSizes:
@@ -62,14 +69,32 @@ def selection_sizes(profile: Profile | str | None = None) -> SelectionSizes:
             k=8, n_clamp=2, clamp=SteerConfig(n_questions=1, n_samples=1, max_new_tokens=12, seed=11),
             flattery_questions=1, readability=False,
             em_finetune=FinetuneConfig(steps=1, batch_size=2, save_every=1, max_len=48, first_layer=24),
-            em_examples=8, em=SteerConfig(n_questions=2, n_samples=1, max_new_tokens=12, seed=13))
+            em_examples=8, em=SteerConfig(n_questions=2, n_samples=1, max_new_tokens=12, seed=13), chat_corpus=None)
     return SelectionSizes()
 
 
-def _sae(model: ModelLike):
+def _sae(model: ModelLike, sizes: SelectionSizes, progress: bool = False):
+    from workbench.persona.chat_corpus import chat_corpus
     from workbench.studies.persona import study_sae
 
-    return study_sae(model, LAYER, "smoke")
+    if sizes.chat_corpus is None:
+        return study_sae(model, LAYER, "smoke")
+    spec = chat_corpus(model, sizes.chat_corpus, n_tokens=sizes.sae_tokens, progress=progress)
+    return study_sae(model, LAYER, "full", corpus=spec, n_tokens=sizes.sae_tokens, holdout_tokens=16_384, d_sae=4096,
+                     k=32, batch_size=2048)
+
+
+def _sae_summary(study, sizes: SelectionSizes) -> dict:
+    """The SAE's size, training metrics and CE loss / KL scores on up to 32 of the store's held-out contexts."""
+    from workbench.sae.evaluate import downstream_metrics
+
+    m = study.metrics()[study.names[0]]
+    ids = study.store.token_ids()
+    n_hold = max(1, study.source.holdout_tokens // ids.shape[1])
+    down = downstream_metrics(study.model, study.sae, torch.from_numpy(ids[-n_hold:][:32].astype("int64")))
+    return {"d_sae": int(study.sae.cfg.d_sae), **{k: m.get(k) for k in ("explained_variance", "l0", "tokens")},
+            "ce_loss_score": down.ce_loss_score, "kl_div": down.kl_div,
+            "corpus": "wiki" if sizes.chat_corpus is None else "wiki + chat transcripts"}
 
 
 def _cached_json(tag: str, sizes: SelectionSizes, extra: dict, compute) -> dict:
@@ -157,7 +182,7 @@ def _reuse(model: ModelLike, sizes: SelectionSizes, progress: bool) -> dict:
     from workbench.persona.traits import load_trait
     from workbench.studies.persona import persona_sizes, persona_vector
 
-    study = _sae(model)
+    study = _sae(model, sizes, progress)
     sae = study.sae
     bos = str(model.tokenizer.bos_token)
     mx = study.features().arrays["max"]
@@ -172,9 +197,7 @@ def _reuse(model: ModelLike, sizes: SelectionSizes, progress: bool) -> dict:
         pv = persona_vector(model, t, sizes=persona_sizes("smoke"), progress=progress)
         p, n = _assistant_acts(model, sae, pv)
         asst[t] = (mean_delta(p, n), len(p))
-    out: dict[str, Any] = {"sae": {"d_sae": int(sae.cfg.d_sae), **{k: study.metrics()[study.names[0]].get(k) for k in
-                                                                     ("explained_variance", "l0", "tokens")}},
-                           "traits": {}}
+    out: dict[str, Any] = {"sae": _sae_summary(study, sizes), "traits": {}}
     if "sycophancy" in sizes.traits and sizes.flattery_questions:
         out["flattery_delta_top"] = top_features(_flattery_delta(model, sae, sizes), sizes.k)
     for t in sizes.traits:
@@ -238,14 +261,14 @@ def _prompt_acts(model, sae, questions) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _misalignment(model: ModelLike, sizes: SelectionSizes, progress: bool) -> dict:
     from workbench.intervene.steering import AddVector
-    from workbench.persona.misalign import (MisalignmentJudge, feature_rise, finetune_sets, load_misalignment,
-                                            misalignment_agreement, projection_rise)
+    from workbench.persona.misalign import (MisalignmentJudge, feature_rise, finetune_sets, harmful_preference,
+                                            load_misalignment, misalignment_agreement, projection_rise)
     from workbench.persona.reuse import FeatureSetClamp, clamp_trial, random_features, top_features
     from workbench.studies.persona import persona_sizes, persona_vector
 
     data = load_misalignment()
     judge = MisalignmentJudge(data)
-    study = _sae(model)
+    study = _sae(model, sizes, progress)
     sae = study.sae
     mx = torch.as_tensor(study.features().arrays["max"]).float()
     hook = f"blocks.{LAYER}.hook_resid_post"
@@ -283,6 +306,14 @@ def _misalignment(model: ModelLike, sizes: SelectionSizes, progress: bool) -> di
         cond["base+diff_vector"] = clamp_trial(model, AddVector(hook=hook, vector=d), qs, judge, sizes.em)
         cond["misaligned-diff_vector"] = clamp_trial(bad, AddVector(hook=hook, vector=-d), qs, judge, sizes.em)
     out["conditions"] = cond
+    # did the fine-tune learn the narrow task? held-out questions of its own domain (the training ones if none left)
+    held = data.examples[sizes.em_examples:]
+    dom = list(held or data.examples)[: sizes.em.n_questions]
+    out["in_domain"] = {"held_out": bool(held), "n_questions": len(dom),
+                        "preference": {k: harmful_preference(m, dom) for k, m in
+                                       (("base", model), ("misaligned", bad), ("control", good))},
+                        "judged": {k: clamp_trial(m, None, [q for q, _, _ in dom], judge, sizes.em) for k, m in
+                                   (("base", model), ("misaligned", bad), ("control", good))}}
     return out
 
 
