@@ -148,5 +148,6 @@ def chat_corpus(model: ModelLike, cfg: ChatCorpusConfig | None = None, *, n_toke
                                      "text": c["text"]} for c in chats])
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
-    cached(path, key, compute, load=lambda p: None, save=lambda text, p: atomic_write_text(p, text))
+    cached(path, key, compute, load=lambda p: Path(p).read_text(encoding="utf-8"),
+           save=lambda text, p: atomic_write_text(p, text))
     return CorpusSpec(source=str(path), split="train")
