@@ -188,3 +188,17 @@ def test_load_model_asks_for_bf16_on_a_bf16_gpu_and_float32_on_the_cpu(monkeypat
     with pytest.raises(ValueError, match="sees no Apple GPU"):
         _probes(monkeypatch, cuda=False, mps=False)
         models.resolve_device("mps")
+
+
+def test_harvest_forward_batch_follows_the_device_and_the_store_layout_does_not():
+    from workbench.data.corpus import CorpusSpec
+    from workbench.data.harvest import HarvestConfig, HarvestSpec, cache_layout
+
+    auto, fixed = HarvestConfig(), HarvestConfig(batch_contexts=64)
+    assert auto.forward_contexts("cpu") == 32 and auto.forward_contexts(torch.device("cuda", 0)) == 256
+    assert fixed.forward_contexts("cpu") == fixed.forward_contexts("cuda") == 64  # an explicit size is kept
+    spec = HarvestSpec(model="gemma-3-270m", n_tokens=128 * 1000, corpus=CorpusSpec(source="wiki"))
+    # shards count in units of 32 contexts whatever the device, so a GPU and a CPU harvest share the cached store
+    assert cache_layout(spec, auto) == cache_layout(spec, HarvestConfig(batch_contexts=32)) == 64
+    with pytest.raises(ValueError, match="batch_contexts=0 must be a whole number"):
+        HarvestConfig(batch_contexts=0)

@@ -371,7 +371,8 @@ def build_parser(train: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--context-size", type=int, default=128)
     p.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16"])
-    p.add_argument("--batch-size", type=int, default=32, help="contexts per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="contexts per forward pass (default: 32 on a CPU, 256 on CUDA)")
     p.add_argument("--batch", type=int, dest="batch_size", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     # ^ the former name of --batch-size, kept for one release (0.3 drops it)
     p.add_argument("--shard-contexts", type=int, default=None,
