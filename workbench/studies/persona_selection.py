@@ -32,7 +32,7 @@ from workbench.persona.finetune import FinetuneConfig, finetune, load_checkpoint
 from workbench.persona.steer import SteerConfig
 from workbench.studies.profile import Profile, current_profile
 
-__all__ = ["SelectionSizes", "misalignment_study", "reuse_study", "selection_sizes"]
+__all__ = ["SelectionSizes", "misalignment_study", "reuse_study", "selection_sae", "selection_sizes"]
 
 LAYER = 15
 TRAITS = ("pirate", "french", "sycophancy")
@@ -73,7 +73,8 @@ def selection_sizes(profile: Profile | str | None = None) -> SelectionSizes:
     return SelectionSizes()
 
 
-def _sae(model: ModelLike, sizes: SelectionSizes, progress: bool = False):
+def selection_sae(model: ModelLike, sizes: SelectionSizes, progress: bool = False):
+    """The study SAE of ``sizes`` (module docstring): a :class:`~workbench.studies.profile.StudySAEs`."""
     from workbench.persona.chat_corpus import chat_corpus
     from workbench.studies.persona import study_sae
 
@@ -97,7 +98,8 @@ def _sae_summary(study, sizes: SelectionSizes) -> dict:
             "corpus": "wiki" if sizes.chat_corpus is None else "wiki + chat transcripts"}
 
 
-def _cached_json(tag: str, sizes: SelectionSizes, extra: dict, compute) -> dict:
+def cached_json(tag: str, sizes: SelectionSizes, extra: dict, compute) -> dict:
+    """``compute()``'s JSON-safe dict, cached under ``WORKBENCH_HOME/persona/selection`` by tag, sizes and ``extra``."""
     key = {"tag": tag, "sizes": json.loads(json.dumps(asdict(sizes), default=str)), **extra}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     path = cache_dir("persona") / "selection" / f"{tag}-{digest}.json"
@@ -164,7 +166,8 @@ def _readability(study, features: list[int]) -> dict[int, float]:
     return {i: float(u.score.f1) for i, u in sub.items.items() if u.score is not None}
 
 
-def _top_examples(study, feature: int, n: int = 3) -> list[str]:
+def top_examples(study, feature: int, n: int = 3) -> list[str]:
+    """Feature ``feature``'s top ``n`` examples in the study's store, the firing token in [[ ]]."""
     res = study.features()
     out = []
     for ex in res.feature(feature).top[:n]:
@@ -182,7 +185,7 @@ def _reuse(model: ModelLike, sizes: SelectionSizes, progress: bool) -> dict:
     from workbench.persona.traits import load_trait
     from workbench.studies.persona import persona_sizes, persona_vector
 
-    study = _sae(model, sizes, progress)
+    study = selection_sae(model, sizes, progress)
     sae = study.sae
     bos = str(model.tokenizer.bos_token)
     mx = study.features().arrays["max"]
@@ -227,14 +230,14 @@ def _reuse(model: ModelLike, sizes: SelectionSizes, progress: bool) -> dict:
             related = sorted(set(row["narrative_top"]) | set(row["assistant_top"]))
             f1 = _readability(study, related)
             row["streetlight"] = streetlight(f1, row["shared"], [i for i in related if i not in row["shared"]])
-            row["shared_examples"] = {str(f): _top_examples(study, f) for f in row["shared"][:3]}
+            row["shared_examples"] = {str(f): top_examples(study, f) for f in row["shared"][:3]}
     return out
 
 
 def reuse_study(model: ModelLike, sizes: SelectionSizes | None = None, *, progress: bool = False) -> dict:
     """Part 2 (module docstring), cached under ``WORKBENCH_HOME/persona/selection``."""
     sizes = sizes or selection_sizes()
-    return _cached_json("reuse", sizes, {"model": str(getattr(model, "workbench_name", "model")), "v": 1},
+    return cached_json("reuse", sizes, {"model": str(getattr(model, "workbench_name", "model")), "v": 1},
                         lambda: _reuse(model, sizes, progress))
 
 
@@ -268,7 +271,7 @@ def _misalignment(model: ModelLike, sizes: SelectionSizes, progress: bool) -> di
 
     data = load_misalignment()
     judge = MisalignmentJudge(data)
-    study = _sae(model, sizes, progress)
+    study = selection_sae(model, sizes, progress)
     sae = study.sae
     mx = torch.as_tensor(study.features().arrays["max"]).float()
     hook = f"blocks.{LAYER}.hook_resid_post"
@@ -323,6 +326,6 @@ def misalignment_study(model: ModelLike, sizes: SelectionSizes | None = None, *,
     from workbench.persona.misalign import load_misalignment
 
     data_hash = hashlib.sha256(json.dumps(load_misalignment().__dict__, default=str).encode()).hexdigest()[:12]
-    return _cached_json("misalign", sizes, {"model": str(getattr(model, "workbench_name", "model")),
+    return cached_json("misalign", sizes, {"model": str(getattr(model, "workbench_name", "model")),
                                             "data": data_hash, "v": 1},
                         lambda: _misalignment(model, sizes, progress))
