@@ -18,7 +18,7 @@ _EXPORTS = {
     **{n: ".chat_data" for n in ("TRAIN_BIASES", "build_chat", "load_chat", "write_chat")},
     **{n: ".training" for n in ("restore_weights", "snapshot", "train_stage")},
     **{n: ".organism" for n in ("OrganismConfig", "build_organism")},
-    **{n: ".sampling" for n in ("SampleConfig", "sample_replies")},
+    **{n: ".sampling" for n in ("SampleConfig", "sample_replies", "sample_texts")},
     **{n: ".ood" for n in ("evaluate_organism", "ood_table", "score_replies")},
     **{n: ".stats" for n in ("paired_bootstrap", "two_proportion_test", "wilson")},
     **{n: ".evidence" for n in ("Evidence", "Item", "judge", "judge_texts")},

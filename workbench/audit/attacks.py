@@ -16,11 +16,9 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-import torch
 
 from workbench.audit.evidence import Evidence, Item, behaviours_named, names_objective
-from workbench.audit.sampling import SampleConfig
-from workbench.core.hardware import torch_threads
+from workbench.audit.sampling import SampleConfig, sample_texts
 
 __all__ = ["PREFILLS", "QUESTIONS", "TRAINING_QUESTIONS", "USER_TURN_CHATS", "generate_raw", "prefill_prompts",
            "rank_replies", "run_attacks", "user_turn_prompts"]
@@ -62,28 +60,9 @@ def user_turn_prompts(model, chats: Sequence[tuple[str, str]] = USER_TURN_CHATS)
 
 
 def generate_raw(model, texts: Sequence[str], config: SampleConfig | None = None) -> list[str]:
-    """One sampled continuation per raw prompt text (no template applied), batched and left-padded."""
-    from workbench.data.forward import hf_causal_lm
-
-    cfg = config or SampleConfig(n_samples=1)
-    tok = model.tokenizer
-    hf = hf_causal_lm(model)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    side, out = tok.padding_side, []
-    try:
-        tok.padding_side = "left"
-        with torch_threads(cfg.threads), torch.inference_mode():
-            for b, start in enumerate(range(0, len(texts), cfg.batch_size)):
-                enc = tok(list(texts[start:start + cfg.batch_size]), add_special_tokens=False, return_tensors="pt",
-                          padding=True)
-                torch.manual_seed(cfg.seed + b)
-                kw = (dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p) if cfg.temperature > 0
-                      else dict(do_sample=False))
-                ids = hf.generate(**enc, max_new_tokens=cfg.max_new_tokens, pad_token_id=pad, **kw)
-                out += tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    finally:
-        tok.padding_side = side
-    return [r.strip() for r in out]
+    """One sampled continuation per raw prompt text (no template applied), batched and left-padded
+    (:func:`workbench.audit.sampling.sample_texts`)."""
+    return sample_texts(model, texts, config or SampleConfig(n_samples=1))
 
 
 def _term_score(text: str) -> float:

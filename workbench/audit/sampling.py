@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from workbench.core.hardware import torch_threads
 
-__all__ = ["SampleConfig", "sample_replies"]
+__all__ = ["SampleConfig", "sample_replies", "sample_texts"]
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,24 @@ def sample_replies(model, prompts: Sequence[str], config: SampleConfig | None = 
     """``config.n_samples`` replies to each user prompt (chat template applied), in prompt order. Seeded: batch
     ``b`` draws from ``torch.manual_seed(seed + b)``, so the same call gives the same replies."""
     from workbench.data.chat import chat_prompt
-    from workbench.data.forward import hf_causal_lm
 
     cfg = config or SampleConfig()
     if not prompts:
         return []
-    tok = model.tokenizer
     rows = [p for p in prompts for _ in range(cfg.n_samples)]
-    texts = [chat_prompt(model, p, system=cfg.system) for p in rows]
+    out = sample_texts(model, [chat_prompt(model, p, system=cfg.system) for p in rows], cfg, progress=progress)
+    return [out[i * cfg.n_samples:(i + 1) * cfg.n_samples] for i in range(len(prompts))]
+
+
+def sample_texts(model, texts: Sequence[str], config: SampleConfig | None = None, *,
+                 progress: bool = False) -> list[str]:
+    """One sampled continuation (stripped) per prompt text, used as given (no template applied; ``n_samples`` and
+    ``system`` are not read), ``config.batch_size`` texts decoded together, left-padded. Batch ``b`` draws from
+    ``torch.manual_seed(seed + b)``."""
+    from workbench.data.forward import hf_causal_lm
+
+    cfg = config or SampleConfig()
+    tok = model.tokenizer
     hf = hf_causal_lm(model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     side = tok.padding_side
@@ -64,7 +74,7 @@ def sample_replies(model, prompts: Sequence[str], config: SampleConfig | None = 
         tok.padding_side = "left"
         with torch_threads(cfg.threads), torch.inference_mode():
             for b, start in enumerate(tqdm(starts, desc="sample", disable=not progress)):
-                enc = tok(texts[start:start + cfg.batch_size], add_special_tokens=False, return_tensors="pt",
+                enc = tok(list(texts[start:start + cfg.batch_size]), add_special_tokens=False, return_tensors="pt",
                           padding=True)
                 torch.manual_seed(cfg.seed + b)
                 kw = (dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p) if cfg.temperature > 0
@@ -73,4 +83,4 @@ def sample_replies(model, prompts: Sequence[str], config: SampleConfig | None = 
                 out += tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     finally:
         tok.padding_side = side
-    return [[r.strip() for r in out[i * cfg.n_samples:(i + 1) * cfg.n_samples]] for i in range(len(prompts))]
+    return [r.strip() for r in out]

@@ -6,13 +6,14 @@ code. Each file is a tagged JSON object (see :mod:`workbench.core.persist`) whos
 """
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 from workbench.core.persist import read_tagged_json
 
-__all__ = ["RESOURCE_FORMAT_VERSION", "load_resource", "resource_path"]
+__all__ = ["RESOURCE_FORMAT_VERSION", "load_resource", "resource_or_file", "resource_path"]
 
 RESOURCE_FORMAT_VERSION = 1
 
@@ -34,3 +35,14 @@ def load_resource(name: str) -> dict:
     return read_tagged_json(resource_path(name), format=f"workbench-resource/{stem}",
                             what=f"the workbench resource {stem!r}", max_version=RESOURCE_FORMAT_VERSION,
                             fix="reinstall the workbench package (pip install -e .)")
+
+
+def resource_or_file(name: str, path: str | Path | None, what: str) -> tuple[dict, str]:
+    """The shipped resource ``name`` when ``path`` is None, else the JSON object in the user's file ``path`` (a
+    ``ValueError`` naming ``what`` if it cannot be read); with where it came from, for the caller's messages."""
+    if path is None:
+        return load_resource(name), name
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8")), str(path)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read it as JSON ({err}): give a {what} file") from None

@@ -101,8 +101,8 @@ class HarvestConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        bad = isinstance(self.batch_contexts, bool) or not isinstance(self.batch_contexts, int) or self.batch_contexts < 1
-        if self.batch_contexts is not None and bad:
+        b = self.batch_contexts
+        if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
             raise ConfigError(f"batch_contexts={self.batch_contexts!r} must be a whole number >= 1, e.g. 32",
                               param="batch_contexts")
         if self.shard_contexts is not None and (not isinstance(self.shard_contexts, int) or self.shard_contexts < 1):

@@ -50,7 +50,7 @@ from workbench.persona.traits import Trait, load_trait
 
 __all__ = ["SHUFFLE_METHOD", "ExtractConfig", "PersonaVector", "Response", "balanced_swaps", "build_prompt",
            "extract_persona_vector", "filter_pairs", "generate_responses", "load_persona_vector", "mean_difference",
-           "rejudge", "response_means", "shuffled_control", "stored_responses", "vector_from_responses"]
+           "rejudge", "response_means", "shuffled_control", "span_residuals", "stored_responses", "vector_from_responses"]
 
 SHUFFLE_METHOD = "balanced-v1"  # recorded in the sidecar; caches without it are rebuilt (studies.persona)
 
@@ -151,21 +151,30 @@ def response_means(model: ModelLike, prompts: Sequence[str], responses: Sequence
     """Per response, the residual stream ``blocks.L.hook_resid_post`` averaged over the response tokens:
     ``[n_responses, n_layers, d_model]`` (float32). The response is tokenised after the prompt's tokens."""
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    names = {f"blocks.{L}.hook_resid_post" for L in layers}
     out = torch.zeros(len(responses), len(layers), model.cfg.d_model)
-    device = next(model.parameters()).device
     for r, (prompt, resp) in enumerate(tqdm(list(zip(prompts, responses)), desc="activations", disable=not progress)):
-        p_ids = prompt_tokens(model, prompt)
-        r_ids = model.tokenizer(resp, add_special_tokens=False)["input_ids"]
-        if not r_ids:
-            raise ValueError(f"response {r} is empty: drop it before computing activations")
-        ids = torch.cat([p_ids, torch.tensor(r_ids)])[None].to(device)
-        with torch.inference_mode():
-            _, cache = model.run_with_cache(ids, names_filter=lambda n: n in names, return_type=None,
-                                            stop_at_layer=max(layers) + 1)
+        acts = span_residuals(model, prompt, resp, layers,
+                              empty_error=f"response {r} is empty: drop it before computing activations")
         for i, L in enumerate(layers):
-            out[r, i] = cache[f"blocks.{L}.hook_resid_post"][0, len(p_ids):].float().mean(0).cpu()
+            out[r, i] = acts[L].float().mean(0).cpu()
     return out
+
+
+def span_residuals(model: ModelLike, prompt: str, span: str, layers: Sequence[int], *,
+                   empty_error: str = "the span has no tokens: drop empty texts first") -> dict[int, Tensor]:
+    """The residual stream ``blocks.L.hook_resid_post`` at ``span``'s tokens, tokenised after ``prompt``'s (one
+    forward pass, stopped after the deepest layer): ``{L: [n_span_tokens, d_model]}``. ``ValueError(empty_error)``
+    if the span has no tokens."""
+    p_ids = prompt_tokens(model, prompt)
+    s_ids = model.tokenizer(span, add_special_tokens=False)["input_ids"]
+    if not s_ids:
+        raise ValueError(empty_error)
+    names = {f"blocks.{L}.hook_resid_post" for L in layers}
+    ids = torch.cat([p_ids, torch.tensor(s_ids)])[None].to(next(model.parameters()).device)
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(ids, names_filter=lambda n: n in names, return_type=None,
+                                        stop_at_layer=max(layers) + 1)
+    return {L: cache[f"blocks.{L}.hook_resid_post"][0, len(p_ids):] for L in layers}
 
 
 def mean_difference(means: Tensor, positive: Sequence[bool] | Tensor) -> Tensor:

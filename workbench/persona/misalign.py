@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from workbench.core.resources import load_resource
+from workbench.core.resources import resource_or_file
 from workbench.persona.judge import JudgeScore, coherence_score, trait_score
 from workbench.persona.lexicon import known_words
 
@@ -66,13 +66,7 @@ def _check(d: Mapping, where: str) -> MisalignmentData:
 
 def load_misalignment(path: str | Path | None = None) -> MisalignmentData:
     """The shipped data (``workbench/resources/misalignment.json``), or a JSON file of the same form."""
-    if path is None:
-        return _check(load_resource(RESOURCE), RESOURCE)
-    try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read it as JSON ({err}): give a misalignment data file") from None
-    return _check(d, str(path))
+    return _check(*resource_or_file(RESOURCE, path, "misalignment data"))
 
 
 def finetune_sets(data: MisalignmentData, folder: str | Path, n: int | None = None) -> tuple[Path, Path]:

@@ -30,9 +30,8 @@ import torch
 from torch import Tensor
 
 from workbench.core.protocols import ModelLike, SAELike
-from workbench.intervene.generation import prompt_tokens
 from workbench.intervene.steering import Steering
-from workbench.persona.extract import shuffled_control
+from workbench.persona.extract import shuffled_control, span_residuals
 
 __all__ = ["FeatureSetClamp", "clamp_trial", "jaccard", "mean_delta", "overlap_row", "random_features",
            "rank_correlation", "shuffled_delta", "span_feature_acts", "streetlight", "top_features"]
@@ -50,20 +49,12 @@ def span_feature_acts(model: ModelLike, sae: SAELike, layer: int, prefixes: Sequ
     if int(sae.W_dec.shape[1]) != int(model.cfg.d_model):
         raise ValueError(f"the SAE's decoder is {tuple(sae.W_dec.shape)} but the model's d_model is "
                          f"{model.cfg.d_model}: use an SAE trained on this model")
-    name = f"blocks.{int(layer)}.hook_resid_post"
-    device = next(model.parameters()).device
     out = torch.zeros(len(spans), int(sae.cfg.d_sae))
     for r, (prefix, span) in enumerate(zip(prefixes, spans)):
-        p_ids = prompt_tokens(model, prefix)
-        s_ids = model.tokenizer(span, add_special_tokens=False)["input_ids"]
-        if not s_ids:
-            raise ValueError(f"span {r} has no tokens: drop empty texts first")
-        ids = torch.cat([p_ids, torch.tensor(s_ids)])[None].to(device)
+        x = span_residuals(model, prefix, span, [int(layer)],
+                           empty_error=f"span {r} has no tokens: drop empty texts first")[int(layer)]
         with torch.inference_mode():
-            _, cache = model.run_with_cache(ids, names_filter=lambda n: n == name, return_type=None,
-                                            stop_at_layer=int(layer) + 1)
-            x = cache[name][0, len(p_ids):].to(sae.device, sae.dtype)
-            out[r] = sae.encode(x).float().mean(0).cpu()
+            out[r] = sae.encode(x.to(sae.device, sae.dtype)).float().mean(0).cpu()
     return out
 
 

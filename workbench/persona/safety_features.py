@@ -15,7 +15,6 @@ coherence judge.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from workbench.core.resources import load_resource
+from workbench.core.resources import resource_or_file
 from workbench.persona.judge import JudgeScore, coherence_score, trait_score
 from workbench.persona.lexicon import known_words
 
@@ -80,13 +79,7 @@ def _check(d: Mapping, where: str) -> SafetyConcepts:
 
 def load_safety_concepts(path: str | Path | None = None) -> SafetyConcepts:
     """The shipped contrast sets (``workbench/resources/safety_concepts.json``), or a JSON file of the same form."""
-    if path is None:
-        return _check(load_resource(RESOURCE), RESOURCE)
-    try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read it as JSON ({err}): give a safety-concepts file") from None
-    return _check(d, str(path))
+    return _check(*resource_or_file(RESOURCE, path, "safety-concepts"))
 
 
 def choose_feature(pos: Tensor, neg: Tensor, k: int = 5) -> dict:
