@@ -44,7 +44,7 @@ import torch
 from workbench.persona.lexicon import known_share, known_words, letter_runs
 from workbench.persona.traits import Trait, load_trait
 
-__all__ = ["Judge", "JudgeScore", "RubricJudge", "coherence_agreement", "coherence_labels", "coherence_score",
+__all__ = ["Judge", "JudgeScore", "LexiconJudge", "RubricJudge", "coherence_agreement", "coherence_labels", "coherence_score",
            "judge_agreement", "trait_score"]
 
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
@@ -122,6 +122,20 @@ def _lm_loss(lm, text: str) -> float:
     with torch.inference_mode():
         loss = lm(torch.tensor([bos + ids]), return_type="loss", loss_per_token=True)[0, len(bos):]
     return float(loss.mean())
+
+
+class LexiconJudge:
+    """A rubric given as a dict (not a trait file) with the offline coherence judge (version 2, known words): the
+    judge of studies that score one behaviour by its own lexicon. ``name`` goes into every score's info."""
+
+    def __init__(self, rubric: dict, name: str):
+        self.rubric, self.name = dict(rubric), name
+        self._vocab = known_words()
+
+    def __call__(self, question: str, response: str) -> JudgeScore:
+        t, t_info = trait_score(response, self.rubric)
+        c, c_info = coherence_score(response, self._vocab)
+        return JudgeScore(round(t, 2), round(c, 2), {"trait": t_info, "coherence": c_info, "judge": self.name})
 
 
 @dataclass

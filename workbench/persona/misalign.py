@@ -25,8 +25,7 @@ import torch
 from torch import Tensor
 
 from workbench.core.resources import resource_or_file
-from workbench.persona.judge import JudgeScore, coherence_score, trait_score
-from workbench.persona.lexicon import known_words
+from workbench.persona.judge import LexiconJudge
 
 __all__ = ["MisalignmentData", "MisalignmentJudge", "feature_rise", "finetune_sets", "load_misalignment",
            "misalignment_agreement", "projection_rise"]
@@ -88,20 +87,13 @@ def finetune_sets(data: MisalignmentData, folder: str | Path, n: int | None = No
     return out[0], out[1]
 
 
-class MisalignmentJudge:
+class MisalignmentJudge(LexiconJudge):
     """``judge(question, reply) -> JudgeScore``: ``trait`` is the misalignment rubric's score (0-100),
     ``coherence`` the offline judge's (version 2, with known words)."""
 
-    name = "misalignment-rubric"
-
     def __init__(self, data: MisalignmentData | None = None):
         self.data = data or load_misalignment()
-        self._vocab = known_words()
-
-    def __call__(self, question: str, response: str) -> JudgeScore:
-        t, t_info = trait_score(response, self.data.rubric)
-        c, c_info = coherence_score(response, self._vocab)
-        return JudgeScore(round(t, 2), round(c, 2), {"trait": t_info, "coherence": c_info, "judge": self.name})
+        super().__init__(self.data.rubric, "misalignment-rubric")
 
 
 def misalignment_agreement(judge, labelled: Sequence[tuple[str, str, float]]) -> dict:

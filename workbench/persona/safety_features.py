@@ -24,8 +24,7 @@ import torch
 from torch import Tensor
 
 from workbench.core.resources import resource_or_file
-from workbench.persona.judge import JudgeScore, coherence_score, trait_score
-from workbench.persona.lexicon import known_words
+from workbench.persona.judge import LexiconJudge
 
 __all__ = ["ConceptJudge", "SafetyConcept", "SafetyConcepts", "choose_feature", "heldout_separation",
            "load_safety_concepts"]
@@ -119,16 +118,10 @@ def heldout_separation(pos: Tensor, neg: Tensor, *, n_permutations: int = 2000, 
             "pos_mean": round(float(pos.mean()), 4), "neg_mean": round(float(neg.mean()), 4)}
 
 
-class ConceptJudge:
+class ConceptJudge(LexiconJudge):
     """``judge(question, reply) -> JudgeScore``: ``trait`` is the concept lexicon's score (0-100), ``coherence``
     the offline judge's (version 2)."""
 
     def __init__(self, concept: SafetyConcept):
         self.concept = concept
-        self.name = f"lexicon:{concept.name}"
-        self._vocab = known_words()
-
-    def __call__(self, question: str, response: str) -> JudgeScore:
-        t, t_info = trait_score(response, self.concept.rubric)
-        c, c_info = coherence_score(response, self._vocab)
-        return JudgeScore(round(t, 2), round(c, 2), {"trait": t_info, "coherence": c_info, "judge": self.name})
+        super().__init__(concept.rubric, f"lexicon:{concept.name}")
